@@ -1,0 +1,159 @@
+"""The `lmshrink` command: parse arguments, call the public API, print.
+
+Options are generated from the config dataclasses, so each setting is described once (in
+`config.py` or beside its workflow) and every flag has a dotted-key twin for `--set`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from lmshrink import __version__
+from lmshrink.config import (
+    ConfigError,
+    apply_overrides,
+    leaf_fields,
+    load_yaml,
+    set_dotted,
+)
+from lmshrink.errors import LmshrinkError
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str, str]:
+    """Add one option per config field, grouped by section; returns {dest: dotted key}."""
+    dests: dict[str, str] = {}
+    groups: dict[str, Any] = {}
+    for key, field, tp in leaf_fields(cls):
+        section = key.rsplit(".", 1)[0] if "." in key else ""
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} options") if section else parser
+        group = groups[section]
+        name = field.name.replace("_", "-")
+        dest = key.replace(".", "__")
+        help_text = field.metadata.get("help", "")
+        if field.metadata.get("positional"):
+            group.add_argument(dest, metavar=field.name.upper(), help=help_text)
+        elif tp is bool:
+            group.add_argument(
+                f"--{name}",
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {str(field.default).lower()})",
+            )
+        else:
+            default = field.default
+            shown = f" (default: {default})" if default not in ("", dataclasses.MISSING) else ""
+            metavar = f"{field.name.upper()}[,...]" if "list" in str(tp) else field.name.upper()
+            group.add_argument(
+                f"--{name}",
+                dest=dest,
+                default=argparse.SUPPRESS,
+                metavar=metavar,
+                help=help_text + shown,
+            )
+        dests[dest] = key
+    return dests
+
+
+def _build_config(cls: type, args: argparse.Namespace, dests: dict[str, str]) -> Any:
+    cfg = load_yaml(cls, args.config) if args.config else cls()
+    for dest, key in dests.items():
+        if dest in vars(args):
+            set_dotted(cfg, key, getattr(args, dest))
+    apply_overrides(cfg, args.set or [])
+    return cfg
+
+
+def _cmd_finetune(cfg: Any) -> None:
+    from lmshrink.teacher import finetune
+
+    meta = finetune(cfg)
+    scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in meta["dev"].items())
+    print(
+        f"saved {cfg.out} (dev {scores}; best at epoch {meta['best_epoch']}, "
+        f"{meta['train_seconds']:.0f} s)"
+    )
+
+
+def _cmd_evaluate(cfg: Any) -> None:
+    from lmshrink.evaluate import evaluate, format_table
+
+    print(format_table(evaluate(cfg)))
+    if cfg.json:
+        print(f"wrote {cfg.json}")
+
+
+def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
+    from lmshrink.config import FinetuneConfig
+    from lmshrink.evaluate import EvaluateConfig
+
+    return {
+        "finetune": (
+            FinetuneConfig,
+            _cmd_finetune,
+            "fine-tune an encoder on a task (the teacher to compress)",
+        ),
+        "evaluate": (
+            EvaluateConfig,
+            _cmd_evaluate,
+            "score a model on a task split; parameters and size on disk",
+        ),
+    }
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict[str, str]]]:
+    parser = argparse.ArgumentParser(
+        prog="lmshrink",
+        description="Compress fine-tuned transformer classifiers into small, fast models.",
+        epilog="Run 'lmshrink COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmshrink {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    dests: dict[str, dict[str, str]] = {}
+    for name, (cls, _, help_text) in _commands().items():
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper()
+            + help_text[1:]
+            + ". "
+            + (cls.__doc__ or "").strip().split("\n")[0],
+        )
+        p.add_argument(
+            "--config",
+            metavar="YAML",
+            help="read settings from a YAML file "
+            "(flags given on the command line take precedence).",
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override any config key, e.g. --set train.lr=3e-5 (repeatable).",
+        )
+        dests[name] = _add_config_options(p, cls)
+    return parser, dests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, dests = build_parser()
+    args = parser.parse_args(argv)
+    cls, run, _ = _commands()[args.command]
+    try:
+        run(_build_config(cls, args, dests[args.command]))
+    except (LmshrinkError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-written was left in --out.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Shared fixtures: a tiny random BERT encoder and small task files made by the tests.
+
+Nothing here touches the network: the hub is switched to offline mode before any Hugging
+Face library is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_GLUE = Path(
+    os.environ.get(
+        "LMSHRINK_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+    )
+)
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb", "charming"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "terrible", "weak"]
+FILLER = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "plot",
+    "was",
+    "is",
+    "very",
+    "quite",
+    "story",
+    "and",
+    "acting",
+    "really",
+    "it",
+    "this",
+    "cast",
+]
+
+
+def make_sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    """(sentence, label) pairs whose label is learnable from one sentiment word."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), str(label)))
+    return rows
+
+
+def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A folder with a 2-layer, hidden-32 random BERT encoder (no head) and its tokenizer."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_encoder(folder: Path) -> Path:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted(
+        set(
+            POSITIVE
+            + NEGATIVE
+            + FILLER
+            + ["not", "entailment", "he", "she", "yes", "no", "cat", "dog", "sat", "on", "mat"]
+        )
+    )
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list(".,!?'-0123456789")
+    vocab = specials + words + letters + ["##" + c for c in letters]
+    # transformers 5 takes the vocabulary itself (`vocab_file=` is silently ignored there).
+    tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def sst2_dir(tmp_path) -> Path:
+    """A small GLUE folder holding SST-2 train (160 rows) and dev (48 rows)."""
+    root = tmp_path / "glue"
+    train = make_sentences(160, seed=1)
+    dev = make_sentences(48, seed=2)
+    write_tsv(root / "SST-2" / "train.tsv", ["sentence", "label"], [list(r) for r in train])
+    write_tsv(root / "SST-2" / "dev.tsv", ["sentence", "label"], [list(r) for r in dev])
+    return root
+
+
+@pytest.fixture
+def shared_glue() -> Path:
+    """The real GLUE files in ../shared/data/glue (skipped where they are absent)."""
+    if not SHARED_GLUE.is_dir():
+        pytest.skip(f"real GLUE data not found at {SHARED_GLUE} (set LMSHRINK_GLUE_DIR)")
+    return SHARED_GLUE
+
+
+def tiny_finetune_config(model: Path, data_dir: Path, out: Path, **train):
+    """A FinetuneConfig for a few fast steps on the tiny model."""
+    from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
+
+    # A random tiny BERT needs ~30 steps at a high rate before the sentiment word takes hold.
+    settings = dict(epochs=2, batch_size=16, lr=4e-3, eval_batch_size=32, progress=False)
+    settings.update(train)
+    return FinetuneConfig(
+        model=str(model),
+        out=str(out),
+        data=DataConfig(task="sst2", data_dir=str(data_dir), max_length=32),
+        train=TrainConfig(**settings),
+    )

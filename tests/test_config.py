@@ -1,0 +1,68 @@
+import pytest
+
+from lmshrink.config import (
+    FinetuneConfig,
+    apply_overrides,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    set_dotted,
+    to_dict,
+)
+from lmshrink.errors import ConfigError
+
+
+def test_from_dict_builds_nested_sections_and_converts_types():
+    cfg = from_dict(
+        FinetuneConfig,
+        {
+            "model": "m",
+            "train": {"lr": "3e-5", "epochs": 2},
+            "data": {"text_columns": "a, b", "regression": "yes"},
+        },
+    )
+    assert cfg.train.lr == pytest.approx(3e-5)
+    assert cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+    assert cfg.data.text_columns == ["a", "b"]
+    assert cfg.data.regression is True
+
+
+def test_unknown_key_names_the_dotted_key_and_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.lrr'.*lr"):
+        from_dict(FinetuneConfig, {"train": {"lrr": 1.0}})
+
+
+def test_mistyped_values_are_refused():
+    with pytest.raises(ConfigError, match="train.batch_size.*whole number"):
+        from_dict(FinetuneConfig, {"train": {"batch_size": "many"}})
+    with pytest.raises(ConfigError, match="train.batch_size.*whole number"):
+        from_dict(FinetuneConfig, {"train": {"batch_size": 3.5}})
+    with pytest.raises(ConfigError, match="overwrite.*true or false"):
+        from_dict(FinetuneConfig, {"overwrite": "maybe"})
+
+
+def test_dotted_overrides_parse_yaml_scalars():
+    cfg = FinetuneConfig()
+    apply_overrides(cfg, ["train.lr=1e-4", "data.max_length=64", "overwrite=true"])
+    assert (cfg.train.lr, cfg.data.max_length, cfg.overwrite) == (1e-4, 64, True)
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(cfg, ["train.lr"])
+    with pytest.raises(ConfigError, match="is a section"):
+        set_dotted(cfg, "train", 1)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = FinetuneConfig(model="packaged:minilm", out="runs/x")
+    cfg.train.seed = 7
+    cfg.data.labels = ["neg", "pos"]
+    dump_yaml(cfg, tmp_path / "c.yaml")
+    assert to_dict(load_yaml(FinetuneConfig, tmp_path / "c.yaml")) == to_dict(cfg)
+
+
+def test_bad_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {lr: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+        load_yaml(FinetuneConfig, path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(FinetuneConfig, tmp_path / "missing.yaml")
