@@ -22,6 +22,20 @@ SHARED_GLUE = Path(
     )
 )
 
+# GLUE's STS-B columns (the score is the last one).
+STSB_HEADER = [
+    "index",
+    "genre",
+    "filename",
+    "year",
+    "old_index",
+    "source1",
+    "source2",
+    "sentence1",
+    "sentence2",
+    "score",
+]
+
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "charming"]
 NEGATIVE = ["bad", "awful", "dull", "boring", "terrible", "weak"]
 FILLER = [

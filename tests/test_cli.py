@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_tsv
+from conftest import STSB_HEADER, write_tsv
 
 from lmshrink.cli import main
 
@@ -95,21 +95,9 @@ def _bad_inputs(tiny_encoder, sst2_dir, tmp_path):
         tmp_path / "wc" / "SST-2" / "train.tsv", ["text", "label"], [["good", "1"]]
     )
     empty = write_tsv(tmp_path / "em" / "SST-2" / "train.tsv", ["sentence", "label"], [])
-    sts_header = [
-        "index",
-        "genre",
-        "filename",
-        "year",
-        "old_index",
-        "source1",
-        "source2",
-        "sentence1",
-        "sentence2",
-        "score",
-    ]
     write_tsv(
         tmp_path / "nn" / "STS-B" / "train.tsv",
-        sts_header,
+        STSB_HEADER,
         [["0", "g", "f", "y", "0", "n", "n", "a", "b", "n/a"]],
     )
     occupied = tmp_path / "occupied"

@@ -2,7 +2,7 @@ import json
 import random
 
 import pytest
-from conftest import write_tsv
+from conftest import STSB_HEADER, write_tsv
 
 from lmshrink.config import DataConfig
 from lmshrink.data import (
@@ -133,21 +133,9 @@ def test_empty_split(tmp_path):
 
 
 def test_non_numeric_regression_target(tmp_path):
-    header = [
-        "index",
-        "genre",
-        "filename",
-        "year",
-        "old_index",
-        "source1",
-        "source2",
-        "sentence1",
-        "sentence2",
-        "score",
-    ]
     write_tsv(
         tmp_path / "STS-B" / "train.tsv",
-        header,
+        STSB_HEADER,
         [
             ["0", "g", "f", "y", "0", "n", "n", "a", "b", "4.2"],
             ["1", "g", "f", "y", "1", "n", "n", "a", "b", "high"],

@@ -79,26 +79,14 @@ def test_nan_loss_stops_with_a_clear_error_and_writes_nothing(
 
 
 def test_regression_task_trains(tiny_encoder, tmp_path):
-    from conftest import make_sentences, write_tsv
+    from conftest import STSB_HEADER, make_sentences, write_tsv
 
-    header = [
-        "index",
-        "genre",
-        "filename",
-        "year",
-        "old_index",
-        "source1",
-        "source2",
-        "sentence1",
-        "sentence2",
-        "score",
-    ]
     for split, seed in (("train", 1), ("dev", 2)):
         rows = [
             [str(i), "g", "f", "y", str(i), "n", "n", s, s, f"{4.0 * int(y) + 0.5:.1f}"]
             for i, (s, y) in enumerate(make_sentences(160 if split == "train" else 48, seed))
         ]
-        write_tsv(tmp_path / "glue" / "STS-B" / f"{split}.tsv", header, rows)
+        write_tsv(tmp_path / "glue" / "STS-B" / f"{split}.tsv", STSB_HEADER, rows)
     cfg = tiny_finetune_config(tiny_encoder, tmp_path / "glue", tmp_path / "sts", epochs=6)
     cfg.data.task = "stsb"
     meta = finetune(cfg)
