@@ -15,6 +15,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and one thread per process keeps the
+# subprocess tests (resume, 2-process runs) from oversubscribing a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_GLUE = Path(
     os.environ.get(

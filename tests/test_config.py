@@ -66,3 +66,27 @@ def test_bad_yaml_file_names_the_file(tmp_path):
         load_yaml(FinetuneConfig, path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_yaml(FinetuneConfig, tmp_path / "missing.yaml")
+
+
+def test_lists_of_sections_and_mappings_are_typed():
+    import dataclasses
+
+    from lmshrink.config import option
+
+    @dataclasses.dataclass
+    class Part:
+        name: str = option("", "part name")
+        params: dict[str, float] = option({}, "free parameters")
+
+    @dataclasses.dataclass
+    class Whole:
+        parts: list[Part] = option([Part(name="default")], "the parts")
+
+    a, b = Whole(), Whole()
+    assert a.parts == [Part(name="default")] and a.parts[0] is not b.parts[0]
+    cfg = from_dict(Whole, {"parts": [{"name": "x", "params": {"t": 2}}, {"name": "y"}]})
+    assert cfg.parts == [Part("x", {"t": 2}), Part("y", {})]
+    with pytest.raises(ConfigError, match=r"unknown config key 'parts\.nme'"):
+        from_dict(Whole, {"parts": [{"nme": "x"}]})
+    with pytest.raises(ConfigError, match="parts.params.*mapping"):
+        from_dict(Whole, {"parts": [{"params": [1]}]})

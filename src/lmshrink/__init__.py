@@ -24,6 +24,13 @@ _API = {
 
 __all__ = sorted(_API) + ["__version__"]
 
+# lmshrink's own model classes (BiLSTM and pruned students) load with
+# AutoModelForSequenceClassification once `import lmshrink` has run; the registration waits
+# until transformers' Auto API is imported, so that this import stays fast.
+from lmshrink import _autoregister  # noqa: E402
+
+_autoregister.install()
+
 
 def __getattr__(name: str) -> Any:
     if name in _API:

@@ -28,15 +28,19 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
     dests: dict[str, str] = {}
     groups: dict[str, Any] = {}
     for key, field, tp in leaf_fields(cls):
+        if _yaml_only(tp):
+            continue  # lists of sections (stages) and free mappings: --config or --set
         section = key.rsplit(".", 1)[0] if "." in key else ""
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} options") if section else parser
         group = groups[section]
-        name = field.name.replace("_", "-")
+        name = field.metadata.get("flag", field.name).replace("_", "-")
         dest = key.replace(".", "__")
+        if any(a.dest == dest or f"--{name}" in a.option_strings for a in parser._actions):
+            raise AssertionError(f"two config fields would both be --{name} ({key})")
         help_text = field.metadata.get("help", "")
         if field.metadata.get("positional"):
-            group.add_argument(dest, metavar=field.name.upper(), help=help_text)
+            group.add_argument(dest, metavar=name.replace("-", "_").upper(), help=help_text)
         elif tp is bool:
             group.add_argument(
                 f"--{name}",
@@ -48,7 +52,8 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
         else:
             default = field.default
             shown = f" (default: {default})" if default not in ("", dataclasses.MISSING) else ""
-            metavar = f"{field.name.upper()}[,...]" if "list" in str(tp) else field.name.upper()
+            upper = name.replace("-", "_").upper()
+            metavar = f"{upper}[,...]" if "list" in str(tp) else upper
             group.add_argument(
                 f"--{name}",
                 dest=dest,
@@ -58,6 +63,13 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
             )
         dests[dest] = key
     return dests
+
+
+def _yaml_only(tp: Any) -> bool:
+    import typing
+
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is dict or bool(args and dataclasses.is_dataclass(args[0]))
 
 
 def _build_config(cls: type, args: argparse.Namespace, dests: dict[str, str]) -> Any:
@@ -88,8 +100,19 @@ def _cmd_evaluate(cfg: Any) -> None:
         print(f"wrote {cfg.json}")
 
 
+def _cmd_distill(cfg: Any) -> None:
+    from lmshrink.distill import distill
+    from lmshrink.report import markdown
+
+    report = distill(cfg)
+    if "model_dir" in report:  # only the main process saves the model and prints the report
+        print(markdown(report))
+        print(f"saved {cfg.out}/model, {cfg.out}/report.json and {cfg.out}/report.md")
+
+
 def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
     from lmshrink.config import FinetuneConfig
+    from lmshrink.distill import DistillConfig
     from lmshrink.evaluate import EvaluateConfig
 
     return {
@@ -97,6 +120,11 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
             FinetuneConfig,
             _cmd_finetune,
             "fine-tune an encoder on a task (the teacher to compress)",
+        ),
+        "distill": (
+            DistillConfig,
+            _cmd_distill,
+            "distill a teacher into a small student with unlabeled transfer data",
         ),
         "evaluate": (
             EvaluateConfig,

@@ -8,6 +8,7 @@ a typo is an error instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -24,7 +25,7 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     if isinstance(default, (list, dict)):
         # Mutable defaults need a factory so that configs never share one list.
         return dataclasses.field(
-            default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs}
+            default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **kwargs}
         )
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
@@ -53,6 +54,11 @@ class DataConfig:
     max_length: int = option(128, "maximum tokens per example (longer inputs are truncated).")
     max_train_samples: int = option(
         0, "use a fixed-seed random subset of this many training rows (0: all)."
+    )
+    num_labeled: int = option(
+        0,
+        "low-resource mode: only a fixed-seed subset of this many training rows keeps its "
+        "gold label (0: all); distill uses the rest as unlabeled transfer data.",
     )
     max_eval_samples: int = option(
         0, "use a fixed-seed random subset of this many evaluation rows (0: all)."
@@ -106,6 +112,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], key)
+    if _is_config(tp):
+        if dataclasses.is_dataclass(value):
+            return value
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' takes a mapping, got {value!r}.")
+        return dict(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):

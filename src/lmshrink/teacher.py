@@ -44,6 +44,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     task = resolve_task(cfg.data)
     tc = cfg.train
     train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, tc.seed)
+    # Low-resource mode: the same seed picks the same labeled rows as `lmshrink distill`.
+    train = train.subset(cfg.data.num_labeled, tc.seed)
     devs = load_eval_splits(task, "dev", cfg.data, tc.seed)
 
     set_seed(tc.seed)

@@ -1,0 +1,648 @@
+"""`lmshrink distill`: stage-wise distillation of a teacher into a small student.
+
+The XtremeDistil recipe, as data rather than code: a list of stages, each with the examples
+it iterates (the teacher-labelled transfer set, or the gold-labelled rows), its losses and
+their weights, its optimiser settings, top-down gradual unfreezing and early stopping on dev.
+The default schedule matches the student's representation to the teacher's, then its
+logits, then learns from the gold labels. Runs on `accelerate` (one process or many).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from lmshrink.config import DataConfig, option
+from lmshrink.errors import ConfigError, LmshrinkError
+from lmshrink.transfer import TransferConfig
+
+
+@dataclasses.dataclass
+class LossSpec:
+    """One weighted loss of a stage."""
+
+    name: str = option("", "loss name (see lmshrink.losses.LOSSES).")
+    weight: float = option(1.0, "weight of this loss in the stage's sum.")
+    params: dict[str, Any] = option({}, "loss parameters, e.g. {temperature: 2.0}.")
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """One distillation stage."""
+
+    name: str = option("", "stage name (for logs and the report).")
+    data: str = option(
+        "transfer",
+        "examples: 'transfer' (teacher-labelled transfer set) or "
+        "'labeled' (gold-labelled training rows).",
+    )
+    losses: list[LossSpec] = option([], "the losses of this stage.")
+    epochs: float = option(3.0, "passes over the stage's examples (at most).")
+    lr: float = option(1e-3, "peak learning rate (AdamW).")
+    batch_size: int = option(64, "batch size (per process).")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    warmup_ratio: float = option(0.0, "share of the stage's steps with linear warmup.")
+    unfreeze: str = option(
+        "all",
+        "'all' trains every layer; 'gradual' starts with the top "
+        "layer group and unfreezes one more group each epoch.",
+    )
+    patience: int = option(
+        2,
+        "stop the stage after this many evaluations without dev improvement (0: never stop early).",
+    )
+    eval_every: int = option(0, "evaluate every N steps (0: once per epoch).")
+
+
+@dataclasses.dataclass
+class StudentConfig:
+    """The student to build (BiLSTM: XtremeDistil's small student)."""
+
+    kind: str = option("bilstm", "student family: bilstm.", flag="student")
+    embedding_dim: int = option(300, "word embedding size (teacher embeddings reduced by PCA).")
+    hidden_size: int = option(300, "LSTM hidden size per direction.")
+    num_layers: int = option(1, "number of BiLSTM layers.")
+    dropout: float = option(0.2, "dropout on embeddings and the pooled state.")
+    pooling: str = option("max", "how token states become one vector: max, mean, attention.")
+
+
+@dataclasses.dataclass
+class LabellingConfig:
+    """How the teacher labels the transfer set."""
+
+    batch_size: int = option(128, "teacher batch size when labelling.", flag="label_batch_size")
+    repr_layer: int = option(
+        -1,
+        "teacher hidden-state index matched by representation "
+        "losses (0: embeddings, -1: last layer).",
+    )
+    repr_pooling: str = option(
+        "cls", "how the teacher's token states become one vector: cls or mean."
+    )
+    shard_size: int = option(4096, "examples per cache shard (the unit of resumption).")
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """`lmshrink distill`: train a small student from a teacher and unlabeled data."""
+
+    teacher: str = option("", "fine-tuned teacher folder (from lmshrink finetune).")
+    out: str = option("", "run folder: config, cache, checkpoints, model/, reports.")
+    overwrite: bool = option(False, "replace --out if it holds another run.")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint.")
+    seed: int = option(42, "random seed (initialisation, data order, subsets).")
+    checkpoint_every: int = option(200, "write a resumable checkpoint every N steps.")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off).")
+    eval_batch_size: int = option(256, "evaluation batch size.")
+    measure_speed: bool = option(True, "measure CPU speed against the teacher for the report.")
+    progress: bool = option(True, "show progress bars.")
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
+    student: StudentConfig = dataclasses.field(default_factory=StudentConfig)
+    labelling: LabellingConfig = dataclasses.field(default_factory=LabellingConfig)
+    stages: list[StageConfig] = option(
+        [], "the stages, in order (empty: the XtremeDistil schedule for the task)."
+    )
+
+
+class TrainingError(LmshrinkError):
+    """Training diverged (NaN or infinite loss)."""
+
+
+def default_stages(is_regression: bool) -> list[StageConfig]:
+    """XtremeDistil: representation, then logits, then gold labels."""
+    gold = "gold_mse" if is_regression else "gold_ce"
+    return [
+        StageConfig(
+            "representation",
+            "transfer",
+            [LossSpec("representation")],
+            epochs=4,
+            lr=1e-3,
+            unfreeze="gradual",
+        ),
+        StageConfig(
+            "logits", "transfer", [LossSpec("logit_mse")], epochs=6, lr=1e-3, unfreeze="gradual"
+        ),
+        StageConfig("labels", "labeled", [LossSpec(gold)], epochs=3, lr=2e-4, batch_size=32),
+    ]
+
+
+TEACHER_INPUTS = {"teacher_logits", "teacher_repr"}
+
+
+def validate_stages(stages: list[StageConfig]) -> None:
+    """Check names and the data each loss needs before anything slow starts."""
+    from lmshrink.losses import LOSSES
+
+    if not stages:
+        raise ConfigError("the run has no stages; give at least one under 'stages'.")
+    for i, stage in enumerate(stages):
+        where = f"stages[{i}] ({stage.name or 'unnamed'})"
+        if stage.data not in ("transfer", "labeled"):
+            raise ConfigError(f"{where}: data must be 'transfer' or 'labeled', not {stage.data!r}.")
+        if stage.unfreeze not in ("all", "gradual"):
+            raise ConfigError(f"{where}: unfreeze must be 'all' or 'gradual'.")
+        if not stage.losses:
+            raise ConfigError(f"{where}: a stage needs at least one loss.")
+        for spec in stage.losses:
+            inputs = set(LOSSES.get(spec.name).inputs)
+            if stage.data == "labeled" and inputs & TEACHER_INPUTS:
+                raise ConfigError(
+                    f"{where}: loss {spec.name!r} needs teacher outputs, which "
+                    "only 'transfer' stages have."
+                )
+            if stage.data == "transfer" and "labels" in inputs:
+                raise ConfigError(
+                    f"{where}: loss {spec.name!r} needs gold labels, which only "
+                    "'labeled' stages have."
+                )
+
+
+def unfreeze_plan(student: Any, stage: StageConfig, uses_logits: bool) -> list[list[Any]]:
+    """Parameter groups, top first, in the order gradual unfreezing releases them."""
+    groups = list(reversed(student.layer_groups()))
+    if not uses_logits:  # the classifier gets no gradient from representation losses
+        groups = [g for g in groups if g[0] != "classifier"]
+    return [[p for m in mods for p in m.parameters()] for _, mods in groups]
+
+
+def frozen_params(plan: list[list[Any]], stage: StageConfig, epoch: int) -> list[Any]:
+    if stage.unfreeze == "all":
+        return []
+    return [p for group in plan[epoch + 1 :] for p in group]
+
+
+def epoch_batches(
+    lengths: list[int], stage: StageConfig, seed: int, stage_index: int, epoch: int, world: int
+) -> list[list[list[int]]]:
+    """Per step, one index batch per process; the same on every process for a seed."""
+    from lmshrink.data import bucketed_batches
+
+    rng = random.Random(f"{seed}/{stage_index}/{epoch}")
+    batches = bucketed_batches(lengths, stage.batch_size, rng)
+    steps = len(batches) // world or 1
+    return [batches[s * world : (s + 1) * world] for s in range(steps)]
+
+
+def stage_steps(n_examples: int, stage: StageConfig, world: int) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a stage."""
+    per_epoch = max(1, math.ceil(n_examples / stage.batch_size) // world)
+    return per_epoch, max(1, math.ceil(stage.epochs * per_epoch))
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def run_folder_paths(out: Path) -> dict[str, Path]:
+    return {
+        "cache": out / "cache",
+        "checkpoints": out / "checkpoints",
+        "model": out / "model",
+        "config": out / "config.yaml",
+        "best": out / "checkpoints" / "stage-best.safetensors",
+    }
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StageData:
+    """What a stage iterates: encoded inputs and, per example, its targets."""
+
+    enc: Any  # lmshrink.data.Encoded
+    targets: dict[str, Any]  # name -> tensor [N, ...] indexed like enc
+
+
+class Distiller:
+    """One run: the prepared data, teacher outputs, student, and the stage loop."""
+
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        accelerator: Any,
+        paths: dict[str, Path],
+        task: Any,
+        student: Any,
+        transfer: StageData,
+        labeled: StageData,
+        dev: Any,
+        dev_targets: dict[str, Any],
+        teacher_dim: int,
+    ) -> None:
+        self.cfg, self.acc, self.paths, self.task = cfg, accelerator, paths, task
+        self.student, self.teacher_dim = student, teacher_dim
+        self.data = {"transfer": transfer, "labeled": labeled}
+        self.dev, self.dev_targets = dev, dev_targets
+        self.history: list[dict[str, Any]] = []
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def best_task_score(self) -> float:
+        """The best dev task score reached by any stage so far (-inf before any)."""
+        scores = [h["dev"] for h in self.history if h["metric"] == "score"]
+        return max(scores, default=-math.inf)
+
+    def dev_score(self, objective: Any, stage: StageConfig) -> float:
+        """Higher is better: the dev task score, or minus the dev loss for stages that do
+        not train the classifier (representation matching)."""
+        import torch
+
+        from lmshrink import metrics
+        from lmshrink.evaluate import split_metrics
+        from lmshrink.training import predict
+
+        if "student_logits" in objective.needs:
+            outputs = predict(self.student, self.dev.enc, self.cfg.eval_batch_size)
+            return metrics.task_score(split_metrics(self.task, outputs, self.dev.split))
+        from lmshrink.data import bucketed_batches, collate
+
+        total, count = 0.0, 0
+        objective.eval()
+        with torch.inference_mode():
+            for idx in bucketed_batches(self.dev.enc.lengths, self.cfg.eval_batch_size, None):
+                batch = collate(self.dev.enc, idx)
+                batch.pop("labels", None)
+                targets = {k: v[idx] for k, v in self.dev_targets.items()}
+                loss, _ = objective(batch, targets)
+                total, count = total + loss.item() * len(idx), count + len(idx)
+        objective.train()
+        return -total / count
+
+    # -- one stage ----------------------------------------------------------------------
+
+    def run_stage(self, index: int, stage: StageConfig, resume: Path | None) -> None:
+        import torch
+        from tqdm.auto import tqdm
+
+        from lmshrink.checkpoint import load_checkpoint, save_checkpoint, save_weights
+        from lmshrink.data import collate
+        from lmshrink.objective import Objective
+        from lmshrink.training import build_optimizer
+
+        acc, cfg = self.acc, self.cfg
+        data = self.data[stage.data]
+        objective = Objective(
+            self.student, stage.losses, self.student.config.hidden_size * 2, self.teacher_dim
+        )
+        per_epoch, total = stage_steps(len(data.enc), stage, acc.num_processes)
+        optimizer, scheduler = build_optimizer(objective, _as_train_config(stage), total)
+        plan = unfreeze_plan(self.student, stage, "student_logits" in objective.needs)
+        scores_task = "student_logits" in objective.needs
+        state = {"stage": index, "step": 0, "best": -math.inf, "bad_evals": 0, "done": False}
+        best_path = self.paths["best"]
+        if scores_task and resume is None:
+            # A stage must beat the best dev score of earlier stages, or its start weights
+            # (the earlier stages' best) are kept: a short gold-label stage cannot undo them.
+            state["best"] = self.best_task_score()
+            if state["best"] > -math.inf and acc.is_main_process:
+                save_weights(best_path, objective.state_dict())
+        if resume is not None:
+            weights, optim, state = load_checkpoint(resume)
+            self.history = state.pop("history")
+            objective.load_state_dict(weights)
+            optimizer.load_state_dict(optim["optimizer"])
+            scheduler.load_state_dict(optim["scheduler"])
+            torch.set_rng_state(optim["torch_rng"])
+        wrapped, optimizer = acc.prepare(objective, optimizer)
+
+        def checkpoint() -> None:
+            if acc.is_main_process:
+                save_checkpoint(
+                    self.paths["checkpoints"],
+                    f"{index}-{state['step']:07d}",
+                    objective.state_dict(),
+                    optimizer,
+                    scheduler,
+                    {**state, "history": self.history},
+                )
+            acc.wait_for_everyone()
+
+        bar = tqdm(
+            total=total,
+            initial=state["step"],
+            desc=f"stage {index + 1} {stage.name}",
+            disable=not (cfg.progress and acc.is_local_main_process),
+            mininterval=2.0,
+        )
+        wrapped.train()
+        while state["step"] < total and not state["done"]:
+            epoch, offset = divmod(state["step"], per_epoch)
+            frozen = frozen_params(plan, stage, epoch)
+            steps = epoch_batches(
+                data.enc.lengths, stage, cfg.seed, index, epoch, acc.num_processes
+            )
+            for step_batches in steps[offset:per_epoch]:
+                idx = step_batches[acc.process_index]
+                batch = {k: v.to(acc.device) for k, v in collate(data.enc, idx).items()}
+                targets = {k: v[idx].to(acc.device) for k, v in data.targets.items()}
+                if "labels" in batch:  # gold labels are a loss target, not a model input
+                    targets["labels"] = batch.pop("labels")
+                loss, parts = wrapped(batch, targets)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"stage {stage.name!r}: loss became {loss.item()} at step "
+                        f"{state['step'] + 1}; the last good checkpoint is kept in "
+                        f"{self.paths['checkpoints']}; lower the stage's lr and rerun with "
+                        "--resume, or check the data."
+                    )
+                acc.backward(loss)
+                for p in frozen:  # frozen groups: drop their gradient so AdamW skips them
+                    p.grad = None
+                if cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v.item():.4f}" for k, v in parts.items()}, refresh=False)
+                end_of_epoch = state["step"] % per_epoch == 0 or state["step"] == total
+                if end_of_epoch or (stage.eval_every and state["step"] % stage.eval_every == 0):
+                    self._evaluate(objective, stage, index, state, best_path)
+                    if state["done"] or state["step"] == total:
+                        break
+                if state["step"] % cfg.checkpoint_every == 0:
+                    checkpoint()
+                _maybe_kill_for_test(index, state["step"])
+        bar.close()
+        if best_path.is_file():  # end the stage with its best weights
+            from safetensors.torch import load_file
+
+            objective.load_state_dict(load_file(str(best_path)))
+        state["done"] = True
+        checkpoint()
+        if acc.is_main_process:
+            best_path.unlink(missing_ok=True)
+
+    def _evaluate(
+        self, objective: Any, stage: StageConfig, index: int, state: dict[str, Any], best_path: Path
+    ) -> None:
+        from lmshrink.checkpoint import save_weights
+
+        score = self.dev_score(objective, stage)
+        improved = score > state["best"]
+        metric = "score" if "student_logits" in objective.needs else "minus_loss"
+        self.history.append(
+            {
+                "stage": stage.name,
+                "step": state["step"],
+                "metric": metric,
+                "dev": score,
+                "improved": improved,
+            }
+        )
+        if improved:
+            state["best"], state["bad_evals"] = score, 0
+            if self.acc.is_main_process:
+                save_weights(best_path, objective.state_dict())
+            self.acc.wait_for_everyone()
+        else:
+            state["bad_evals"] += 1
+            if stage.patience and state["bad_evals"] >= stage.patience:
+                state["done"] = True
+        if self.cfg.progress and self.acc.is_local_main_process:
+            label = "dev score" if "student_logits" in objective.needs else "dev -loss"
+            print(
+                f"  {stage.name} step {state['step']}: {label} {score:.4f}"
+                + (" (best)" if improved else ""),
+                flush=True,
+            )
+
+
+def _as_train_config(stage: StageConfig) -> Any:
+    from lmshrink.config import TrainConfig
+
+    return TrainConfig(
+        lr=stage.lr, weight_decay=stage.weight_decay, warmup_ratio=stage.warmup_ratio
+    )
+
+
+def _maybe_kill_for_test(stage_index: int, step: int) -> None:
+    """Tests kill a run hard (no cleanup, like SIGKILL) at LMSHRINK_TEST_KILL_AT=STAGE:STEP
+    to check that --resume gives the same result as an uninterrupted run."""
+    import os
+
+    if os.environ.get("LMSHRINK_TEST_KILL_AT") == f"{stage_index}:{step}":
+        os._exit(137)
+
+
+@dataclasses.dataclass
+class DevData:
+    split: Any  # lmshrink.data.Split
+    enc: Any  # lmshrink.data.Encoded
+
+
+def _prepare_out(cfg: DistillConfig, out: Path) -> None:
+    """A new run needs an empty --out (or --overwrite); --resume needs the same config."""
+    import shutil
+
+    from lmshrink.config import load_yaml, to_dict
+    from lmshrink.errors import RunFolderError
+    from lmshrink.runs import check_out
+
+    if cfg.resume:
+        saved_path = out / "config.yaml"
+        if not saved_path.is_file():
+            raise RunFolderError(
+                f"{out}: no run to resume (no config.yaml); start it without --resume."
+            )
+        ignore = ("resume", "overwrite", "progress")
+        saved = {
+            k: v
+            for k, v in to_dict(load_yaml(DistillConfig, saved_path)).items()
+            if k not in ignore
+        }
+        mine = {k: v for k, v in to_dict(cfg).items() if k not in ignore}
+        if saved != mine:
+            changed = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise RunFolderError(
+                f"{out}: --resume needs the run's own settings, but "
+                f"{', '.join(changed)} differ from its config.yaml; drop the "
+                "changed options or start a new run."
+            )
+        return
+    check_out(cfg.out, cfg.overwrite)
+    if out.exists():  # --overwrite: the old run goes only now that the new one is valid
+        for item in out.iterdir():
+            # The teacher cache is keyed by a fingerprint of its inputs, so it stays valid
+            # and a rerun with the same teacher and data skips labelling.
+            if item.name != "cache":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Run every stage and write model/, report.json and report.md into the run folder."""
+    import torch
+    from accelerate import Accelerator
+
+    from lmshrink.cache import TeacherCache, folder_fingerprint, label_transfer_set
+    from lmshrink.checkpoint import latest_checkpoint, load_checkpoint
+    from lmshrink.config import dump_yaml
+    from lmshrink.data import Split, encode, read_split, resolve_task
+    from lmshrink.models import load_for_eval, resolve_model_source, task_head_settings
+    from lmshrink.students import STUDENTS
+    from lmshrink.training import set_seed
+    from lmshrink.transfer import build_transfer_set
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    out = Path(cfg.out)
+    paths = run_folder_paths(out)
+    task = resolve_task(cfg.data)
+    if not cfg.stages:
+        cfg.stages = default_stages(task.is_regression)
+    validate_stages(cfg.stages)
+    build_student = STUDENTS.get(cfg.student.kind)
+    if acc.is_main_process:
+        _prepare_out(cfg, out)
+        out.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, paths["config"])
+    acc.wait_for_everyone()
+    log = _logger(cfg, acc)
+
+    timings: dict[str, float] = {}
+    train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, cfg.seed)
+    labeled = train.subset(cfg.data.num_labeled, cfg.seed)
+    dev_split = read_split(task, "dev", cfg.data).subset(cfg.data.max_eval_samples, cfg.seed)
+    teacher_dir = resolve_model_source(cfg.teacher)
+    tokenizer, teacher = load_for_eval(teacher_dir, task)
+    if cfg.transfer.augment.mask_token == "[MASK]" and tokenizer.mask_token:
+        cfg.transfer.augment.mask_token = tokenizer.mask_token  # e.g. <mask> for RoBERTa
+    transfer = build_transfer_set(
+        cfg.transfer, task, train, cfg.seed, progress=cfg.progress and acc.is_local_main_process
+    )
+    log(f"transfer set: {len(transfer.texts):,} examples {transfer.counts}")
+
+    # The teacher labels the transfer set (and dev, for representation stages) once.
+    needs_repr = any("teacher_repr" in _loss_inputs(s) for s in cfg.stages)
+    lab = cfg.labelling
+    key = {
+        "teacher": folder_fingerprint(teacher_dir),
+        "max_length": cfg.data.max_length,
+        "tokenizer": type(tokenizer).__name__,
+        "vocab": len(tokenizer),
+        "repr": [lab.repr_layer, lab.repr_pooling] if needs_repr else None,
+    }
+    outputs = {}
+    start = _now()
+    for name, texts, fp in (
+        ("transfer", transfer.texts, transfer.fingerprint()),
+        ("dev", dev_split.texts, dev_split.fingerprint()),
+    ):
+        cache = TeacherCache(paths["cache"], {**key, "texts": fp}, len(texts), lab.shard_size)
+        stats = label_transfer_set(
+            teacher,
+            tokenizer,
+            texts,
+            cache,
+            cfg.data.max_length,
+            lab.batch_size,
+            lab.repr_layer if needs_repr else None,
+            lab.repr_pooling,
+            acc.process_index,
+            acc.num_processes,
+            cfg.progress and acc.is_local_main_process,
+        )
+        acc.wait_for_everyone()
+        if name == "transfer":
+            log(
+                f"teacher outputs: reused the cache {cache.folder}"
+                if stats.reused
+                else f"teacher outputs: labelled {stats.shards_total - stats.shards_done_before} "
+                f"of {stats.shards_total} shard(s) into {cache.folder}"
+            )
+        outputs[name] = cache.load()
+    timings["labelling_seconds"] = _now() - start
+
+    set_seed(cfg.seed)
+    settings = {k: v for k, v in dataclasses.asdict(cfg.student).items() if k != "kind"}
+    student = build_student(
+        teacher,
+        tokenizer,
+        transfer.texts + labeled.texts,
+        task_head_settings(task),
+        cfg.data.max_length,
+        **settings,
+    )
+    log(
+        f"student: BiLSTM, vocabulary {student.config.vocab_size:,} of "
+        f"{len(tokenizer):,} teacher tokens, {_count(student):,} parameters"
+    )
+
+    def targets(o: Any) -> dict[str, Any]:
+        named = {"teacher_logits": o.logits, "teacher_repr": o.representation}
+        return {k: v for k, v in named.items() if v is not None}
+
+    transfer_enc = encode(
+        tokenizer, Split(task.name, "transfer", "", transfer.texts, None), cfg.data.max_length
+    )
+    distiller = Distiller(
+        cfg,
+        acc,
+        paths,
+        task,
+        student,
+        StageData(transfer_enc, targets(outputs["transfer"])),
+        StageData(encode(tokenizer, labeled, cfg.data.max_length), {}),
+        DevData(dev_split, encode(tokenizer, dev_split, cfg.data.max_length)),
+        targets(outputs["dev"]),
+        teacher.config.hidden_size,
+    )
+
+    # Resume: stages before the checkpoint's are done; its own continues unless finished.
+    first, resume_from = 0, None
+    last = latest_checkpoint(paths["checkpoints"]) if cfg.resume else None
+    if last is not None:
+        weights, _, state = load_checkpoint(last)
+        student.load_state_dict(
+            {k.removeprefix("student."): v for k, v in weights.items() if k.startswith("student.")}
+        )
+        distiller.history = state["history"]
+        first = state["stage"] + 1 if state["done"] else state["stage"]
+        resume_from = None if state["done"] else last
+        log(f"resuming from {last.name}")
+
+    start = _now()
+    for index in range(first, len(cfg.stages)):
+        distiller.run_stage(index, cfg.stages[index], resume_from if index == first else None)
+    timings["training_seconds"] = _now() - start
+
+    from lmshrink.report import finish_run
+
+    return finish_run(
+        cfg,
+        acc,
+        paths,
+        task,
+        teacher,
+        student,
+        tokenizer,
+        teacher_dir,
+        distiller,
+        transfer,
+        timings,
+    )
+
+
+def _loss_inputs(stage: StageConfig) -> set[str]:
+    from lmshrink.losses import LOSSES
+
+    return {name for spec in stage.losses for name in LOSSES.get(spec.name).inputs}
+
+
+def _count(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _logger(cfg: DistillConfig, acc: Any) -> Any:
+    def log(message: str) -> None:
+        if acc.is_local_main_process:
+            print(message, flush=True)
+
+    return log

@@ -1,0 +1,153 @@
+"""Student word embeddings taken from the teacher's (XtremeDistil's initialisation).
+
+The student keeps only the teacher tokens that occur in its training texts (plus the special
+tokens), and starts each kept token's vector from the teacher's, reduced to the student's
+width by PCA. The student keeps reading teacher ids: `token_map` sends each one to its row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lmshrink.errors import ModelError
+from lmshrink.students.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+
+# Texts per tokenizer call: large enough for the fast tokenizer's batching to pay off, small
+# enough that the encodings of one chunk stay a few MB.
+TOKENIZE_CHUNK = 2048
+
+# Config entries build_bilstm derives itself; a caller may not set them.
+DERIVED_FIELDS = ("vocab_size", "teacher_vocab_size", "pad_token_id", "pad_row", "unk_row")
+
+
+def collect_vocab(tokenizer: Any, texts: list[tuple[str, ...]], max_length: int) -> list[int]:
+    """Sorted teacher token ids that occur in `texts`, tokenized exactly as the training data
+    is (pairs as pairs, truncated to `max_length`), plus every special token id.
+
+    Tokens cut off by truncation never reach the model, so they are not kept.
+    """
+    ids: set[int] = set(tokenizer.all_special_ids)
+    singles = [t for t in texts if len(t) == 1]
+    pairs = [t for t in texts if len(t) == 2]
+    if len(singles) + len(pairs) != len(texts):
+        bad = next(i for i, t in enumerate(texts) if len(t) not in (1, 2))
+        raise ValueError(f"text {bad} has {len(texts[bad])} fields; a text has 1 or 2 fields.")
+    for group in (singles, pairs):
+        for start in range(0, len(group), TOKENIZE_CHUNK):
+            chunk = group[start : start + TOKENIZE_CHUNK]
+            firsts = [t[0] for t in chunk]
+            seconds = [t[1] for t in chunk] if len(chunk[0]) == 2 else None
+            encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+            for row in encoded["input_ids"]:
+                ids.update(row)
+    return sorted(ids)
+
+
+def reduce_embeddings(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """PCA of the rows of `weight [V, H]` to `[V, dim]`, rescaled to the rows' std.
+
+    Rows are centred, then projected onto the `dim` directions of largest variance (exact:
+    eigenvectors of the H x H covariance, in float64). The common mean is dropped: it is the
+    same for every token, so it carries nothing a token could be told apart by. If `dim`
+    exceeds the number of components (H, or V - 1 for few rows), the extra columns are small
+    seeded random noise (1% of the kept columns' std): the student is wider than the
+    teacher's information, and the LSTM can learn to use those inputs.
+
+    Finally, the result is scaled so that its overall std equals that of `weight`. Keeping
+    only the top components concentrates variance in fewer coordinates (each is larger than
+    an average teacher coordinate), and padding adds near-zero ones; rescaling keeps the
+    LSTM's inputs at the teacher's scale, so its gates start neither saturated nor starved.
+    Returns float32 on the CPU; deterministic for a given input.
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [V, H], got shape {tuple(weight.shape)}.")
+    if dim < 1:
+        raise ValueError(f"dim must be at least 1, got {dim}.")
+    w = weight.detach().to("cpu", torch.float64)  # [V, H]
+    V, H = w.shape
+    centred = w - w.mean(dim=0, keepdim=True)  # [V, H]
+    covariance = centred.T @ centred  # [H, H]
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    order = torch.argsort(eigenvalues, descending=True)
+    k = min(dim, H, max(V - 1, 1))  # components that can carry variance
+    components = eigenvectors[:, order[:k]]  # [H, k]
+    # An eigenvector's sign is arbitrary; fix it (largest entry positive) for reproducibility.
+    signs = torch.sign(components.gather(0, components.abs().argmax(0, keepdim=True)))
+    components = components * torch.where(signs == 0, 1.0, signs)
+    reduced = centred @ components  # [V, k]
+    if dim > k:
+        generator = torch.Generator().manual_seed(0)
+        noise_std = 0.01 * float(reduced.std()) if V > 1 else 0.01
+        noise = torch.randn(V, dim - k, generator=generator, dtype=torch.float64) * noise_std
+        reduced = torch.cat([reduced, noise], dim=1)  # [V, dim]
+    target_std = float(w.std()) if w.numel() > 1 else 1.0
+    current_std = float(reduced.std()) if reduced.numel() > 1 else 0.0
+    if current_std > 0:
+        reduced = reduced * (target_std / current_std)
+    return reduced.to(torch.float32)
+
+
+def build_bilstm(
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[tuple[str, ...]],
+    task_head: dict[str, Any],
+    max_length: int,
+    **bilstm_config: Any,
+) -> BiLSTMForSequenceClassification:
+    """A BiLSTM student for `teacher`, reading the teacher tokenizer's ids.
+
+    Its embedding table holds one row per teacher token seen in `texts` (see
+    `collect_vocab`), in id order, initialised with the PCA-reduced teacher vectors
+    (`reduce_embeddings`); every other teacher id maps to the unknown token's row (the pad
+    token's row if the tokenizer has no unknown token). `task_head` holds the head's config
+    entries (`lmshrink.models.task_head_settings(task)`); `bilstm_config` sets the other
+    BiLSTMConfig fields (embedding_dim, hidden_size, num_layers, dropout, pooling, ...).
+    LSTM and classifier weights are random: seed torch beforehand for a reproducible student.
+    """
+    derived = sorted(set(bilstm_config) & set(DERIVED_FIELDS))
+    if derived:
+        raise TypeError(f"build_bilstm sets {', '.join(derived)} itself; do not pass them.")
+    teacher_weight = teacher.get_input_embeddings().weight  # [V_teacher, H_teacher]
+    embedding_rows = teacher_weight.shape[0]
+    kept = collect_vocab(tokenizer, texts, max_length)
+    if kept and kept[-1] >= embedding_rows:
+        raise ModelError(
+            f"the tokenizer produces id {kept[-1]} but the teacher has only {embedding_rows} "
+            "embedding rows; the tokenizer does not belong to this teacher (use the tokenizer "
+            "saved with the teacher)."
+        )
+    row_of = {token_id: row for row, token_id in enumerate(kept)}
+    pad_id = tokenizer.pad_token_id
+    unk_id = tokenizer.unk_token_id
+    if pad_id is None:
+        raise ModelError(
+            "the teacher's tokenizer has no pad token, so batches cannot be padded; set "
+            "tokenizer.pad_token (e.g. to its eos token) and save it with the teacher."
+        )
+    pad_row = row_of[pad_id]  # specials are always kept
+    unk_row = row_of[unk_id] if unk_id is not None else pad_row
+
+    # The id space is what the tokenizer can emit; extra (padding) embedding rows map to unk.
+    teacher_vocab_size = max(len(tokenizer), embedding_rows)
+    token_map = torch.full((teacher_vocab_size,), unk_row, dtype=torch.long)  # [V_teacher]
+    kept_ids = torch.tensor(kept, dtype=torch.long)  # [V]
+    token_map[kept_ids] = torch.arange(len(kept), dtype=torch.long)
+
+    config = BiLSTMConfig(
+        vocab_size=len(kept),
+        teacher_vocab_size=teacher_vocab_size,
+        pad_token_id=pad_id,
+        pad_row=pad_row,
+        unk_row=unk_row,
+        **task_head,
+        **bilstm_config,
+    )
+    model = BiLSTMForSequenceClassification(config)
+    reduced = reduce_embeddings(teacher_weight[kept_ids], config.embedding_dim)  # [V, E]
+    with torch.no_grad():
+        model.embeddings.weight.copy_(reduced)
+        model.token_map.copy_(token_map)
+    return model

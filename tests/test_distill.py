@@ -1,0 +1,309 @@
+"""End-to-end distillation on tiny models: stages, cache reuse, resume, errors, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_sentences, tiny_finetune_config
+
+from lmshrink.config import DataConfig, from_dict
+from lmshrink.distill import DistillConfig, StageConfig, distill, validate_stages
+from lmshrink.errors import ConfigError, RunFolderError
+from lmshrink.teacher import finetune
+
+FAST_STAGES = [
+    {
+        "name": "representation",
+        "data": "transfer",
+        "losses": [{"name": "representation"}],
+        "epochs": 2,
+        "lr": 3e-3,
+        "batch_size": 16,
+        "unfreeze": "gradual",
+    },
+    # 6 epochs at 5e-3: the tiny student passes its learning transition on every seed tried.
+    {
+        "name": "logits",
+        "data": "transfer",
+        "losses": [{"name": "logit_mse"}],
+        "epochs": 6,
+        "lr": 5e-3,
+        "batch_size": 16,
+        "unfreeze": "gradual",
+        "patience": 0,
+    },
+    {
+        "name": "labels",
+        "data": "labeled",
+        "losses": [{"name": "gold_ce"}],
+        "epochs": 1,
+        "lr": 1e-3,
+        "batch_size": 16,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def teacher_setup(tiny_encoder, tmp_path_factory):
+    """A tiny fine-tuned SST-2 teacher, its GLUE folder, and a transfer .txt file."""
+    from conftest import write_tsv
+
+    root = tmp_path_factory.mktemp("distill")
+    glue = root / "glue"
+    write_tsv(
+        glue / "SST-2" / "train.tsv",
+        ["sentence", "label"],
+        [list(r) for r in make_sentences(160, seed=1)],
+    )
+    write_tsv(
+        glue / "SST-2" / "dev.tsv",
+        ["sentence", "label"],
+        [list(r) for r in make_sentences(48, seed=2)],
+    )
+    finetune(tiny_finetune_config(tiny_encoder, glue, root / "teacher", epochs=5))
+    transfer = root / "unlabeled.txt"
+    transfer.write_text("\n".join(s for s, _ in make_sentences(240, seed=9)) + "\n")
+    return root / "teacher", glue, transfer
+
+
+def make_config(teacher_setup, out, **top):
+    teacher, glue, transfer = teacher_setup
+    raw = {
+        "teacher": str(teacher),
+        "out": str(out),
+        "progress": False,
+        "measure_speed": False,
+        "checkpoint_every": 5,
+        "data": {"task": "sst2", "data_dir": str(glue), "max_length": 32},
+        "transfer": {"files": [str(transfer)], "min_words": 1},
+        "student": {"embedding_dim": 16, "hidden_size": 16},
+        "stages": FAST_STAGES,
+    }
+    raw.update(top)
+    return from_dict(DistillConfig, raw)
+
+
+def test_distilled_bilstm_learns_and_loads_the_ecosystem_way(teacher_setup, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import lmshrink  # noqa: F401  (registers the BiLSTM with the Auto classes)
+
+    cfg = make_config(teacher_setup, tmp_path / "run", measure_speed=True)
+    report = distill(cfg)
+    assert report["dev"]["teacher"]["accuracy"] >= 0.9
+    assert report["dev"]["student"]["accuracy"] >= 0.85
+    assert report["parameters"]["ratio"] > 1 and report["retention"] > 0.9
+    assert set(report["speed"]["ratio"]["student"]) == {"1", "32"}
+    assert report["transfer_set"]["train"] == 160 and report["labeled_examples"] == 160
+    assert [h["stage"] for h in report["history"]][0] == "representation"
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["dev"] == report["dev"]
+    assert "Retention" in (tmp_path / "run" / "report.md").read_text()
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model")
+    assert type(model).__name__ == "BiLSTMForSequenceClassification"
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    batch = tok(["the movie was great", "the plot was awful"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert model(**batch).logits.argmax(-1).tolist() == [1, 0]
+    assert "teacher outputs: labelled" in capsys.readouterr().out
+
+    cfg2 = make_config(teacher_setup, tmp_path / "run", overwrite=True)
+    distill(cfg2)
+    assert "teacher outputs: reused the cache" in capsys.readouterr().out
+
+
+def test_low_resource_mode_keeps_only_n_gold_rows(teacher_setup, tmp_path):
+    data = {"task": "sst2", "data_dir": str(teacher_setup[1]), "max_length": 32, "num_labeled": 20}
+    report = distill(make_config(teacher_setup, tmp_path / "run", data=data))
+    assert report["labeled_examples"] == 20
+    assert report["transfer_set"]["train"] == 160  # every train input, labels hidden
+
+
+def tiny_cli_args(teacher_setup, out):
+    """`lmshrink distill` arguments for a fast tiny run (no stages: they come separately)."""
+    teacher, glue, transfer = teacher_setup
+    return [
+        "distill",
+        "--task",
+        "sst2",
+        "--teacher",
+        str(teacher),
+        "--data-dir",
+        str(glue),
+        "--transfer",
+        str(transfer),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-measure-speed",
+        "--max-length",
+        "32",
+        "--min-words",
+        "1",
+        "--embedding-dim",
+        "16",
+        "--hidden-size",
+        "16",
+    ]
+
+
+def _cli(teacher_setup, out, *extra, env=None):
+    teacher, glue, transfer = teacher_setup
+    stages = out.parent / "stages.yaml"
+    import yaml
+
+    stages.write_text(yaml.safe_dump({"stages": FAST_STAGES}))
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmshrink",
+        *tiny_cli_args(teacher_setup, out),
+        "--config",
+        str(stages),
+        "--checkpoint-every",
+        "4",
+        *extra,
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
+def test_killed_run_resumes_to_the_same_result(teacher_setup, tmp_path):
+    whole = _cli(teacher_setup, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    killed = _cli(teacher_setup, tmp_path / "killed", env={"LMSHRINK_TEST_KILL_AT": "1:22"})
+    assert killed.returncode == 137
+    assert not (tmp_path / "killed" / "model").exists()
+    resumed = _cli(teacher_setup, tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from step-1-0000020" in resumed.stdout
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("whole", "killed"))
+    assert a["dev"]["student"] == b["dev"]["student"]
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("whole", "killed"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_refuses_changed_settings_and_missing_runs(teacher_setup, tmp_path):
+    with pytest.raises(RunFolderError, match="no run to resume"):
+        distill(make_config(teacher_setup, tmp_path / "none", resume=True))
+    distill(make_config(teacher_setup, tmp_path / "run"))
+    with pytest.raises(RunFolderError, match="seed differ"):
+        distill(make_config(teacher_setup, tmp_path / "run", resume=True, seed=3))
+    with pytest.raises(RunFolderError, match="already holds another run"):
+        distill(make_config(teacher_setup, tmp_path / "run"))
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
+    teacher_setup, tmp_path, monkeypatch
+):
+    from lmshrink import losses
+    from lmshrink.distill import TrainingError
+
+    real = losses.LogitMSELoss.forward
+    calls = []
+
+    def poisoned(self, student_logits, teacher_logits):
+        calls.append(1)
+        value = real(self, student_logits=student_logits, teacher_logits=teacher_logits)
+        return value * float("nan") if len(calls) > 12 else value
+
+    monkeypatch.setattr(losses.LogitMSELoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan.*last good checkpoint is kept"):
+        distill(make_config(teacher_setup, tmp_path / "run"))
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_stage_validation_names_the_stage():
+    bad_data = [StageConfig("a", "transfer", [from_dict_loss("gold_ce")])]
+    with pytest.raises(ConfigError, match=r"stages\[0\] \(a\).*needs gold labels"):
+        validate_stages(bad_data)
+    with pytest.raises(ConfigError, match="needs teacher outputs"):
+        validate_stages([StageConfig("b", "labeled", [from_dict_loss("soft_kl")])])
+    with pytest.raises(ConfigError, match="unknown loss"):
+        validate_stages([StageConfig("c", "transfer", [from_dict_loss("sofkl")])])
+    with pytest.raises(ConfigError, match="data must be"):
+        validate_stages([StageConfig("d", "gold", [from_dict_loss("gold_ce")])])
+
+
+def from_dict_loss(name):
+    from lmshrink.distill import LossSpec
+
+    return LossSpec(name=name)
+
+
+def test_default_schedule_is_xtremedistil():
+    cfg = DistillConfig(data=DataConfig(task="stsb"))
+    assert cfg.stages == []
+    from lmshrink.distill import default_stages
+
+    stages = default_stages(is_regression=True)
+    assert [s.name for s in stages] == ["representation", "logits", "labels"]
+    assert stages[-1].losses[0].name == "gold_mse" and stages[0].unfreeze == "gradual"
+
+
+def test_two_cpu_processes_with_accelerate(teacher_setup, tmp_path):
+    """`accelerate launch --cpu --num_processes 2 -m lmshrink distill ...` (gloo backend)."""
+    pytest.importorskip("accelerate")
+    teacher, glue, transfer = teacher_setup
+    out = tmp_path / "ddp"
+    launch = [
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "lmshrink",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        *launch,
+        *tiny_cli_args(teacher_setup, out),
+        "--shard-size",
+        "64",
+        "--set",
+        "stages=" + json.dumps(FAST_STAGES),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("saved ") == 1  # only the main process saves and reports
+    report = json.loads((out / "report.json").read_text())
+    assert report["dev"]["student"]["accuracy"] >= 0.85
+    shards = sorted(p.name for p in (out / "cache").glob("*/shard-*.safetensors"))
+    assert len(shards) == 8  # 399 transfer examples in 7 shards of 64, dev in 1
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import lmshrink  # noqa: F401
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    with torch.inference_mode():
+        logits = model(**tok(["a great film"], return_tensors="pt")).logits
+    assert logits.argmax(-1).item() == 1
+
+
+def test_unknown_student_kind_fails_before_any_work(teacher_setup, tmp_path):
+    cfg = make_config(teacher_setup, tmp_path / "run", student={"kind": "gru"})
+    with pytest.raises(ConfigError, match="unknown student 'gru'.*bilstm"):
+        distill(cfg)
+    assert not (tmp_path / "run").exists()
