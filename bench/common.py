@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmshrink.runs import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -39,10 +41,7 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     """Write bench/results/NAME.json and NAME.md (atomically, so a kill leaves the old ones)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(payload, indent=2) + "\n"), (".md", markdown)):
-        target = RESULTS / f"{name}{suffix}"
-        tmp = target.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_text_atomic(RESULTS / f"{name}{suffix}", text)
 
 
 def today() -> str:

@@ -111,6 +111,18 @@ def test_distilled_bilstm_learns_and_loads_the_ecosystem_way(teacher_setup, tmp_
         assert model(**batch).logits.argmax(-1).tolist() == [1, 0]
     assert "teacher outputs: labelled" in capsys.readouterr().out
 
+    from lmshrink.evaluate import EvaluateConfig, evaluate
+
+    scored = evaluate(
+        EvaluateConfig(
+            model=str(tmp_path / "run"),
+            progress=False,
+            data=DataConfig(data_dir=str(teacher_setup[1])),
+        )
+    )
+    assert scored["task"] == "sst2" and scored["metrics"] == report["dev"]["student"]
+    assert scored["parameters"] == report["parameters"]["student"]
+
     cfg2 = make_config(teacher_setup, tmp_path / "run", overwrite=True)
     distill(cfg2)
     assert "teacher outputs: reused the cache" in capsys.readouterr().out
@@ -307,3 +319,33 @@ def test_unknown_student_kind_fails_before_any_work(teacher_setup, tmp_path):
     with pytest.raises(ConfigError, match="unknown student 'gru'.*bilstm"):
         distill(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_gold_only_schedule_skips_teacher_labelling(teacher_setup, tmp_path, capsys):
+    gold_only = [
+        {
+            "name": "labels",
+            "data": "labeled",
+            "losses": [{"name": "gold_ce"}],
+            "epochs": 8,
+            "lr": 5e-3,
+            "batch_size": 16,
+            "patience": 0,
+        }
+    ]
+    report = distill(make_config(teacher_setup, tmp_path / "run", stages=gold_only))
+    assert not (tmp_path / "run" / "cache").exists()
+    assert "teacher outputs" not in capsys.readouterr().out
+    assert report["dev"]["student"]["accuracy"] >= 0.85
+
+
+def test_every_shipped_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    from lmshrink.config import load_yaml
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+    assert recipes, "no recipes found"
+    for path in recipes:
+        cfg = load_yaml(DistillConfig, path)
+        validate_stages(cfg.stages)

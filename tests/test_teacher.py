@@ -91,3 +91,17 @@ def test_regression_task_trains(tiny_encoder, tmp_path):
     cfg.data.task = "stsb"
     meta = finetune(cfg)
     assert set(meta["dev"]) == {"pearson", "spearman"} and meta["dev"]["pearson"] > 0.5
+
+
+def test_num_labeled_trains_on_the_same_rows_distill_keeps(tiny_encoder, sst2_dir, tmp_path):
+    from lmshrink.config import DataConfig
+    from lmshrink.data import read_split
+    from lmshrink.tasks import get_task
+
+    cfg = tiny_finetune_config(tiny_encoder, sst2_dir, tmp_path / "t", epochs=1)
+    cfg.data.num_labeled = 20
+    meta = finetune(cfg)
+    assert meta["train_examples"] == 20
+    # distill selects its gold rows as train.subset(num_labeled, seed): the same rows
+    train = read_split(get_task("sst2"), "train", DataConfig(data_dir=str(sst2_dir)))
+    assert meta["data_fingerprint"]["train"] == train.subset(20, cfg.train.seed).fingerprint()

@@ -407,7 +407,7 @@ class Distiller:
             state["bad_evals"] += 1
             if stage.patience and state["bad_evals"] >= stage.patience:
                 state["done"] = True
-        if self.cfg.progress and self.acc.is_local_main_process:
+        if self.acc.is_local_main_process:  # one line per evaluation, also in logs
             label = "dev score" if "student_logits" in objective.needs else "dev -loss"
             print(
                 f"  {stage.name} step {state['step']}: {label} {score:.4f}"
@@ -531,10 +531,13 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     }
     outputs = {}
     start = _now()
-    for name, texts, fp in (
+    # Gold-label-only schedules (a baseline) read no teacher outputs: skip labelling.
+    uses_teacher = any(stage.data == "transfer" for stage in cfg.stages)
+    to_label = [
         ("transfer", transfer.texts, transfer.fingerprint()),
         ("dev", dev_split.texts, dev_split.fingerprint()),
-    ):
+    ]
+    for name, texts, fp in to_label if uses_teacher else []:
         cache = TeacherCache(paths["cache"], {**key, "texts": fp}, len(texts), lab.shard_size)
         stats = label_transfer_set(
             teacher,
@@ -575,7 +578,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         f"{len(tokenizer):,} teacher tokens, {_count(student):,} parameters"
     )
 
-    def targets(o: Any) -> dict[str, Any]:
+    def targets(o: Any | None) -> dict[str, Any]:
+        if o is None:
+            return {}
         named = {"teacher_logits": o.logits, "teacher_repr": o.representation}
         return {k: v for k, v in named.items() if v is not None}
 
@@ -588,10 +593,10 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         paths,
         task,
         student,
-        StageData(transfer_enc, targets(outputs["transfer"])),
+        StageData(transfer_enc, targets(outputs.get("transfer"))),
         StageData(encode(tokenizer, labeled, cfg.data.max_length), {}),
         DevData(dev_split, encode(tokenizer, dev_split, cfg.data.max_length)),
-        targets(outputs["dev"]),
+        targets(outputs.get("dev")),
         teacher.config.hidden_size,
     )
 

@@ -1,0 +1,262 @@
+"""XtremeDistil on SST-2: BiLSTM students distilled from the MiniLM teacher with unlabeled
+transfer data (SST-2 train inputs + IMDB reviews), against students trained on gold labels.
+
+    python bench/sst2_transfer.py            # every row, skipping finished ones
+    python bench/sst2_transfer.py --rows full-distilled
+
+(a) full labels: the teacher from bench/teachers.py; a student on gold labels only; a
+    distilled student. (b) --num-labeled 1000: a teacher fine-tuned on 1,000 labels; a
+    student on the 1,000 only; a distilled student with the rest of SST-2 train and the
+    IMDB file as unlabeled transfer data. Each row is a run folder under
+    bench/runs/sst2_transfer/ROW; a finished row (report.json present) is skipped, an
+    unfinished one resumes from its last checkpoint. Results: bench/results/sst2_transfer.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from common import glue_dir, runs_dir, teacher_dir, today, write_results
+
+from lmshrink import finetune
+from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict
+from lmshrink.distill import DistillConfig, distill
+from lmshrink.machine import machine_info
+from lmshrink.models import read_metadata
+
+IMDB = Path(
+    os.environ.get("LMSHRINK_TRANSFER_FILE", glue_dir().parent / "transfer" / "imdb_unsup_10k.txt")
+)
+NUM_LABELED = 1000
+SEED = 42
+MAX_LENGTH = 64
+
+# 64-dim embeddings keep the student >= 10x smaller than MiniLM (the 23k-token embedding
+# table dominates its size); 256 LSTM units per direction.
+STUDENT = {"kind": "bilstm", "embedding_dim": 64, "hidden_size": 256, "pooling": "max"}
+TRANSFER = {"files": [str(IMDB)], "split_sentences": True}
+# XtremeDistil's stages, shortened for the 2-core CPU: with ~180k transfer examples two
+# epochs of representation matching and four of logit matching are enough to converge.
+DISTILL_STAGES = [
+    {
+        "name": "representation",
+        "data": "transfer",
+        "losses": [{"name": "representation"}],
+        "epochs": 2,
+        "lr": 2e-3,
+        "batch_size": 128,
+        "unfreeze": "gradual",
+        "patience": 2,
+    },
+    {
+        "name": "logits",
+        "data": "transfer",
+        "losses": [{"name": "logit_mse"}],
+        "epochs": 4,
+        "lr": 2e-3,
+        "batch_size": 128,
+        "unfreeze": "gradual",
+        "patience": 3,
+        "eval_every": 700,
+    },
+    {
+        "name": "labels",
+        "data": "labeled",
+        "losses": [{"name": "gold_ce"}],
+        "epochs": 2,
+        "lr": 2e-4,
+        "batch_size": 32,
+        "patience": 2,
+    },
+]
+GOLD_ONLY = [
+    {
+        "name": "labels",
+        "data": "labeled",
+        "losses": [{"name": "gold_ce"}],
+        "epochs": 6,
+        "lr": 2e-3,
+        "batch_size": 64,
+        "patience": 2,
+    }
+]
+
+# One row per attempt; "setting" says which teacher the row is compared with.
+ROWS = [
+    {
+        "id": "full-gold-student",
+        "setting": "full",
+        "stages": GOLD_ONLY,
+        "what": "BiLSTM on the 67k gold labels only",
+    },
+    {
+        "id": "full-distilled",
+        "setting": "full",
+        "stages": [],
+        "what": "BiLSTM, XtremeDistil stages (representation, logits, labels), transfer = "
+        "SST-2 train + IMDB sentences",
+    },
+    {
+        "id": "low-gold-student",
+        "setting": "low",
+        "stages": GOLD_ONLY,
+        "what": f"BiLSTM on the {NUM_LABELED:,} gold labels only",
+    },
+    {
+        "id": "low-distilled",
+        "setting": "low",
+        "stages": [],
+        "what": f"BiLSTM distilled from the {NUM_LABELED:,}-label teacher; transfer = all SST-2 "
+        "train inputs + IMDB sentences",
+    },
+]
+
+
+def bench_dir() -> Path:
+    return runs_dir() / "sst2_transfer"
+
+
+def low_resource_teacher() -> Path:
+    """MiniLM fine-tuned on the same 1,000 labeled rows the students get."""
+    out = bench_dir() / "teacher-1000"
+    if not read_metadata(out):
+        print(f"[teacher-1000] fine-tuning on {NUM_LABELED} labels", flush=True)
+        finetune(
+            FinetuneConfig(
+                model="packaged:minilm",
+                out=str(out),
+                data=DataConfig(
+                    task="sst2",
+                    data_dir=str(glue_dir()),
+                    max_length=MAX_LENGTH,
+                    num_labeled=NUM_LABELED,
+                ),
+                train=TrainConfig(epochs=10, lr=5e-5, batch_size=32, seed=SEED, progress=False),
+            )
+        )
+    return out
+
+
+def teacher_for(setting: str) -> Path:
+    if setting == "low":
+        return low_resource_teacher()
+    path = teacher_dir("sst2")
+    if not read_metadata(path):
+        raise SystemExit(f"error: no SST-2 teacher in {path}; run bench/teachers.py first.")
+    return path
+
+
+def run_row(row: dict) -> dict:
+    out = bench_dir() / row["id"]
+    if (out / "report.json").is_file():
+        print(f"[{row['id']}] kept the finished run", flush=True)
+        return json.loads((out / "report.json").read_text())
+    cfg = from_dict(
+        DistillConfig,
+        {
+            "teacher": str(teacher_for(row["setting"])),
+            "out": str(out),
+            "seed": SEED,
+            "resume": (out / "config.yaml").is_file(),
+            "progress": False,
+            "checkpoint_every": 500,
+            "data": {
+                "task": "sst2",
+                "data_dir": str(glue_dir()),
+                "max_length": MAX_LENGTH,
+                "num_labeled": NUM_LABELED if row["setting"] == "low" else 0,
+            },
+            "transfer": TRANSFER,
+            "student": STUDENT,
+            "stages": row["stages"],
+        },
+    )
+    print(f"[{row['id']}] {row['what']}", flush=True)
+    return distill(cfg)
+
+
+def summarize(row: dict, report: dict) -> dict:
+    speed = report.get("speed", {}).get("ratio", {}).get("student", {})
+    return {
+        "id": row["id"],
+        "setting": row["setting"],
+        "what": row["what"],
+        "teacher_accuracy": report["dev"]["teacher"]["accuracy"],
+        "student_accuracy": report["dev"]["student"]["accuracy"],
+        "retention": report["retention"],
+        "parameters": report["parameters"],
+        "speed_ratio_batch1": speed.get("1"),
+        "speed_ratio_batch32": speed.get("32"),
+        "transfer_examples": report["transfer_set"].get("total"),
+        "labeled_examples": report["labeled_examples"],
+        "student_vocabulary": report["student_vocabulary"],
+        "labelling_seconds": report.get("labelling_seconds"),
+        "training_seconds": report.get("training_seconds"),
+        "stages": report["stages"],
+    }
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    lines = [
+        "# SST-2: distillation with unlabeled transfer data (bench/sst2_transfer.py)",
+        "",
+        f"Teacher: MiniLM-L6-H384 fine-tuned by bench/teachers.py (full) or on {NUM_LABELED:,} "
+        f"labels (low). Student: BiLSTM, {STUDENT['embedding_dim']}-dim embeddings (teacher's, "
+        f"PCA-reduced), {STUDENT['hidden_size']} units per direction, {STUDENT['pooling']} "
+        "pooling. Dev accuracy; speed ratio = student throughput / teacher throughput on the "
+        "dev sentences, measured interleaved in one process on "
+        f"{machine['cpu']} ({machine['torch_threads']} threads). Date: {today()}.",
+        "",
+        "| row | setting | teacher acc | student acc | retention | params (teacher/student) "
+        "| speed b=1 | speed b=32 | transfer set | what |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p = r["parameters"]
+        b1 = f"{r['speed_ratio_batch1']:.1f}x" if r["speed_ratio_batch1"] else "-"
+        b32 = f"{r['speed_ratio_batch32']:.1f}x" if r["speed_ratio_batch32"] else "-"
+        lines.append(
+            f"| {r['id']} | {r['setting']} | {100 * r['teacher_accuracy']:.2f} "
+            f"| {100 * r['student_accuracy']:.2f} | {100 * r['retention']:.1f}% "
+            f"| {p['teacher'] / 1e6:.1f}M / {p['student'] / 1e6:.2f}M ({p['ratio']:.1f}x) "
+            f"| {b1} | {b32} | {r['transfer_examples']:,} | {r['what']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default=",".join(r["id"] for r in ROWS))
+    args = parser.parse_args(argv)
+    wanted = set(args.rows.split(","))
+    machine = machine_info()
+    for row in ROWS:
+        if row["id"] in wanted:
+            run_row(row)
+        done = [
+            summarize(r, json.loads((bench_dir() / r["id"] / "report.json").read_text()))
+            for r in ROWS
+            if (bench_dir() / r["id"] / "report.json").is_file()
+        ]
+        write_results(
+            "sst2_transfer",
+            {
+                "date": today(),
+                "machine": machine,
+                "seed": SEED,
+                "student": STUDENT,
+                "transfer": TRANSFER,
+                "num_labeled": NUM_LABELED,
+                "rows": done,
+            },
+            markdown(done, machine),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
