@@ -349,3 +349,18 @@ def test_every_shipped_recipe_is_a_valid_config():
     for path in recipes:
         cfg = load_yaml(DistillConfig, path)
         validate_stages(cfg.stages)
+
+
+def test_dev_inputs_are_never_in_the_transfer_set(teacher_setup, tmp_path):
+    teacher, glue, _ = teacher_setup
+    dev_lines = (glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:11]
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text("\n".join(line.split("\t")[0] for line in dev_lines) + "\nfresh words here\n")
+    cfg = make_config(
+        teacher_setup,
+        tmp_path / "run",
+        transfer={"files": [str(leaky)], "min_words": 1, "include_train": False},
+    )
+    report = distill(cfg)
+    assert report["transfer_set"]["dev_overlap_dropped"] == len(set(dev_lines))
+    assert report["transfer_set"]["total"] == 1

@@ -307,13 +307,19 @@ def test_representation_refuses_a_teacher_of_another_size():
 
 def test_every_loss_is_registered_under_its_name():
     assert LOSSES.names() == [
+        "attention_kl",
+        "attention_mse",
+        "embedding_mse",
         "gold_ce",
         "gold_mse",
         "hard_label",
+        "hidden_mse",
         "logit_mse",
         "representation",
         "score_mse",
+        "sinkhorn",
         "soft_kl",
+        "value_relation",
     ]
     assert LOSSES.get("soft_kl") is SoftKLLoss
     assert LOSSES.get("representation") is RepresentationLoss
@@ -346,5 +352,5 @@ def test_build_loss_bad_parameter_names_the_loss_and_its_parameters():
 def test_build_loss_missing_parameter_and_unknown_loss():
     with pytest.raises(ConfigError, match="'representation' needs parameter 'teacher_dim'"):
         build_loss("representation", student_dim=3)
-    with pytest.raises(ConfigError, match="unknown loss 'sofkl'.*known losses: gold_ce"):
+    with pytest.raises(ConfigError, match="unknown loss 'sofkl'.*known losses: attention_kl"):
         build_loss("sofkl")

@@ -517,6 +517,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     transfer = build_transfer_set(
         cfg.transfer, task, train, cfg.seed, progress=cfg.progress and acc.is_local_main_process
     )
+    transfer = _without_eval_texts(transfer, task, cfg)
     log(f"transfer set: {len(transfer.texts):,} examples {transfer.counts}")
 
     # The teacher labels the transfer set (and dev, for representation stages) once.
@@ -633,6 +634,23 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         transfer,
         timings,
     )
+
+
+def _without_eval_texts(transfer: Any, task: Any, cfg: DistillConfig) -> Any:
+    """Drop transfer examples that are also dev inputs, so that the student never learns
+    the teacher's answers on the texts it is scored on (counted as dev_overlap_dropped)."""
+    from lmshrink.data import load_eval_splits
+
+    held_out = {
+        t for split in load_eval_splits(task, "dev", cfg.data, cfg.seed) for t in split.texts
+    }
+    kept = [t for t in transfer.texts if t not in held_out]
+    counts = {
+        **transfer.counts,
+        "dev_overlap_dropped": len(transfer.texts) - len(kept),
+        "total": len(kept),
+    }
+    return dataclasses.replace(transfer, texts=kept, counts=counts)
 
 
 def _loss_inputs(stage: StageConfig) -> set[str]:
