@@ -17,11 +17,11 @@ def test_packaged_minilm_learns_sst2_from_a_few_hundred_rows(shared_glue, tmp_pa
             task="sst2",
             data_dir=str(shared_glue),
             max_length=64,
-            max_train_samples=400,
+            max_train_samples=500,
             max_eval_samples=300,
         ),
-        train=TrainConfig(epochs=3, lr=5e-5, batch_size=16, progress=False),
+        train=TrainConfig(epochs=4, lr=1e-4, batch_size=16, progress=False),
     )
     meta = finetune(cfg)
-    # Chance is ~50%; a pretrained encoder on 400 rows gets well past 75%.
+    # Chance is ~50%; a pretrained encoder on 500 rows gets well past 75%.
     assert meta["dev"]["accuracy"] >= 0.75, meta["history"]

@@ -121,9 +121,11 @@ def test_config_rejects_bad_values(bad):
 # --- forward --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
-def test_prediction_does_not_depend_on_batch_padding(pooling):
-    model = make_model(pooling=pooling)
+def test_prediction_does_not_depend_on_batch_padding(pooling, num_layers):
+    """A row alone (unpadded: the no-packing fast path) equals it in a padded batch."""
+    model = make_model(pooling=pooling, num_layers=num_layers)
     batch = random_batch([5, 40, 9])
     with torch.no_grad():
         together = model(**batch)

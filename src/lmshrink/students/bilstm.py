@@ -267,14 +267,23 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
             x = x + self.token_type_embeddings(token_type_ids)  # [B, T, E]
         x = self.dropout(x)
 
-        # Packing runs each sequence for exactly its length, in both directions, so the
-        # result does not depend on the padding that other rows of the batch caused.
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        for i, lstm in enumerate(self.lstm):
-            if i > 0:
-                packed = _map_packed(packed, self.dropout)
-            packed, _ = lstm(packed)
-        states, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)  # [B, T, 2H]
+        if bool(valid.all()):
+            # No padding (always so at batch 1, the serving case): packing would only add
+            # overhead, and the plain run is the same computation.
+            states = x
+            for i, lstm in enumerate(self.lstm):
+                if i > 0:
+                    states = self.dropout(states)
+                states, _ = lstm(states)  # [B, T, 2H]
+        else:
+            # Packing runs each sequence for exactly its length, in both directions, so the
+            # result does not depend on the padding that other rows of the batch caused.
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            for i, lstm in enumerate(self.lstm):
+                if i > 0:
+                    packed = _map_packed(packed, self.dropout)
+                packed, _ = lstm(packed)
+            states, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)  # [B, T, 2H]
 
         pooled = self._pool(states, valid, lengths)  # [B, 2H]
         logits = self.classifier(self.dropout(pooled))  # [B, C]
