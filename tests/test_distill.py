@@ -364,3 +364,82 @@ def test_dev_inputs_are_never_in_the_transfer_set(teacher_setup, tmp_path):
     report = distill(cfg)
     assert report["transfer_set"]["dev_overlap_dropped"] == len(set(dev_lines))
     assert report["transfer_set"]["total"] == 1
+
+
+def test_student_settings_of_another_family_are_refused(teacher_setup, tmp_path):
+    cfg = make_config(teacher_setup, tmp_path / "run", student={"kind": "layers", "pooling": "max"})
+    with pytest.raises(ConfigError, match="pooling do not apply to the layers student"):
+        distill(cfg)
+
+
+def test_per_token_losses_are_refused_until_the_loop_feeds_them():
+    from lmshrink.distill import LossSpec
+
+    stage = StageConfig("hidden", "transfer", [LossSpec("hidden_mse")])
+    with pytest.raises(ConfigError, match="reads per-token states.*does not feed yet"):
+        validate_stages([stage])
+
+
+LOGIT_STAGES = [
+    {
+        "name": "logits",
+        "data": "transfer",
+        "losses": [{"name": "soft_kl", "params": {"temperature": 2.0}}],
+        "epochs": 3,
+        "lr": 5e-3,
+        "batch_size": 16,
+        "patience": 0,
+    },
+]
+
+
+def test_layer_subset_student_is_a_stock_folder(teacher_setup, tmp_path):
+    out = tmp_path / "run"
+    report = distill(
+        make_config(
+            teacher_setup, out, stages=LOGIT_STAGES, student={"kind": "layers", "layers": 1}
+        )
+    )
+    assert report["dev"]["student"]["accuracy"] >= 0.85
+    code = (
+        "import sys, torch; from transformers import AutoModelForSequenceClassification as A,"
+        " AutoTokenizer as T; m = A.from_pretrained(sys.argv[1]); t = T.from_pretrained("
+        "sys.argv[1]); x = t(['a great film'], return_tensors='pt');"
+        " print(type(m).__name__, m.config.num_hidden_layers, 'lmshrink' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out / "model")], capture_output=True, text=True
+    )
+    assert proc.stdout.split() == ["BertForSequenceClassification", "1", "False"], proc.stderr
+
+
+def test_pretrained_student_keeps_its_own_tokenizer(teacher_setup, tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
+
+    own = tmp_path / "other-bert"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+        {w for s, _ in make_sentences(200, seed=5) for w in s.split()}
+    )
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(own)
+    torch.manual_seed(1)
+    BertModel(
+        BertConfig(
+            vocab_size=len(words),
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=48,
+        )
+    ).save_pretrained(own)
+    out = tmp_path / "run"
+    report = distill(
+        make_config(
+            teacher_setup,
+            out,
+            stages=LOGIT_STAGES,
+            student={"kind": "pretrained", "model": str(own)},
+        )
+    )
+    assert report["dev"]["student"]["accuracy"] >= 0.85
+    saved = AutoTokenizer.from_pretrained(out / "model")
+    assert len(saved) == len(words)  # the student's vocabulary, not the teacher's

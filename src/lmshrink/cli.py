@@ -51,7 +51,9 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
             )
         else:
             default = field.default
-            shown = f" (default: {default})" if default not in ("", dataclasses.MISSING) else ""
+            shown = (
+                f" (default: {default})" if default not in ("", None, dataclasses.MISSING) else ""
+            )
             upper = name.replace("-", "_").upper()
             metavar = f"{upper}[,...]" if "list" in str(tp) else upper
             group.add_argument(

@@ -60,14 +60,66 @@ class StageConfig:
 
 @dataclasses.dataclass
 class StudentConfig:
-    """The student to build (BiLSTM: XtremeDistil's small student)."""
+    """The student to build. Settings left empty take the family's default; a setting that
+    does not apply to the chosen family is an error."""
 
-    kind: str = option("bilstm", "student family: bilstm.", flag="student")
-    embedding_dim: int = option(300, "word embedding size (teacher embeddings reduced by PCA).")
-    hidden_size: int = option(300, "LSTM hidden size per direction.")
-    num_layers: int = option(1, "number of BiLSTM layers.")
-    dropout: float = option(0.2, "dropout on embeddings and the pooled state.")
-    pooling: str = option("max", "how token states become one vector: max, mean, attention.")
+    kind: str = option(
+        "bilstm",
+        "student family: bilstm (XtremeDistil), layers (a subset "
+        "of the teacher's layers), narrow (fewer/narrower layers initialised "
+        "from the teacher), pretrained (any HF checkpoint, its own tokenizer).",
+        flag="student",
+    )
+    embedding_dim: int | None = option(
+        None, "bilstm: word embedding size (the teacher's embeddings reduced by PCA; default 300)."
+    )
+    hidden_size: int | None = option(
+        None, "bilstm: LSTM units per direction (default 300); narrow: hidden width (default 256)."
+    )
+    num_layers: int | None = option(None, "bilstm: number of BiLSTM layers (default 1).")
+    dropout: float | None = option(
+        None, "bilstm: dropout on embeddings and the pooled state (default 0.2)."
+    )
+    pooling: str | None = option(None, "bilstm: max, mean or attention (default max).")
+    layers: int | None = option(
+        None, "layers/narrow: number of transformer layers (default 3 / 2).", flag="student_layers"
+    )
+    layer_ids: list[int] = option(
+        [],
+        "layers: which teacher layers to keep (0-based); "
+        "default: a uniform choice ending with the last.",
+    )
+    num_heads: int | None = option(
+        None, "narrow: attention heads (default: keep the teacher's head size)."
+    )
+    intermediate_size: int | None = option(None, "narrow: FFN size (default 4 x hidden).")
+    model: str = option(
+        "", "pretrained: the student checkpoint (hub id or folder).", flag="student_model"
+    )
+
+
+# The settings each student family takes (the rest must stay empty).
+STUDENT_SETTINGS = {
+    "bilstm": ("embedding_dim", "hidden_size", "num_layers", "dropout", "pooling"),
+    "layers": ("layers", "layer_ids"),
+    "narrow": ("layers", "hidden_size", "num_heads", "intermediate_size"),
+    "pretrained": ("model",),
+}
+
+
+def student_settings(cfg: StudentConfig) -> dict[str, Any]:
+    """The builder arguments of `cfg.kind`; a setting of another family is an error."""
+    given = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k != "kind" and v not in (None, "", [])
+    }
+    accepted = STUDENT_SETTINGS.get(cfg.kind, ())
+    foreign = sorted(set(given) - set(accepted))
+    if foreign:
+        raise ConfigError(
+            f"student setting(s) {', '.join(foreign)} do not apply to the "
+            f"{cfg.kind} student; it takes {', '.join(accepted)}."
+        )
+    return given
 
 
 @dataclasses.dataclass
@@ -133,6 +185,10 @@ def default_stages(is_regression: bool) -> list[StageConfig]:
 
 
 TEACHER_INPUTS = {"teacher_logits", "teacher_repr"}
+# Every named tensor the loop can give a loss today. The per-token losses (hidden states,
+# attentions, value relations) need the teacher's per-token states, which the loop does
+# not feed yet.
+LOOP_INPUTS = {"student_logits", "student_repr", "labels"} | TEACHER_INPUTS
 
 
 def validate_stages(stages: list[StageConfig]) -> None:
@@ -151,6 +207,12 @@ def validate_stages(stages: list[StageConfig]) -> None:
             raise ConfigError(f"{where}: a stage needs at least one loss.")
         for spec in stage.losses:
             inputs = set(LOSSES.get(spec.name).inputs)
+            if inputs - LOOP_INPUTS:
+                raise ConfigError(
+                    f"{where}: loss {spec.name!r} reads per-token states "
+                    f"({', '.join(sorted(inputs - LOOP_INPUTS))}), which lmshrink distill does "
+                    "not feed yet; use logit, representation or gold-label losses."
+                )
             if stage.data == "labeled" and inputs & TEACHER_INPUTS:
                 raise ConfigError(
                     f"{where}: loss {spec.name!r} needs teacher outputs, which "
@@ -165,7 +227,10 @@ def validate_stages(stages: list[StageConfig]) -> None:
 
 def unfreeze_plan(student: Any, stage: StageConfig, uses_logits: bool) -> list[list[Any]]:
     """Parameter groups, top first, in the order gradual unfreezing releases them."""
-    groups = list(reversed(student.layer_groups()))
+    from lmshrink.students import transformer_layer_groups
+
+    layer_groups = getattr(student, "layer_groups", None)
+    groups = list(reversed(layer_groups() if layer_groups else transformer_layer_groups(student)))
     if not uses_logits:  # the classifier gets no gradient from representation losses
         groups = [g for g in groups if g[0] != "classifier"]
     return [[p for m in mods for p in m.parameters()] for _, mods in groups]
@@ -288,9 +353,7 @@ class Distiller:
 
         acc, cfg = self.acc, self.cfg
         data = self.data[stage.data]
-        objective = Objective(
-            self.student, stage.losses, self.student.config.hidden_size * 2, self.teacher_dim
-        )
+        objective = Objective(self.student, stage.losses, self.teacher_dim)
         per_epoch, total = stage_steps(len(data.enc), stage, acc.num_processes)
         optimizer, scheduler = build_optimizer(objective, _as_train_config(stage), total)
         plan = unfreeze_plan(self.student, stage, "student_logits" in objective.needs)
@@ -487,7 +550,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     from lmshrink.config import dump_yaml
     from lmshrink.data import Split, encode, read_split, resolve_task
     from lmshrink.models import load_for_eval, resolve_model_source, task_head_settings
-    from lmshrink.students import STUDENTS
+    from lmshrink.students import STUDENTS, student_tokenizer
     from lmshrink.training import set_seed
     from lmshrink.transfer import build_transfer_set
 
@@ -499,6 +562,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         cfg.stages = default_stages(task.is_regression)
     validate_stages(cfg.stages)
     build_student = STUDENTS.get(cfg.student.kind)
+    settings = student_settings(cfg.student)
     if acc.is_main_process:
         _prepare_out(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -565,7 +629,6 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     timings["labelling_seconds"] = _now() - start
 
     set_seed(cfg.seed)
-    settings = {k: v for k, v in dataclasses.asdict(cfg.student).items() if k != "kind"}
     student = build_student(
         teacher,
         tokenizer,
@@ -574,9 +637,11 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         cfg.data.max_length,
         **settings,
     )
+    # A pretrained student reads its own tokenizer; the others read the teacher's ids.
+    student_tok = student_tokenizer(student, tokenizer)
     log(
-        f"student: BiLSTM, vocabulary {student.config.vocab_size:,} of "
-        f"{len(tokenizer):,} teacher tokens, {_count(student):,} parameters"
+        f"student: {cfg.student.kind}, vocabulary {student.config.vocab_size:,}, "
+        f"{_count(student):,} parameters"
     )
 
     def targets(o: Any | None) -> dict[str, Any]:
@@ -586,7 +651,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         return {k: v for k, v in named.items() if v is not None}
 
     transfer_enc = encode(
-        tokenizer, Split(task.name, "transfer", "", transfer.texts, None), cfg.data.max_length
+        student_tok, Split(task.name, "transfer", "", transfer.texts, None), cfg.data.max_length
     )
     distiller = Distiller(
         cfg,
@@ -595,8 +660,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         task,
         student,
         StageData(transfer_enc, targets(outputs.get("transfer"))),
-        StageData(encode(tokenizer, labeled, cfg.data.max_length), {}),
-        DevData(dev_split, encode(tokenizer, dev_split, cfg.data.max_length)),
+        StageData(encode(student_tok, labeled, cfg.data.max_length), {}),
+        DevData(dev_split, encode(student_tok, dev_split, cfg.data.max_length)),
         targets(outputs.get("dev")),
         teacher.config.hidden_size,
     )
@@ -629,6 +694,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         teacher,
         student,
         tokenizer,
+        student_tok,
         teacher_dir,
         distiller,
         transfer,

@@ -17,11 +17,10 @@ from lmshrink.losses import build_loss
 class Objective(nn.Module):
     """forward(batch, targets) -> (weighted total loss, {loss name: value})."""
 
-    def __init__(
-        self, student: nn.Module, specs: list[Any], student_dim: int, teacher_dim: int
-    ) -> None:
+    def __init__(self, student: nn.Module, specs: list[Any], teacher_dim: int) -> None:
         super().__init__()
         self.student = student
+        student_dim = pooled_size(student)
         self.losses = nn.ModuleList()
         self.names = [s.name for s in specs]
         self.weights = [s.weight for s in specs]
@@ -39,8 +38,15 @@ class Objective(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = self.student(**batch)
-        named = {"student_logits": out.logits, "student_repr": out.pooled, **targets}
+        wants_repr = "student_repr" in self.needs
+        pooled = None
+        if hasattr(self.student, "layer_groups"):  # lmshrink's BiLSTM returns `pooled`
+            out = self.student(**batch)
+            pooled = out.pooled
+        else:  # a transformer: its [CLS] state of the last layer, like the teacher's
+            out = self.student(**batch, output_hidden_states=wants_repr)
+            pooled = out.hidden_states[-1][:, 0] if wants_repr else None  # [B, H]
+        named = {"student_logits": out.logits, "student_repr": pooled, **targets}
         total = out.logits.new_zeros(())
         parts = {}
         for name, weight, loss_fn in zip(self.names, self.weights, self.losses, strict=True):
@@ -48,3 +54,9 @@ class Objective(nn.Module):
             parts[name] = value.detach()
             total = total + weight * value
         return total, parts
+
+
+def pooled_size(student: nn.Module) -> int:
+    """Size of the student's sentence vector: 2 x hidden for the BiLSTM, hidden otherwise."""
+    config = student.config
+    return 2 * config.hidden_size if config.model_type == "lmshrink_bilstm" else config.hidden_size

@@ -24,6 +24,7 @@ def finish_run(
     teacher: Any,
     student: Any,
     tokenizer: Any,
+    student_tokenizer: Any,
     teacher_dir: str,
     distiller: Any,
     transfer: Any,
@@ -43,9 +44,12 @@ def finish_run(
     teacher = teacher.cpu().eval()
     devs = load_eval_splits(task, "dev", cfg.data, cfg.seed)
     length = cfg.data.max_length
+    # Each model reads the dev texts through its own tokenizer.
+    tokenizers = {"teacher": tokenizer, "student": student_tokenizer}
+    models = {"teacher": teacher, "student": student}
     scores = {
-        name: score_model(model, tokenizer, task, devs, length, cfg.eval_batch_size)
-        for name, model in (("teacher", teacher), ("student", student))
+        name: score_model(models[name], tokenizers[name], task, devs, length, cfg.eval_batch_size)
+        for name in models
     }
     summary = {name: metrics.task_score(s) for name, s in scores.items()}
     params = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
@@ -73,8 +77,9 @@ def finish_run(
     if not acc.is_main_process:
         return report
     if cfg.measure_speed:
-        enc = encode(tokenizer, devs[0], length)
-        report["speed"] = measure_speed({"teacher": (teacher, enc), "student": (student, enc)})
+        report["speed"] = measure_speed(
+            {name: (models[name], encode(tokenizers[name], devs[0], length)) for name in models}
+        )
     meta = {
         "lmshrink_version": __version__,
         "kind": f"student-{cfg.student.kind}",
@@ -87,7 +92,7 @@ def finish_run(
     }
     with staged_output(paths["model"]) as stage:
         student.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
+        student_tokenizer.save_pretrained(stage)
         (stage / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     report["size_bytes"] = {
         "teacher": size_on_disk(teacher_dir),

@@ -14,11 +14,22 @@ from lmshrink.students.bilstm import (
     register_auto,
 )
 from lmshrink.students.embeddings import build_bilstm, collect_vocab, reduce_embeddings
+from lmshrink.students.transformer import (
+    build_layer_subset,
+    build_narrow,
+    build_pretrained,
+    student_tokenizer,
+    transformer_layer_groups,
+    uniform_layer_ids,
+)
 
 # Student builders by `--student` name. A builder takes (teacher, tokenizer, texts,
 # task_head, max_length, **student settings) and returns an untrained student model.
 STUDENTS = Registry("student")
 STUDENTS.register("bilstm")(build_bilstm)
+STUDENTS.register("layers")(build_layer_subset)
+STUDENTS.register("narrow")(build_narrow)
+STUDENTS.register("pretrained")(build_pretrained)
 
 __all__ = [
     "STUDENTS",
@@ -26,7 +37,13 @@ __all__ = [
     "BiLSTMForSequenceClassification",
     "StudentOutput",
     "build_bilstm",
+    "build_layer_subset",
+    "build_narrow",
+    "build_pretrained",
     "collect_vocab",
     "reduce_embeddings",
     "register_auto",
+    "student_tokenizer",
+    "transformer_layer_groups",
+    "uniform_layer_ids",
 ]
