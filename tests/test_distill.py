@@ -339,16 +339,44 @@ def test_gold_only_schedule_skips_teacher_labelling(teacher_setup, tmp_path, cap
     assert report["dev"]["student"]["accuracy"] >= 0.85
 
 
-def test_every_shipped_recipe_is_a_valid_config():
+def shipped_recipes():
     from pathlib import Path
 
-    from lmshrink.config import load_yaml
+    return sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
 
-    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
-    assert recipes, "no recipes found"
-    for path in recipes:
-        cfg = load_yaml(DistillConfig, path)
-        validate_stages(cfg.stages)
+
+@pytest.mark.parametrize("path", shipped_recipes(), ids=lambda p: p.stem)
+def test_every_shipped_recipe_runs_on_a_tiny_model(teacher_setup, tmp_path, path):
+    """Each recipe, shrunk to the 2-layer teacher (sizes, epochs), runs end to end."""
+    import yaml
+
+    from lmshrink.config import to_dict
+
+    raw = yaml.safe_load(path.read_text())
+    cfg = make_config(teacher_setup, tmp_path / "run")
+    base = to_dict(cfg)
+    student = {k: v for k, v in raw.get("student", {}).items()}
+    if student.get("kind") == "bilstm":
+        student.update(embedding_dim=16, hidden_size=16)
+    if "layers" in student:
+        student["layers"] = 1
+    if student.get("kind") == "narrow":
+        student.update(hidden_size=16, num_heads=2)  # the tiny teacher has 2 heads
+    layer_map = raw.get("layer_map", {})
+    if layer_map.get("strategy") == "explicit":  # the tiny teacher has 2 layers
+        layer_map = {**layer_map, "pairs": [[1, 2]]}
+    stages = [{**stage, "epochs": 0.25} for stage in raw["stages"]]
+    for stage in stages:
+        for loss in stage["losses"]:
+            if loss["name"] == "value_relation":
+                loss["params"] = {"relation_heads": 2}
+    report = distill(
+        from_dict(
+            DistillConfig, {**base, "student": student, "stages": stages, "layer_map": layer_map}
+        )
+    )
+    assert [h["stage"] for h in report["history"]][-1] == stages[-1]["name"]
+    assert 0.0 <= report["dev"]["student"]["accuracy"] <= 1.0
 
 
 def test_dev_inputs_are_never_in_the_transfer_set(teacher_setup, tmp_path):
@@ -372,12 +400,14 @@ def test_student_settings_of_another_family_are_refused(teacher_setup, tmp_path)
         distill(cfg)
 
 
-def test_per_token_losses_are_refused_until_the_loop_feeds_them():
+def test_per_token_losses_need_a_transformer_student_on_transfer_data(teacher_setup, tmp_path):
     from lmshrink.distill import LossSpec
 
-    stage = StageConfig("hidden", "transfer", [LossSpec("hidden_mse")])
-    with pytest.raises(ConfigError, match="reads per-token states.*does not feed yet"):
-        validate_stages([stage])
+    with pytest.raises(ConfigError, match="only 'transfer' stages run"):
+        validate_stages([StageConfig("h", "labeled", [LossSpec("hidden_mse")])])
+    stages = [{"name": "hidden", "data": "transfer", "losses": [{"name": "hidden_mse"}]}]
+    with pytest.raises(ConfigError, match="needs a transformer student reading the teacher's"):
+        distill(make_config(teacher_setup, tmp_path / "run", stages=stages))
 
 
 LOGIT_STAGES = [

@@ -18,6 +18,7 @@ from typing import Any
 
 from lmshrink.config import DataConfig, option
 from lmshrink.errors import ConfigError, LmshrinkError
+from lmshrink.layer_map import LayerMapConfig
 from lmshrink.transfer import TransferConfig
 
 
@@ -156,6 +157,7 @@ class DistillConfig:
     transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
     student: StudentConfig = dataclasses.field(default_factory=StudentConfig)
     labelling: LabellingConfig = dataclasses.field(default_factory=LabellingConfig)
+    layer_map: LayerMapConfig = dataclasses.field(default_factory=LayerMapConfig)
     stages: list[StageConfig] = option(
         [], "the stages, in order (empty: the XtremeDistil schedule for the task)."
     )
@@ -185,10 +187,16 @@ def default_stages(is_regression: bool) -> list[StageConfig]:
 
 
 TEACHER_INPUTS = {"teacher_logits", "teacher_repr"}
-# Every named tensor the loop can give a loss today. The per-token losses (hidden states,
-# attentions, value relations) need the teacher's per-token states, which the loop does
-# not feed yet.
-LOOP_INPUTS = {"student_logits", "student_repr", "labels"} | TEACHER_INPUTS
+PER_TOKEN = {
+    "student_hidden_states",
+    "teacher_hidden_states",
+    "student_attentions",
+    "teacher_attentions",
+    "student_values",
+    "teacher_values",
+    "attention_mask",
+}
+LOOP_INPUTS = {"student_logits", "student_repr", "labels"} | TEACHER_INPUTS | PER_TOKEN
 
 
 def validate_stages(stages: list[StageConfig]) -> None:
@@ -209,9 +217,13 @@ def validate_stages(stages: list[StageConfig]) -> None:
             inputs = set(LOSSES.get(spec.name).inputs)
             if inputs - LOOP_INPUTS:
                 raise ConfigError(
-                    f"{where}: loss {spec.name!r} reads per-token states "
-                    f"({', '.join(sorted(inputs - LOOP_INPUTS))}), which lmshrink distill does "
-                    "not feed yet; use logit, representation or gold-label losses."
+                    f"{where}: loss {spec.name!r} reads {', '.join(sorted(inputs - LOOP_INPUTS))}, "
+                    "which the distillation loop does not provide."
+                )
+            if stage.data == "labeled" and inputs & PER_TOKEN:
+                raise ConfigError(
+                    f"{where}: loss {spec.name!r} compares per-token states with "
+                    "the teacher, which only 'transfer' stages run."
                 )
             if stage.data == "labeled" and inputs & TEACHER_INPUTS:
                 raise ConfigError(
@@ -299,10 +311,12 @@ class Distiller:
         labeled: StageData,
         dev: Any,
         dev_targets: dict[str, Any],
-        teacher_dim: int,
+        teacher: Any,
+        pairs: list[tuple[int, int]] | None,
     ) -> None:
         self.cfg, self.acc, self.paths, self.task = cfg, accelerator, paths, task
-        self.student, self.teacher_dim = student, teacher_dim
+        self.student, self.teacher, self.pairs = student, teacher, pairs
+        self.teacher_dim = teacher.config.hidden_size  # of its pooled representation
         self.data = {"transfer": transfer, "labeled": labeled}
         self.dev, self.dev_targets = dev, dev_targets
         self.history: list[dict[str, Any]] = []
@@ -353,7 +367,9 @@ class Distiller:
 
         acc, cfg = self.acc, self.cfg
         data = self.data[stage.data]
-        objective = Objective(self.student, stage.losses, self.teacher_dim)
+        objective = Objective(
+            self.student, stage.losses, self.teacher, self.teacher_dim, self.pairs
+        )
         per_epoch, total = stage_steps(len(data.enc), stage, acc.num_processes)
         optimizer, scheduler = build_optimizer(objective, _as_train_config(stage), total)
         plan = unfreeze_plan(self.student, stage, "student_logits" in objective.needs)
@@ -663,7 +679,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         StageData(encode(student_tok, labeled, cfg.data.max_length), {}),
         DevData(dev_split, encode(student_tok, dev_split, cfg.data.max_length)),
         targets(outputs.get("dev")),
-        teacher.config.hidden_size,
+        teacher.to(acc.device),
+        _prepare_layer_losses(cfg, student, student_tok is tokenizer, teacher),
     )
 
     # Resume: stages before the checkpoint's are done; its own continues unless finished.
@@ -700,6 +717,51 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         transfer,
         timings,
     )
+
+
+def _prepare_layer_losses(
+    cfg: DistillConfig, student: Any, same_tokenizer: bool, teacher: Any
+) -> list[tuple[int, int]] | None:
+    """For stages with per-token losses: check the pair of models fits, map the layers, and
+    switch both to eager attention when attention maps are compared. None if none needs it."""
+    from lmshrink.layer_map import (
+        LayerShape,
+        check_attention_heads,
+        check_relation_heads,
+        map_layers,
+    )
+    from lmshrink.objective import prepare_for_attention_losses
+
+    specs = [spec for stage in cfg.stages for spec in stage.losses]
+    per_token = [spec for spec in specs if _spec_inputs(spec) & PER_TOKEN]
+    if not per_token:
+        return None
+    names = sorted({spec.name for spec in per_token})
+    if student.config.model_type == "lmshrink_bilstm" or not same_tokenizer:
+        raise ConfigError(
+            f"loss(es) {', '.join(names)} compare per-token states, which needs a "
+            "transformer student reading the teacher's tokenizer (--student "
+            "layers or narrow)."
+        )
+    s_shape, t_shape = (
+        LayerShape.from_config(student.config),
+        LayerShape.from_config(teacher.config),
+    )
+    pairs = map_layers(cfg.layer_map, s_shape, t_shape)
+    if any("student_attentions" in _spec_inputs(spec) for spec in per_token):
+        check_attention_heads(s_shape, t_shape)
+        prepare_for_attention_losses(student)
+        prepare_for_attention_losses(teacher)
+    for spec in per_token:
+        if spec.name == "value_relation":
+            check_relation_heads(s_shape, t_shape, int(spec.params.get("relation_heads", 0)))
+    return pairs
+
+
+def _spec_inputs(spec: LossSpec) -> set[str]:
+    from lmshrink.losses import LOSSES
+
+    return set(LOSSES.get(spec.name).inputs)
 
 
 def _without_eval_texts(transfer: Any, task: Any, cfg: DistillConfig) -> Any:
