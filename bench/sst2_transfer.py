@@ -20,10 +20,11 @@ import os
 import sys
 from pathlib import Path
 
-from common import glue_dir, runs_dir, teacher_dir, today, write_results
+import yaml
+from common import ROOT, glue_dir, runs_dir, teacher_dir, today, write_results
 
 from lmshrink import finetune
-from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict
+from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict, load_yaml, to_dict
 from lmshrink.distill import DistillConfig, distill
 from lmshrink.machine import machine_info
 from lmshrink.models import read_metadata
@@ -35,44 +36,13 @@ NUM_LABELED = 1000
 SEED = 42
 MAX_LENGTH = 64
 
-# 64-dim embeddings keep the student >= 10x smaller than MiniLM (the 23k-token embedding
-# table dominates its size); 256 LSTM units per direction.
-STUDENT = {"kind": "bilstm", "embedding_dim": 64, "hidden_size": 256, "pooling": "max"}
+# The student and the distillation stages come from the shipped recipe (one source of
+# truth with the README's command): 64-dim embeddings keep the BiLSTM >= 10x smaller than
+# MiniLM (its 23k-token embedding table dominates its size).
+RECIPE = yaml.safe_load((ROOT / "recipes" / "xtremedistil-bilstm.yaml").read_text())
+STUDENT = RECIPE["student"]
+DISTILL_STAGES = RECIPE["stages"]
 TRANSFER = {"files": [str(IMDB)], "split_sentences": True}
-# XtremeDistil's stages, shortened for the 2-core CPU: with ~180k transfer examples two
-# epochs of representation matching and four of logit matching are enough to converge.
-DISTILL_STAGES = [
-    {
-        "name": "representation",
-        "data": "transfer",
-        "losses": [{"name": "representation"}],
-        "epochs": 2,
-        "lr": 2e-3,
-        "batch_size": 128,
-        "unfreeze": "gradual",
-        "patience": 2,
-    },
-    {
-        "name": "logits",
-        "data": "transfer",
-        "losses": [{"name": "logit_mse"}],
-        "epochs": 4,
-        "lr": 2e-3,
-        "batch_size": 128,
-        "unfreeze": "gradual",
-        "patience": 3,
-        "eval_every": 700,
-    },
-    {
-        "name": "labels",
-        "data": "labeled",
-        "losses": [{"name": "gold_ce"}],
-        "epochs": 2,
-        "lr": 2e-4,
-        "batch_size": 32,
-        "patience": 2,
-    },
-]
 GOLD_ONLY = [
     {
         "name": "labels",
@@ -96,7 +66,7 @@ ROWS = [
     {
         "id": "full-distilled",
         "setting": "full",
-        "stages": [],
+        "stages": DISTILL_STAGES,
         "what": "BiLSTM, XtremeDistil stages (representation, logits, labels), transfer = "
         "SST-2 train + IMDB sentences",
     },
@@ -109,7 +79,7 @@ ROWS = [
     {
         "id": "low-distilled",
         "setting": "low",
-        "stages": [],
+        "stages": DISTILL_STAGES,
         "what": f"BiLSTM distilled from the {NUM_LABELED:,}-label teacher; transfer = all SST-2 "
         "train inputs + IMDB sentences",
     },
@@ -161,7 +131,6 @@ def run_row(row: dict) -> dict:
             "teacher": str(teacher_for(row["setting"])),
             "out": str(out),
             "seed": SEED,
-            "resume": (out / "config.yaml").is_file(),
             "progress": False,
             "checkpoint_every": 500,
             "data": {
@@ -175,8 +144,18 @@ def run_row(row: dict) -> dict:
             "stages": row["stages"],
         },
     )
-    print(f"[{row['id']}] {row['what']}", flush=True)
+    # Resume an unfinished run with the same settings; a run with other settings (an older
+    # version of this file) starts over, keeping its fingerprint-keyed teacher cache.
+    same = (out / "config.yaml").is_file() and _comparable(
+        load_yaml(DistillConfig, out / "config.yaml")
+    ) == _comparable(cfg)
+    cfg.resume, cfg.overwrite = same, not same
+    print(f"[{row['id']}] {row['what']}" + (" (resuming)" if same else ""), flush=True)
     return distill(cfg)
+
+
+def _comparable(cfg: DistillConfig) -> dict:
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "progress")}
 
 
 def summarize(row: dict, report: dict) -> dict:
