@@ -68,7 +68,8 @@ class StudentConfig:
         "bilstm",
         "student family: bilstm (XtremeDistil), layers (a subset "
         "of the teacher's layers), narrow (fewer/narrower layers initialised "
-        "from the teacher), pretrained (any HF checkpoint, its own tokenizer).",
+        "from the teacher), pretrained (any HF checkpoint, its own tokenizer), theseus "
+        "(BERT-of-Theseus progressive module replacing).",
         flag="student",
     )
     embedding_dim: int | None = option(
@@ -83,7 +84,9 @@ class StudentConfig:
     )
     pooling: str | None = option(None, "bilstm: max, mean or attention (default max).")
     layers: int | None = option(
-        None, "layers/narrow: number of transformer layers (default 3 / 2).", flag="student_layers"
+        None,
+        "layers/narrow/theseus: number of transformer layers (default 3 / 2 / 3).",
+        flag="student_layers",
     )
     layer_ids: list[int] = option(
         [],
@@ -92,6 +95,16 @@ class StudentConfig:
     )
     num_heads: int | None = option(
         None, "narrow: attention heads (default: keep the teacher's head size)."
+    )
+    replace_start: float | None = option(
+        None,
+        "theseus: probability of replacing a teacher layer group at the first step; it rises "
+        "linearly to 1 (default 0.3).",
+    )
+    replace_steps: int | None = option(
+        None,
+        "theseus: training steps until every group is replaced; later steps train the "
+        "student alone (default 1000).",
     )
     intermediate_size: int | None = option(None, "narrow: FFN size (default 4 x hidden).")
     model: str = option(
@@ -105,6 +118,7 @@ STUDENT_SETTINGS = {
     "layers": ("layers", "layer_ids"),
     "narrow": ("layers", "hidden_size", "num_heads", "intermediate_size"),
     "pretrained": ("model",),
+    "theseus": ("layers", "replace_start", "replace_steps"),
 }
 
 
@@ -241,8 +255,8 @@ def unfreeze_plan(student: Any, stage: StageConfig, uses_logits: bool) -> list[l
     """Parameter groups, top first, in the order gradual unfreezing releases them."""
     from lmshrink.students import transformer_layer_groups
 
-    layer_groups = getattr(student, "layer_groups", None)
-    groups = list(reversed(layer_groups() if layer_groups else transformer_layer_groups(student)))
+    own = getattr(student, "unfreeze_groups", None) or getattr(student, "layer_groups", None)
+    groups = list(reversed(own() if own else transformer_layer_groups(student)))
     if not uses_logits:  # the classifier gets no gradient from representation losses
         groups = [g for g in groups if g[0] != "classifier"]
     return [[p for m in mods for p in m.parameters()] for _, mods in groups]
@@ -560,6 +574,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run every stage and write model/, report.json and report.md into the run folder."""
     import torch
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     from lmshrink.cache import TeacherCache, folder_fingerprint, label_transfer_set
     from lmshrink.checkpoint import latest_checkpoint, load_checkpoint
@@ -570,7 +585,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     from lmshrink.training import set_seed
     from lmshrink.transfer import build_transfer_set
 
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    # Theseus leaves the successor layers of unreplaced groups without gradient in a step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.student.kind == "theseus")
+    acc = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     out = Path(cfg.out)
     paths = run_folder_paths(out)
     task = resolve_task(cfg.data)

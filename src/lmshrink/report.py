@@ -40,7 +40,10 @@ def finish_run(
     from lmshrink.runs import staged_output
 
     acc.wait_for_everyone()
-    student = acc.unwrap_model(student).cpu().eval()
+    student = acc.unwrap_model(student)
+    if hasattr(student, "final_model"):  # e.g. Theseus: the successor alone is the result
+        student = student.final_model()
+    student = student.cpu().eval()
     teacher = teacher.cpu().eval()
     devs = load_eval_splits(task, "dev", cfg.data, cfg.seed)
     length = cfg.data.max_length

@@ -14,6 +14,7 @@ from lmshrink.students.bilstm import (
     register_auto,
 )
 from lmshrink.students.embeddings import build_bilstm, collect_vocab, reduce_embeddings
+from lmshrink.students.theseus import TheseusModel, build_theseus
 from lmshrink.students.transformer import (
     build_layer_subset,
     build_narrow,
@@ -30,16 +31,19 @@ STUDENTS.register("bilstm")(build_bilstm)
 STUDENTS.register("layers")(build_layer_subset)
 STUDENTS.register("narrow")(build_narrow)
 STUDENTS.register("pretrained")(build_pretrained)
+STUDENTS.register("theseus")(build_theseus)
 
 __all__ = [
     "STUDENTS",
     "BiLSTMConfig",
     "BiLSTMForSequenceClassification",
     "StudentOutput",
+    "TheseusModel",
     "build_bilstm",
     "build_layer_subset",
     "build_narrow",
     "build_pretrained",
+    "build_theseus",
     "collect_vocab",
     "reduce_embeddings",
     "register_auto",
