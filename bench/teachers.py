@@ -60,7 +60,12 @@ def train_teacher(task: str) -> dict:
         ),
     )
     print(f"[{task}] fine-tuning: {s}", flush=True)
-    return finetune(cfg)
+    meta = finetune(cfg)
+    # Record the thread count beside the teacher: benchmarks may share this machine.
+    import torch
+
+    (out / "bench_threads.txt").write_text(str(torch.get_num_threads()))
+    return meta
 
 
 def row(task: str, meta: dict) -> dict:
@@ -78,7 +83,16 @@ def row(task: str, meta: dict) -> dict:
         "train_seconds": meta["train_seconds"],
         "parameters": meta["parameters"],
         "published": PUBLISHED.get(task),
+        "torch_threads": _threads(task),
     }
+
+
+def _threads(task: str) -> int | None:
+    """Threads the teacher was trained with (SST-2's run predates this record: it used 2)."""
+    path = teacher_dir(task) / "bench_threads.txt"
+    if path.is_file():
+        return int(path.read_text())
+    return 2 if task == "sst2" else None
 
 
 def markdown(rows: list[dict], machine: dict) -> str:
@@ -91,7 +105,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
         f"Date: {today()}.",
         "",
         "| task | dev metric(s) | score | epochs | lr | max len | train rows | best epoch "
-        "| train time | published MiniLM-L6 |",
+        "| train time (threads) | published MiniLM-L6 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -100,7 +114,8 @@ def markdown(rows: list[dict], machine: dict) -> str:
         lines.append(
             f"| {r['task']} | {mets} | {100 * r['score']:.2f} | {r['epochs']:g} "
             f"| {r['lr']:g} | {r['max_length']} | {r['train_examples']:,} "
-            f"| {r['best_epoch']:g} | {r['train_seconds'] / 60:.1f} min | {pub} |"
+            f"| {r['best_epoch']:g} | {r['train_seconds'] / 60:.1f} min ({r['torch_threads']}) "
+            f"| {pub} |"
         )
     return "\n".join(lines) + "\n"
 
