@@ -16,7 +16,7 @@ def run(argv, capsys):
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["finetune", "evaluate", "distill"])
+@pytest.mark.parametrize("command", ["finetune", "evaluate", "distill", "export", "quantize"])
 def test_each_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -112,10 +112,34 @@ def _cmd_distill(cfg: Any) -> None:
         print(f"saved {cfg.out}/model, {cfg.out}/report.json and {cfg.out}/report.md")
 
 
+def _cmd_export(cfg: Any) -> None:
+    from lmshrink.export import export
+
+    result = export(cfg)
+    parity = result["parity"]
+    sizes = ", ".join(parity["by_batch_size"])
+    print(
+        f"saved {result['out']}/model.onnx (opset {result['opset']}, inputs "
+        f"{', '.join(result['inputs'])}); parity on dev at batch sizes {sizes}: max |logit "
+        f"difference| {parity['max_abs_diff']:.2g}, {100 * parity['agreement']:.2f}% identical "
+        "predictions"
+    )
+
+
+def _cmd_quantize(cfg: Any) -> None:
+    from lmshrink.quantize import format_table, quantize
+
+    result = quantize(cfg)
+    print(format_table(result))
+    print(f"saved {result['out']} (results in {result['out']}/quantize.json)")
+
+
 def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
     from lmshrink.config import FinetuneConfig
     from lmshrink.distill import DistillConfig
     from lmshrink.evaluate import EvaluateConfig
+    from lmshrink.export import ExportConfig
+    from lmshrink.quantize import QuantizeConfig
 
     return {
         "finetune": (
@@ -132,6 +156,16 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
             EvaluateConfig,
             _cmd_evaluate,
             "score a model on a task split; parameters and size on disk",
+        ),
+        "export": (
+            ExportConfig,
+            _cmd_export,
+            "export a model to ONNX, checked against PyTorch on the dev set",
+        ),
+        "quantize": (
+            QuantizeConfig,
+            _cmd_quantize,
+            "dynamic int8 with PyTorch and ONNX Runtime; dev score and speed of each",
         ),
     }
 

@@ -11,6 +11,11 @@ once `register_auto()` has run (`import lmshrink` arranges that).
 Each BiLSTM layer is its own `nn.LSTM` so that training stages can unfreeze layer by layer
 (`layer_groups`). Inputs are packed, so a prediction does not depend on how much padding its
 batch has, and pooling looks at valid positions only.
+
+ONNX export (`lmshrink.export`) traces the packed path: the TorchScript exporter turns
+`pack_padded_sequence` around each `nn.LSTM` into one ONNX `LSTM` node whose `sequence_lens`
+input is each row's length, so ONNX Runtime also runs the reverse direction from each row's
+last real token, and an exported student keeps this padding invariance.
 """
 
 from __future__ import annotations
@@ -251,7 +256,10 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         mask = attention_mask.bool()  # [B, T]
         counts = mask.sum(dim=1)  # [B]
         positions = torch.arange(T, device=input_ids.device)  # [T]
-        if not torch.equal(positions[None, :] < counts[:, None], mask):
+        # While tracing (ONNX export) a data-dependent check or branch would be frozen to the
+        # example batch's outcome: skip the check, and always trace the general packed path.
+        tracing = torch.jit.is_tracing()
+        if not tracing and not torch.equal(positions[None, :] < counts[:, None], mask):
             raise ValueError(
                 "attention_mask must mark a prefix of each row (right padding); set the "
                 "tokenizer's padding_side to 'right'."
@@ -267,7 +275,7 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
             x = x + self.token_type_embeddings(token_type_ids)  # [B, T, E]
         x = self.dropout(x)
 
-        if bool(valid.all()):
+        if not tracing and bool(valid.all()):
             # No padding (always so at batch 1, the serving case): packing would only add
             # overhead, and the plain run is the same computation.
             states = x

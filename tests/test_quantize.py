@@ -1,0 +1,226 @@
+"""Dynamic int8 with PyTorch and ONNX Runtime: scores and speed of each backend, the saved
+PyTorch int8 form, the choice of the best backend, CPU flags, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+import torch  # noqa: E402
+from test_export import models  # noqa: E402, F401  (the module-scoped model folders)
+
+from lmshrink import machine  # noqa: E402
+from lmshrink.cli import main  # noqa: E402
+from lmshrink.config import DataConfig  # noqa: E402
+from lmshrink.errors import ModelError  # noqa: E402
+from lmshrink.export import OnnxSettings  # noqa: E402
+from lmshrink.quantize import (  # noqa: E402
+    QuantizeConfig,
+    choose_best,
+    load_quantized,
+    quantize,
+    quantize_torch,
+    verdict,
+)
+
+ALL = ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"]
+
+
+def quantize_config(models, name, out, **settings) -> QuantizeConfig:  # noqa: F811
+    fast = dict(speed_batch_sizes=[1, 8], speed_examples=16, rounds=1, progress=False)
+    fast.update(settings)
+    return QuantizeConfig(
+        model=str(models[name]),
+        out=str(out),
+        onnx=OnnxSettings(parity_batch_sizes=[1, 7], parity_examples=16),
+        data=DataConfig(task="sst2", data_dir=str(models["glue"]), max_length=32),
+        **fast,
+    )
+
+
+def dev_batch(folder) -> dict[str, torch.Tensor]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = ["a charming and lovely film", "dull", "the plot was boring and the cast weak"]
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+@pytest.mark.parametrize(
+    ("name", "int8_op"), [("teacher", "MatMulInteger"), ("bilstm", "DynamicQuantizeLSTM")]
+)
+def test_quantize_scores_and_times_every_backend(models, tmp_path, name, int8_op):  # noqa: F811
+    out = tmp_path / "int8"
+    result = quantize(quantize_config(models, name, out))
+
+    backends = result["backends"]
+    assert list(backends) == ALL
+    for backend, entry in backends.items():
+        assert set(entry["metrics"]) == {"accuracy"}, backend
+        assert entry["score"] == entry["metrics"]["accuracy"]
+        assert entry["size_bytes"] > 0
+        assert all(result["speed"]["per_second"][backend][bs] > 0 for bs in ("1", "8"))
+    assert result["speed"]["ratio"]["torch-fp32"] == {"1": 1.0, "8": 1.0}
+    assert backends["torch-fp32"]["max_abs_diff_to_fp32"] == 0.0
+    # The fp32 export is the model; the int8 variants are close to it but really changed.
+    assert backends["onnx-fp32"]["max_abs_diff_to_fp32"] < 1e-4
+    assert backends["onnx-fp32"]["agreement_with_fp32"] == 1.0
+    for backend in ("torch-int8", "onnx-int8"):
+        assert 0 < backends[backend]["max_abs_diff_to_fp32"] < 0.5, backend
+        assert backends[backend]["agreement_with_fp32"] >= 0.9, backend
+    assert result["parity"]["passed"] and set(result["parity"]["by_batch_size"]) == {"1", "7"}
+
+    assert set(result["best"]) == {"1", "8"} and set(result["best"].values()) <= set(ALL)
+    assert result["verdict"].startswith(f"{result['best']['1']} is best on this CPU at batch 1")
+    assert set(result["cpu"]["int8_flags"]) == set(machine.INT8_FLAGS)
+    saved = json.loads((out / "quantize.json").read_text())
+    assert saved == json.loads(json.dumps({k: v for k, v in result.items() if k != "out"}))
+
+    ops = {node.op_type for node in onnx.load(out / "onnx-int8" / "model.onnx").graph.node}
+    assert int8_op in ops
+    assert backends["onnx-int8"]["size_bytes"] < backends["onnx-fp32"]["size_bytes"]
+    meta = json.loads((out / "onnx-int8" / "export.json").read_text())
+    assert meta["weights"].startswith("int8") and meta["labels"] == ["0", "1"]
+    assert (out / "onnx-int8" / "tokenizer.json").is_file()
+
+    # The saved PyTorch int8 model reloads without pickles, quantized, and deterministic.
+    from lmshrink.models import load_for_eval
+    from lmshrink.tasks import get_task
+
+    reloaded = load_quantized(out)  # the --out folder; its torch-int8/ is found
+    kinds = {type(m).__module__ for m in reloaded.modules()}
+    assert "torch.ao.nn.quantized.dynamic.modules.linear" in kinds
+    if name == "bilstm":
+        assert "torch.ao.nn.quantized.dynamic.modules.rnn" in kinds
+    _, fp32 = load_for_eval(str(models[name]), get_task("sst2"))
+    batch = dev_batch(models[name])
+    with torch.inference_mode():
+        again = quantize_torch(fp32)(**batch).logits
+        assert torch.equal(load_quantized(out / "torch-int8")(**batch).logits, again)
+        assert not torch.equal(fp32(**batch).logits, again)
+
+
+def test_quantize_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--backends", "--max-drop", "--speed-batch-sizes", "--tolerance", "--data-dir"):
+        assert flag in out
+
+
+def test_torch_only_from_the_command_line(models, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "int8"
+    base = ["quantize", str(models["teacher"]), "--task", "sst2", "--data-dir", str(models["glue"])]
+    fast = ["--speed-examples", "8", "--rounds", "1", "--speed-batch-sizes", "1"]
+    argv = [*base, *fast, "--backends", "torch", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "torch-int8" in stdout and "onnx" not in stdout.split("cpu:")[0]
+    assert "is best on this CPU at batch 1" in stdout and f"saved {out}" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["quantize.json", "torch-int8"]
+
+    for extra, message in [
+        (["--out", str(out)], "already holds another run"),
+        (["--backends", "tensorrt", "--out", str(tmp_path / "x")], "--backends tensorrt"),
+        (["--speed-batch-sizes", "0", "--out", str(tmp_path / "y")], "--speed-batch-sizes"),
+    ]:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]
+
+
+def test_load_quantized_refuses_other_folders(models, tmp_path):  # noqa: F811
+    with pytest.raises(ModelError, match="not a PyTorch int8 folder"):
+        load_quantized(models["teacher"])
+    (tmp_path / "quantization.json").write_text(json.dumps({"format": "pickle"}))
+    with pytest.raises(ModelError, match="format 'pickle'"):
+        load_quantized(tmp_path)
+
+
+# --- choosing the best backend ----------------------------------------------------------
+
+
+def fake_result(speed: dict[str, float], score: dict[str, float], flags: dict[str, bool]):
+    """A quantize result with given batch-1 speeds and dev scores per backend."""
+    result = {
+        "backends": {name: {"score": score[name]} for name in speed},
+        "speed": {
+            "batch_sizes": [1],
+            "per_second": {name: {"1": v} for name, v in speed.items()},
+            "ratio": {name: {"1": v / speed["torch-fp32"]} for name, v in speed.items()},
+        },
+        "cpu": {"model": "Test CPU", "int8_flags": flags},
+    }
+    result["best"] = choose_best(result, max_drop=0.005)
+    return result
+
+
+NO_VNNI = {"avx2": True, "avx512f": False, "avx512_vnni": False, "avx_vnni": False}
+VNNI = {**NO_VNNI, "avx512f": True, "avx512_vnni": True}
+SAME = dict.fromkeys(ALL, 0.9)
+
+
+def test_int8_best_when_fastest_and_accurate():
+    result = fake_result(
+        {"torch-fp32": 10, "torch-int8": 12, "onnx-fp32": 20, "onnx-int8": 40}, SAME, NO_VNNI
+    )
+    assert result["best"] == {"1": "onnx-int8"}
+    text = verdict(result, 0.005)
+    assert text.startswith("onnx-int8 is best on this CPU at batch 1: 4.00x the speed")
+    assert "fp32 wins" not in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"), [(NO_VNNI, "without VNNI or AMX"), (VNNI, "dot-product")]
+)
+def test_fp32_best_says_so_with_the_cpu_flags(flags, why):
+    result = fake_result(
+        {"torch-fp32": 10, "torch-int8": 8, "onnx-fp32": 20, "onnx-int8": 15}, SAME, flags
+    )
+    assert result["best"] == {"1": "onnx-fp32"}
+    text = verdict(result, 0.005)
+    assert "fp32 wins: int8 did not pay off on this CPU (Test CPU;" in text
+    assert f"avx512_vnni {'yes' if flags['avx512_vnni'] else 'no'}" in text and why in text
+
+
+def test_a_fast_int8_backend_that_loses_accuracy_is_not_best():
+    scores = {**SAME, "onnx-int8": 0.88}  # two points lost; torch-int8 loses 0.4 (allowed)
+    scores["torch-int8"] = 0.896
+    result = fake_result(
+        {"torch-fp32": 10, "torch-int8": 9, "onnx-fp32": 20, "onnx-int8": 40}, scores, NO_VNNI
+    )
+    assert result["best"] == {"1": "onnx-fp32"}
+    assert "faster int8 backends (onnx-int8) lose more than 0.50 points" in verdict(result, 0.005)
+
+
+# --- CPU flags --------------------------------------------------------------------------
+
+
+def test_int8_flags_come_from_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_tile\n")
+    real_open = open
+    monkeypatch.setattr(
+        machine, "open", lambda path, *a, **k: real_open(cpuinfo, *a, **k), raising=False
+    )
+    assert machine.int8_flags() == {
+        "avx2": True,
+        "avx512f": True,
+        "avx512_vnni": True,
+        "avx_vnni": False,
+        "amx_tile": True,
+        "amx_int8": False,
+    }
+
+    def unreadable(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(machine, "open", unreadable, raising=False)
+    assert machine.cpu_flags() == set()
+    assert not any(machine.int8_flags().values())
