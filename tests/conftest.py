@@ -149,3 +149,54 @@ def tiny_finetune_config(model: Path, data_dir: Path, out: Path, **train):
         data=DataConfig(task="sst2", data_dir=str(data_dir), max_length=32),
         train=TrainConfig(**settings),
     )
+
+
+# A short stage schedule for runs whose result matters less than their being complete.
+QUICK_STAGES = [
+    {
+        "name": "representation",
+        "data": "transfer",
+        "losses": [{"name": "representation"}],
+        "epochs": 1,
+        "lr": 3e-3,
+        "batch_size": 16,
+    },
+    {
+        "name": "logits",
+        "data": "transfer",
+        "losses": [{"name": "logit_mse"}],
+        "epochs": 3,
+        "lr": 5e-3,
+        "batch_size": 16,
+    },
+]
+
+
+@pytest.fixture(scope="session")
+def distilled_run(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
+    """A tiny fine-tuned SST-2 teacher and a complete distill run (BiLSTM student, report.json,
+    model/) made from it; keys: teacher, run, glue. Shared by the bench and report tests."""
+    from lmshrink.config import from_dict
+    from lmshrink.distill import DistillConfig, distill
+    from lmshrink.teacher import finetune
+
+    root = tmp_path_factory.mktemp("distilled")
+    glue = root / "glue"
+    for split, n, seed in (("train", 160, 1), ("dev", 48, 2)):
+        rows = [list(r) for r in make_sentences(n, seed=seed)]
+        write_tsv(glue / "SST-2" / f"{split}.tsv", ["sentence", "label"], rows)
+    finetune(tiny_finetune_config(tiny_encoder, glue, root / "teacher", epochs=5))
+    transfer = root / "unlabeled.txt"
+    transfer.write_text("\n".join(s for s, _ in make_sentences(240, seed=9)) + "\n")
+    raw = {
+        "teacher": str(root / "teacher"),
+        "out": str(root / "run"),
+        "progress": False,
+        "measure_speed": True,
+        "data": {"task": "sst2", "data_dir": str(glue), "max_length": 32},
+        "transfer": {"files": [str(transfer)], "min_words": 1},
+        "student": {"embedding_dim": 16, "hidden_size": 16},
+        "stages": QUICK_STAGES,
+    }
+    distill(from_dict(DistillConfig, raw))
+    return {"teacher": root / "teacher", "run": root / "run", "glue": glue}

@@ -17,20 +17,45 @@ from typing import Any
 AUTO_MODULE = "transformers.models.auto.modeling_auto"
 
 # "module:function" of each registration; each must be idempotent.
-REGISTRATIONS = ["lmshrink.students.bilstm:register_auto"]
+REGISTRATIONS = ["lmshrink.students.bilstm:register_auto", "lmshrink.pruned:register_auto"]
 
 _done = False
 
 
 def register_all() -> None:
-    """Run every registration once (safe to call again)."""
+    """Run every registration not yet done (safe to call again).
+
+    A registration that fails (e.g. because it ran while transformers was still importing
+    a module it needs) is retried on the next call, and said with a warning instead of
+    being lost inside transformers' import machinery. `lmshrink.models` calls this again
+    before loading, so a model folder of lmshrink's still loads.
+    """
     global _done
     if _done:
         return
-    _done = True
+    failed = []
     for target in REGISTRATIONS:
+        if target in _registered:
+            continue
         module, function = target.split(":")
-        getattr(importlib.import_module(module), function)()
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception as exc:  # surfaced below; the next call retries
+            failed.append(f"{target} ({type(exc).__name__}: {exc})")
+        else:
+            _registered.add(target)
+    _done = not failed
+    if failed:
+        import warnings
+
+        warnings.warn(
+            f"lmshrink could not register model classes yet: {'; '.join(failed)}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+_registered: set[str] = set()
 
 
 # Finder and loader are duck-typed: importing importlib.abc would cost ~20 ms on every import.

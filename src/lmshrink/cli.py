@@ -40,7 +40,9 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
             raise AssertionError(f"two config fields would both be --{name} ({key})")
         help_text = field.metadata.get("help", "")
         if field.metadata.get("positional"):
-            group.add_argument(dest, metavar=name.replace("-", "_").upper(), help=help_text)
+            # A list field takes one or more values (`lmshrink bench A B C`).
+            many = {"nargs": "+"} if "list" in str(tp) else {}
+            group.add_argument(dest, metavar=name.replace("-", "_").upper(), help=help_text, **many)
         elif tp is bool:
             group.add_argument(
                 f"--{name}",
@@ -134,11 +136,42 @@ def _cmd_quantize(cfg: Any) -> None:
     print(f"saved {result['out']} (results in {result['out']}/quantize.json)")
 
 
+def _cmd_bench(cfg: Any) -> None:
+    from lmshrink.bench import bench, format_table
+
+    print(format_table(bench(cfg)))
+    if cfg.json:
+        print(f"wrote {cfg.json}")
+
+
+def _cmd_report(cfg: Any) -> None:
+    from lmshrink.gather import format_summary, gather
+
+    print(format_summary(gather(cfg)))
+
+
+def _cmd_prune(cfg: Any) -> None:
+    from lmshrink.prune import REPORT_FILE, prune
+
+    report = prune(cfg)
+    speed = ", ".join(f"{v:.2f}x at batch {k}" for k, v in report["speedup"].items())
+    print(
+        f"saved {cfg.out} ({report['encoder_parameters']['pruned']} of "
+        f"{report['encoder_parameters']['unpruned']} encoder parameters kept, sparsity "
+        f"{100 * report['encoder_sparsity']:.1f}%; speed {speed}; dev score "
+        f"{100 * report['score']['pruned']:.2f} vs {100 * report['score']['unpruned']:.2f}); "
+        f"report in {cfg.out}/{REPORT_FILE}"
+    )
+
+
 def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
+    from lmshrink.bench import BenchConfig
     from lmshrink.config import FinetuneConfig
     from lmshrink.distill import DistillConfig
     from lmshrink.evaluate import EvaluateConfig
     from lmshrink.export import ExportConfig
+    from lmshrink.gather import ReportConfig
+    from lmshrink.prune import PruneConfig
     from lmshrink.quantize import QuantizeConfig
 
     return {
@@ -166,6 +199,21 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
             QuantizeConfig,
             _cmd_quantize,
             "dynamic int8 with PyTorch and ONNX Runtime; dev score and speed of each",
+        ),
+        "prune": (
+            PruneConfig,
+            _cmd_prune,
+            "remove attention heads and FFN neurons, recovering by distillation",
+        ),
+        "bench": (
+            BenchConfig,
+            _cmd_bench,
+            "time and score models side by side (latency, throughput, size; ratios)",
+        ),
+        "report": (
+            ReportConfig,
+            _cmd_report,
+            "gather runs into one table, a Pareto plot and a model card per model",
         ),
     }
 

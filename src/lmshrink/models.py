@@ -163,7 +163,9 @@ def load_for_eval(source: str, task: Task) -> tuple[Any, Any]:
     """(tokenizer, model) of a fine-tuned classifier; refuses an encoder without a head."""
     from transformers import AutoModelForSequenceClassification
 
-    import lmshrink  # noqa: F401  (registers lmshrink's own model classes with the Auto API)
+    from lmshrink import _autoregister
+
+    _autoregister.register_all()  # lmshrink's own model classes (BiLSTM, pruned BERT)
 
     path = resolve_model_source(source)
     config = _load_config(path)

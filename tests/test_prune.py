@@ -1,0 +1,227 @@
+"""Pruning: importance scores, choosing what to keep, the prune workflow and its CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmshrink.data import Encoded
+from lmshrink.prune import (
+    Importance,
+    PruneConfig,
+    choose_keep,
+    compute_importance,
+    encoder_parameters,
+    from_bert,
+    prune,
+    prune_to,
+    unit_costs,
+)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tiny_encoder, tmp_path_factory) -> Path:
+    """A 4-layer, 4-head tiny BERT classifier for SST-2 (random head) with the tiny tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("teacher4")
+    tokenizer = BertTokenizer.from_pretrained(tiny_encoder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        initializer_range=0.2,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def load_teacher(folder: Path):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(folder).eval()
+
+
+def labelled_batch(n: int = 24) -> Encoded:
+    g = torch.Generator().manual_seed(3)
+    ids = [[2] + torch.randint(5, 40, (5 + i % 4,), generator=g).tolist() + [3] for i in range(n)]
+    return Encoded(
+        features={"input_ids": ids, "token_type_ids": [[0] * len(row) for row in ids]},
+        labels=[i % 2 for i in range(n)],
+        pad_token_id=0,
+    )
+
+
+def test_silenced_head_and_neuron_get_zero_importance(teacher_dir):
+    model = from_bert(load_teacher(teacher_dir))
+    layer = model.layers[1]
+    with torch.no_grad():
+        layer.attention.output.dense.weight[:, 2 * 8 : 3 * 8] = 0  # head 2 feeds nothing
+        layer.output.dense.weight[:, 5] = 0  # neuron 5 feeds nothing
+    scores = compute_importance(model, labelled_batch(), batch_size=8, limit=24)
+    assert [len(h) for h in scores.heads] == [4, 4, 4, 4]
+    assert [len(n) for n in scores.neurons] == [64] * 4
+    assert scores.heads[1][2] == 0
+    assert scores.neurons[1][5] == 0
+    others = torch.cat([scores.heads[1][:2], scores.heads[1][3:], scores.heads[0]])
+    assert bool((others > 1e-6).all())
+    assert int((scores.neurons[1] > 0).sum()) >= 60  # GELU units are rarely exactly idle
+    assert scores.layers()[1] == pytest.approx(
+        float(scores.heads[1].sum() + scores.neurons[1].sum())
+    )
+
+
+def test_choose_keep_meets_budget_and_keeps_best_units(teacher_dir):
+    model = from_bert(load_teacher(teacher_dir))
+    # Head (l, h) scores 1 + h; layer 3's neurons are worth more than the rest.
+    heads = [torch.arange(1.0, 5.0) for _ in range(4)]
+    neurons = [torch.linspace(1, 2, 64) * (10.0 if layer == 3 else 1.0) for layer in range(4)]
+    total = encoder_parameters(model)
+    budget = int(0.5 * total)
+    keep_heads, keep_neurons = choose_keep(model, Importance(heads, neurons), budget)
+    small = prune_to(model, keep_heads, keep_neurons)
+    assert encoder_parameters(small) <= budget
+    assert encoder_parameters(small) > 0.4 * total  # rounded down, not far below
+    # Heads and neurons keep the same share f of their numbers, the largest that fits.
+    head, neuron, fixed = unit_costs(model.config)
+    share = (budget - 4 * fixed) / (16 * head + 4 * 64 * neuron)
+    assert sum(map(len, keep_heads.values())) == int(share * 16)
+    assert sum(map(len, keep_neurons.values())) == int(share * 256)
+    # Normalised per layer, every layer ranks its heads alike: heads 3, then 2, are kept.
+    assert all(ids and set(ids) <= {2, 3} and 3 in ids for ids in keep_heads.values())
+    # Per-layer normalisation makes layer 3's larger raw scores no advantage.
+    assert len(keep_neurons[3]) < 64
+
+
+def test_encoder_parameter_count_matches_unit_costs(teacher_dir):
+    model = from_bert(load_teacher(teacher_dir))
+    small = prune_to(model, {0: [1], 1: [], 2: [0, 1, 2]}, {0: list(range(10)), 3: []})
+    head, neuron, fixed = unit_costs(small.config)
+    expected = sum(
+        h * head + n * neuron + fixed
+        for h, n in zip(
+            small.config.heads_per_layer, small.config.intermediate_per_layer, strict=True
+        )
+    )
+    assert encoder_parameters(small) == expected
+    # The same count straight from the stock BERT's layers.
+    bert = load_teacher(teacher_dir)
+    assert encoder_parameters(model) == sum(p.numel() for p in bert.bert.encoder.layer.parameters())
+
+
+def prune_config(teacher: Path, glue: Path, out: Path, **overrides) -> PruneConfig:
+    from lmshrink.config import DataConfig
+
+    settings = dict(
+        model=str(teacher),
+        out=str(out),
+        target_params=0.4,
+        steps=2,
+        recovery_steps=4,
+        lr=1e-3,
+        batch_size=16,
+        importance_examples=32,
+        eval_batch_size=64,
+        speed_examples=8,
+        rounds=1,
+        progress=False,
+        data=DataConfig(task="sst2", data_dir=str(glue), max_length=32),
+    )
+    settings.update(overrides)
+    return PruneConfig(**settings)
+
+
+def test_prune_reaches_target_and_writes_report(teacher_dir, sst2_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    import lmshrink  # noqa: F401
+    from lmshrink.models import size_on_disk
+
+    out = tmp_path / "pruned"
+    report = prune(prune_config(teacher_dir, sst2_dir, out))
+    total = report["encoder_parameters"]["unpruned"]
+    kept = report["encoder_parameters"]["pruned"]
+    assert total == encoder_parameters(from_bert(load_teacher(teacher_dir)))
+    assert kept <= 0.4 * total
+    assert report["encoder_sparsity"] == pytest.approx(1 - kept / total)
+    assert report["encoder_sparsity"] >= 0.6
+    assert "excluding embeddings" in report["sparsity_definition"]
+    assert [h["step"] for h in report["history"]] == [1, 2]
+    assert all(h["recovery_loss"] > 0 for h in report["history"])
+    assert report["history"][0]["encoder_parameters"] > kept  # iterative: 70% first, then 40%
+    assert set(report["speedup"]) == {"1", "32"}
+    assert report["retention"] == pytest.approx(
+        report["score"]["pruned"] / report["score"]["unpruned"]
+    )
+    assert report["size_bytes"]["pruned"] == size_on_disk(out)
+    assert report["size_bytes"]["pruned"] < report["size_bytes"]["unpruned"]
+    assert json.loads((out / "prune.json").read_text())["encoder_parameters"]["pruned"] == kept
+    assert json.loads((out / "lmshrink.json").read_text())["task"] == "sst2"
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert loaded.config.heads_per_layer == report["heads_per_layer"]
+    assert encoder_parameters(loaded) == kept
+    assert report["parameters"]["pruned"] == sum(p.numel() for p in loaded.parameters())
+    assert (out / "tokenizer_config.json").is_file()
+
+
+def test_prune_towards_a_speedup_stops_when_measured(teacher_dir, sst2_dir, tmp_path):
+    cfg = prune_config(
+        teacher_dir, sst2_dir, tmp_path / "fast", target_params=0.0, target_speedup=1.3
+    )
+    report = prune(cfg)
+    history = report["history"]
+    assert 1 <= len(history) <= 3 * cfg.steps
+    assert all(h["speedup_32"] < 1.3 for h in history[:-1])  # it stops at the first success
+    if history[-1]["speedup_32"] < 1.3:
+        assert len(history) == 3 * cfg.steps  # gave up only after the last allowed step
+    shares = [h["target_share"] for h in history]
+    assert shares == sorted(shares, reverse=True) and shares[0] < 1.0
+    assert isinstance(report["target_reached"], bool)
+    assert report["target"] == {"params": None, "speedup": 1.3}
+
+
+def test_prune_refuses_bad_targets(teacher_dir, sst2_dir, tmp_path):
+    from lmshrink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="exactly one target"):
+        prune(prune_config(teacher_dir, sst2_dir, tmp_path / "a", target_params=0.0))
+    with pytest.raises(ConfigError, match="exactly one target"):
+        prune(prune_config(teacher_dir, sst2_dir, tmp_path / "b", target_speedup=2.0))
+    with pytest.raises(ConfigError, match="LayerNorms and output biases"):
+        prune(prune_config(teacher_dir, sst2_dir, tmp_path / "c", target_params=0.001))
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_refuses_a_bilstm_folder(tiny_encoder, sst2_dir, tmp_path, capsys):
+    from transformers import BertTokenizer
+
+    from lmshrink.cli import main
+    from lmshrink.students.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+
+    tokenizer = BertTokenizer.from_pretrained(tiny_encoder)
+    folder = tmp_path / "bilstm"
+    config = BiLSTMConfig(
+        vocab_size=tokenizer.vocab_size, embedding_dim=8, hidden_size=8, num_labels=2
+    )
+    BiLSTMForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    argv = ["prune", str(folder), "--task", "sst2", "--data-dir", str(sst2_dir)]
+    argv += ["--target-params", "0.5", "--out", str(tmp_path / "out")]
+    capsys.readouterr()  # drop the save progress bars
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {folder}: pruning supports BERT-family encoders" in err
+    assert "this is a BiLSTM student" in err
+    assert "Traceback" not in err
+    assert "use distill with a smaller student" in err
+    assert not (tmp_path / "out").exists()
