@@ -191,3 +191,11 @@ def test_import_is_fast_and_light():
     code = "import sys, lmshrink; print('torch' in sys.modules, 'transformers' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False False"
+
+
+def test_public_api_names_resolve():
+    import lmshrink
+
+    for name in lmshrink.__all__:
+        assert getattr(lmshrink, name) is not None, name
+    assert callable(lmshrink.report) and lmshrink.report.__name__ == "gather"
