@@ -28,8 +28,11 @@ def glue_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Where benchmarks keep trained models (not in git): $LMSHRINK_BENCH_RUNS or bench/runs."""
-    return Path(os.environ.get("LMSHRINK_BENCH_RUNS", ROOT / "bench" / "runs"))
+    """Where benchmarks keep trained models (not in git): $LMSHRINK_BENCH_RUNS, else
+    ~/.cache/lmshrink/bench-runs, outside the checkout so that a fresh clone of the
+    repository finds the teachers and caches that earlier runs trained."""
+    default = Path.home() / ".cache" / "lmshrink" / "bench-runs"
+    return Path(os.environ.get("LMSHRINK_BENCH_RUNS", default))
 
 
 def teacher_dir(task: str) -> Path:

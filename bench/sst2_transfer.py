@@ -8,8 +8,9 @@ transfer data (SST-2 train inputs + IMDB reviews), against students trained on g
     distilled student. (b) --num-labeled 1000: a teacher fine-tuned on 1,000 labels; a
     student on the 1,000 only; a distilled student with the rest of SST-2 train and the
     IMDB file as unlabeled transfer data. Each row is a run folder under
-    bench/runs/sst2_transfer/ROW; a finished row (report.json present) is skipped, an
-    unfinished one resumes from its last checkpoint. Results: bench/results/sst2_transfer.*
+    ~/.cache/lmshrink/bench-runs/sst2_transfer/ROW; a finished row (report.json present) is
+    skipped, an unfinished one resumes from its last checkpoint.
+    Results: bench/results/sst2_transfer.*
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
     python bench/teachers.py                 # all five tasks, skipping finished ones
     python bench/teachers.py --tasks rte     # just one
 
-The teachers are saved under bench/runs/teachers/TASK (or $LMSHRINK_BENCH_RUNS), where
-the later benchmarks look for them; they are not committed. Results (dev metrics, wall
-time, settings, machine) go to bench/results/teachers.{json,md}. A finished teacher is
-kept and skipped when the script runs again, so the script can be re-run after a kill.
+The teachers are saved under ~/.cache/lmshrink/bench-runs/teachers/TASK (or
+$LMSHRINK_BENCH_RUNS), where the later benchmarks look for them; they are not committed.
+Results (dev metrics, wall time, settings, machine) go to bench/results/teachers.{json,md}.
+A finished teacher is kept and skipped when the script runs again, so the script can be
+re-run after a kill.
 """
 
 from __future__ import annotations
