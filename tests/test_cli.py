@@ -193,9 +193,16 @@ def test_import_is_fast_and_light():
     assert proc.stdout.strip() == "False False"
 
 
-def test_public_api_names_resolve():
-    import lmshrink
+def test_public_api_names_resolve_and_never_collide_with_submodules():
+    import pkgutil
 
+    import lmshrink
+    import lmshrink.distill  # noqa: F401  (binds a submodule attribute, as any import does)
+
+    submodules = {m.name for m in pkgutil.iter_modules(lmshrink.__path__)}
+    assert not set(lmshrink.__all__) & submodules
     for name in lmshrink.__all__:
         assert getattr(lmshrink, name) is not None, name
-    assert callable(lmshrink.report) and lmshrink.report.__name__ == "gather"
+    from lmshrink.teacher import finetune
+
+    assert lmshrink.finetune is finetune

@@ -1,12 +1,19 @@
 """lmshrink: compress fine-tuned transformer classifiers into small, fast models.
 
-The public API is imported lazily so that `import lmshrink` stays fast:
+Each workflow is a function in its own module, taking the typed config the CLI builds:
 
-    from lmshrink import finetune, distill, DistillConfig
+    from lmshrink.distill import distill, DistillConfig
     report = distill(DistillConfig(...))
 
-Each workflow is a function taking its typed config (the same one the CLI builds):
-finetune, distill, prune, export, quantize, evaluate, bench, report.
+    lmshrink.teacher.finetune, lmshrink.distill.distill, lmshrink.prune.prune,
+    lmshrink.export.export, lmshrink.quantize.quantize, lmshrink.evaluate.evaluate,
+    lmshrink.bench.bench, lmshrink.gather.gather (`lmshrink report`)
+
+The package itself lazily exports `finetune` and the config classes (so that
+`import lmshrink` stays fast). It does not re-export functions named like their module
+(`distill`, `export`, ...): once that submodule is imported, Python binds the module to
+the package attribute, so such a name would sometimes mean the function and sometimes
+the module.
 """
 
 from __future__ import annotations
@@ -18,12 +25,6 @@ __version__ = "0.1.0"
 
 _API = {
     "finetune": "lmshrink.teacher",
-    "distill": "lmshrink.distill",
-    "prune": "lmshrink.prune",
-    "export": "lmshrink.export",
-    "quantize": "lmshrink.quantize",
-    "evaluate": "lmshrink.evaluate",
-    "bench": "lmshrink.bench",
     "FinetuneConfig": "lmshrink.config",
     "DataConfig": "lmshrink.config",
     "TrainConfig": "lmshrink.config",
@@ -36,8 +37,7 @@ _API = {
     "ReportConfig": "lmshrink.gather",
     "LmshrinkError": "lmshrink.errors",
 }
-# `report` (gathering run folders) lives in lmshrink.gather as `gather`.
-_RENAMED = {"report": ("lmshrink.gather", "gather")}
+_RENAMED: dict[str, tuple[str, str]] = {}
 
 __all__ = sorted([*_API, *_RENAMED]) + ["__version__"]
 
