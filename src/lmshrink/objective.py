@@ -23,15 +23,6 @@ from torch import nn
 
 from lmshrink.losses import build_loss
 
-PER_TOKEN = {
-    "student_hidden_states",
-    "teacher_hidden_states",
-    "student_attentions",
-    "teacher_attentions",
-    "student_values",
-    "teacher_values",
-    "attention_mask",
-}
 # Losses whose construction needs the layer pairs, or the two models' widths.
 NEEDS_PAIRS = {"hidden_mse", "attention_kl", "attention_mse", "value_relation"}
 NEEDS_WIDTHS = {"hidden_mse", "embedding_mse", "representation"}
