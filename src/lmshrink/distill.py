@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmshrink.config import DataConfig, option
-from lmshrink.errors import ConfigError, LmshrinkError
+from lmshrink.errors import ConfigError, TrainingError
 from lmshrink.layer_map import LayerMapConfig
 from lmshrink.transfer import TransferConfig
 
@@ -177,10 +177,6 @@ class DistillConfig:
     )
 
 
-class TrainingError(LmshrinkError):
-    """Training diverged (NaN or infinite loss)."""
-
-
 def default_stages(is_regression: bool) -> list[StageConfig]:
     """XtremeDistil: representation, then logits, then gold labels."""
     gold = "gold_mse" if is_regression else "gold_ce"
@@ -215,7 +211,6 @@ LOOP_INPUTS = {"student_logits", "student_repr", "labels"} | TEACHER_INPUTS | PE
 
 def validate_stages(stages: list[StageConfig]) -> None:
     """Check names and the data each loss needs before anything slow starts."""
-    from lmshrink.losses import LOSSES
 
     if not stages:
         raise ConfigError("the run has no stages; give at least one under 'stages'.")
@@ -228,7 +223,7 @@ def validate_stages(stages: list[StageConfig]) -> None:
         if not stage.losses:
             raise ConfigError(f"{where}: a stage needs at least one loss.")
         for spec in stage.losses:
-            inputs = set(LOSSES.get(spec.name).inputs)
+            inputs = _spec_inputs(spec)
             if inputs - LOOP_INPUTS:
                 raise ConfigError(
                     f"{where}: loss {spec.name!r} reads {', '.join(sorted(inputs - LOOP_INPUTS))}, "
@@ -284,10 +279,6 @@ def stage_steps(n_examples: int, stage: StageConfig, world: int) -> tuple[int, i
     """(steps per epoch, total steps) of a stage."""
     per_epoch = max(1, math.ceil(n_examples / stage.batch_size) // world)
     return per_epoch, max(1, math.ceil(stage.epochs * per_epoch))
-
-
-def _now() -> float:
-    return time.perf_counter()
 
 
 def run_folder_paths(out: Path) -> dict[str, Path]:
@@ -579,8 +570,13 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     from lmshrink.cache import TeacherCache, folder_fingerprint, label_transfer_set
     from lmshrink.checkpoint import latest_checkpoint, load_checkpoint
     from lmshrink.config import dump_yaml
-    from lmshrink.data import Split, encode, read_split, resolve_task
-    from lmshrink.models import load_for_eval, resolve_model_source, task_head_settings
+    from lmshrink.data import Split, encode, load_eval_splits, read_split, resolve_task
+    from lmshrink.models import (
+        count_parameters,
+        load_for_eval,
+        resolve_model_source,
+        task_head_settings,
+    )
     from lmshrink.students import STUDENTS, student_tokenizer
     from lmshrink.training import set_seed
     from lmshrink.transfer import build_transfer_set
@@ -601,12 +597,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, paths["config"])
     acc.wait_for_everyone()
-    log = _logger(cfg, acc)
+    log = _logger(acc)
 
     timings: dict[str, float] = {}
     train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, cfg.seed)
     labeled = train.subset(cfg.data.num_labeled, cfg.seed)
-    dev_split = read_split(task, "dev", cfg.data).subset(cfg.data.max_eval_samples, cfg.seed)
+    # dev and its companions (MNLI mismatched), read once: for the stages, for keeping dev
+    # texts out of the transfer set, and for the final scores.
+    devs = load_eval_splits(task, "dev", cfg.data, cfg.seed)
+    dev_split = devs[0]
     teacher_dir = resolve_model_source(cfg.teacher)
     tokenizer, teacher = load_for_eval(teacher_dir, task)
     if cfg.transfer.augment.mask_token == "[MASK]" and tokenizer.mask_token:
@@ -614,7 +613,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     transfer = build_transfer_set(
         cfg.transfer, task, train, cfg.seed, progress=cfg.progress and acc.is_local_main_process
     )
-    transfer = _without_eval_texts(transfer, task, cfg)
+    transfer = _without_eval_texts(transfer, devs)
     log(f"transfer set: {len(transfer.texts):,} examples {transfer.counts}")
 
     # The teacher labels the transfer set (and dev, for representation stages) once.
@@ -628,7 +627,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         "repr": [lab.repr_layer, lab.repr_pooling] if needs_repr else None,
     }
     outputs = {}
-    start = _now()
+    start = time.perf_counter()
     # Gold-label-only schedules (a baseline) read no teacher outputs: skip labelling.
     uses_teacher = any(stage.data == "transfer" for stage in cfg.stages)
     to_label = [
@@ -659,7 +658,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                 f"of {stats.shards_total} shard(s) into {cache.folder}"
             )
         outputs[name] = cache.load()
-    timings["labelling_seconds"] = _now() - start
+    timings["labelling_seconds"] = time.perf_counter() - start
 
     set_seed(cfg.seed)
     student = build_student(
@@ -674,7 +673,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     student_tok = student_tokenizer(student, tokenizer)
     log(
         f"student: {cfg.student.kind}, vocabulary {student.config.vocab_size:,}, "
-        f"{_count(student):,} parameters"
+        f"{count_parameters(student):,} parameters"
     )
 
     def targets(o: Any | None) -> dict[str, Any]:
@@ -713,10 +712,10 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         resume_from = None if state["done"] else last
         log(f"resuming from {last.name}")
 
-    start = _now()
+    start = time.perf_counter()
     for index in range(first, len(cfg.stages)):
         distiller.run_stage(index, cfg.stages[index], resume_from if index == first else None)
-    timings["training_seconds"] = _now() - start
+    timings["training_seconds"] = time.perf_counter() - start
 
     from lmshrink.report import finish_run
 
@@ -732,6 +731,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         teacher_dir,
         distiller,
         transfer,
+        devs,
         timings,
     )
 
@@ -781,14 +781,10 @@ def _spec_inputs(spec: LossSpec) -> set[str]:
     return set(LOSSES.get(spec.name).inputs)
 
 
-def _without_eval_texts(transfer: Any, task: Any, cfg: DistillConfig) -> Any:
+def _without_eval_texts(transfer: Any, devs: list[Any]) -> Any:
     """Drop transfer examples that are also dev inputs, so that the student never learns
     the teacher's answers on the texts it is scored on (counted as dev_overlap_dropped)."""
-    from lmshrink.data import load_eval_splits
-
-    held_out = {
-        t for split in load_eval_splits(task, "dev", cfg.data, cfg.seed) for t in split.texts
-    }
+    held_out = {t for split in devs for t in split.texts}
     kept = [t for t in transfer.texts if t not in held_out]
     counts = {
         **transfer.counts,
@@ -799,16 +795,10 @@ def _without_eval_texts(transfer: Any, task: Any, cfg: DistillConfig) -> Any:
 
 
 def _loss_inputs(stage: StageConfig) -> set[str]:
-    from lmshrink.losses import LOSSES
-
-    return {name for spec in stage.losses for name in LOSSES.get(spec.name).inputs}
+    return {name for spec in stage.losses for name in _spec_inputs(spec)}
 
 
-def _count(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _logger(cfg: DistillConfig, acc: Any) -> Any:
+def _logger(acc: Any) -> Any:
     def log(message: str) -> None:
         if acc.is_local_main_process:
             print(message, flush=True)

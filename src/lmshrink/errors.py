@@ -24,6 +24,10 @@ class ModelError(LmshrinkError):
     """A model folder is missing, unloadable, or does not fit the task."""
 
 
+class TrainingError(LmshrinkError):
+    """Training diverged (NaN or infinite loss)."""
+
+
 class RunFolderError(LmshrinkError):
     """An output folder would overwrite another run."""
 

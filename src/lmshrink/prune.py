@@ -300,8 +300,8 @@ def recover(
     hidden-state MSE over all layers); returns the mean loss of the last steps."""
     import torch
 
+    from lmshrink.errors import TrainingError
     from lmshrink.losses import build_loss
-    from lmshrink.teacher import TrainingError
     from lmshrink.training import build_optimizer
 
     if cfg.recovery_steps <= 0:

@@ -7,6 +7,7 @@ ratio at batch 1 and 32 measured in one process, and the time spent labelling an
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -28,12 +29,14 @@ def finish_run(
     teacher_dir: str,
     distiller: Any,
     transfer: Any,
+    devs: list[Any],
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """Score both models on dev, save the student, write report.json and report.md."""
+    """Score both models on the dev splits `devs`, save the student, write report.json and
+    report.md."""
     from lmshrink.bench import measure_speed
     from lmshrink.config import to_dict
-    from lmshrink.data import encode, load_eval_splits
+    from lmshrink.data import encode
     from lmshrink.evaluate import score_model
     from lmshrink.machine import machine_info
     from lmshrink.models import METADATA_FILE, count_parameters, size_on_disk
@@ -45,7 +48,6 @@ def finish_run(
         student = student.final_model()
     student = student.cpu().eval()
     teacher = teacher.cpu().eval()
-    devs = load_eval_splits(task, "dev", cfg.data, cfg.seed)
     length = cfg.data.max_length
     # Each model reads the dev texts through its own tokenizer.
     tokenizers = {"teacher": tokenizer, "student": student_tokenizer}
@@ -70,7 +72,11 @@ def finish_run(
         "transfer_set": transfer.counts,
         "labeled_examples": len(distiller.data["labeled"].enc),
         "stages": [
-            {"name": s.name, "data": s.data, "losses": [dataclass_dict(spec) for spec in s.losses]}
+            {
+                "name": s.name,
+                "data": s.data,
+                "losses": [dataclasses.asdict(spec) for spec in s.losses],
+            }
             for s in cfg.stages
         ],
         "history": distiller.history,
@@ -106,12 +112,6 @@ def finish_run(
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.md", markdown(report))
     return report
-
-
-def dataclass_dict(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
 
 
 def markdown(report: dict[str, Any]) -> str:

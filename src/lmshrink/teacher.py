@@ -24,15 +24,11 @@ from lmshrink.data import (
     read_split,
     resolve_task,
 )
-from lmshrink.errors import LmshrinkError
+from lmshrink.errors import TrainingError
 from lmshrink.evaluate import score_model
 from lmshrink.models import METADATA_FILE, count_parameters, load_for_training
 from lmshrink.runs import check_out, staged_output
 from lmshrink.training import build_optimizer, set_seed
-
-
-class TrainingError(LmshrinkError):
-    """Training diverged (NaN or infinite loss)."""
 
 
 def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
