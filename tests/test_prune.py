@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmshrink.data import Encoded
+from lmshrink.data import Encoded, collate
 from lmshrink.prune import (
     Importance,
     PruneConfig,
@@ -21,6 +21,16 @@ from lmshrink.prune import (
     unit_costs,
 )
 
+# The tiny teachers' sizes: 4 layers of 4 heads (width 8), FFN 64; two labels (SST-2).
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=64,
+    num_labels=2,
+    initializer_range=0.2,
+)
+
 
 @pytest.fixture(scope="module")
 def teacher_dir(tiny_encoder, tmp_path_factory) -> Path:
@@ -30,17 +40,31 @@ def teacher_dir(tiny_encoder, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("teacher4")
     tokenizer = BertTokenizer.from_pretrained(tiny_encoder)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-        initializer_range=0.2,
-    )
+    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=64, **TINY)
     BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def roberta_dir(tmp_path_factory) -> Path:
+    """A 4-layer, 4-head tiny RoBERTa classifier for SST-2 (random head) with a byte-level BPE
+    tokenizer of single bytes (no merges): RoBERTa's ids (<s> 0, <pad> 1, </s> 2), one token
+    type, positions offset by the padding id."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizer
+
+    folder = tmp_path_factory.mktemp("roberta4")
+    tokens = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + sorted(ByteLevel.alphabet())
+    tokenizer = RobertaTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[])
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=len(tokens),
+        max_position_embeddings=66,  # 64 positions after the padding id's offset of 2
+        type_vocab_size=1,
+        **TINY,
+    )
+    RobertaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -102,6 +126,31 @@ def test_choose_keep_meets_budget_and_keeps_best_units(teacher_dir):
     assert len(keep_neurons[3]) < 64
 
 
+def test_a_layer_without_importance_goes_as_a_whole(teacher_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    import lmshrink  # noqa: F401
+
+    model = from_bert(load_teacher(teacher_dir))
+    heads = [torch.linspace(1, 2, 4) for _ in range(4)]
+    neurons = [torch.linspace(1, 2, 64) for _ in range(4)]
+    heads[2], neurons[2] = torch.zeros(4), torch.zeros(64)  # layer 2 does nothing for the loss
+    scores = Importance(heads, neurons)
+    assert scores.layers()[2] == 0
+    keep_heads, keep_neurons = choose_keep(model, scores, int(0.6 * encoder_parameters(model)))
+    assert keep_heads[2] == [] and keep_neurons[2] == []
+    assert all(keep_heads[layer] and keep_neurons[layer] for layer in (0, 1, 3))
+    small = prune_to(model, keep_heads, keep_neurons).eval()
+    assert (small.config.heads_per_layer[2], small.config.intermediate_per_layer[2]) == (0, 0)
+    small.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config._attn_implementation == small.config._attn_implementation
+    inputs = collate(labelled_batch(8), list(range(8)))
+    inputs.pop("labels")
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, small(**inputs).logits)
+
+
 def test_encoder_parameter_count_matches_unit_costs(teacher_dir):
     model = from_bert(load_teacher(teacher_dir))
     small = prune_to(model, {0: [1], 1: [], 2: [0, 1, 2]}, {0: list(range(10)), 3: []})
@@ -156,6 +205,7 @@ def test_prune_reaches_target_and_writes_report(teacher_dir, sst2_dir, tmp_path)
     assert report["encoder_sparsity"] >= 0.6
     assert "excluding embeddings" in report["sparsity_definition"]
     assert [h["step"] for h in report["history"]] == [1, 2]
+    assert [h["recovery_steps"] for h in report["history"]] == [4, 4]
     assert all(h["recovery_loss"] > 0 for h in report["history"])
     assert report["history"][0]["encoder_parameters"] > kept  # iterative: 70% first, then 40%
     assert set(report["speedup"]) == {"1", "32"}
@@ -174,13 +224,54 @@ def test_prune_reaches_target_and_writes_report(teacher_dir, sst2_dir, tmp_path)
     assert (out / "tokenizer_config.json").is_file()
 
 
+def test_prune_a_roberta_then_load_it(roberta_dir, sst2_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import lmshrink  # noqa: F401
+    from lmshrink.pruned import PrunedBertForSequenceClassification
+
+    out = tmp_path / "pruned-roberta"
+    report = prune(prune_config(roberta_dir, sst2_dir, out))
+    kept, total = report["encoder_parameters"]["pruned"], report["encoder_parameters"]["unpruned"]
+    assert kept <= 0.4 * total
+    assert total == sum(p.numel() for p in load_teacher(roberta_dir).roberta.encoder.parameters())
+    assert all(h["recovery_loss"] > 0 for h in report["history"])
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert type(loaded) is PrunedBertForSequenceClassification
+    assert loaded.config.family == "roberta"
+    assert (loaded.config.pad_token_id, loaded.config.type_vocab_size) == (1, 1)
+    assert loaded.config.heads_per_layer == report["heads_per_layer"]
+    assert encoder_parameters(loaded) == kept
+    assert type(AutoTokenizer.from_pretrained(out)).__name__ == "RobertaTokenizer"
+    # With nothing removed and nothing trained, the saved model computes what the stock
+    # RoBERTa computes: the conversion kept its positions, token type and head.
+    same = tmp_path / "unchanged"
+    prune(prune_config(roberta_dir, sst2_dir, same, target_params=1.0, steps=1, recovery_steps=0))
+    tokenizer = AutoTokenizer.from_pretrained(same)
+    batch = tokenizer(["the movie was good", "dull"], padding=True, return_tensors="pt")
+    assert int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()  # padded
+    with torch.no_grad():
+        got = AutoModelForSequenceClassification.from_pretrained(same)(**batch).logits
+        expected = load_teacher(roberta_dir)(**batch).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert loaded(**batch).logits.shape == (2, 2)
+
+
 def test_prune_towards_a_speedup_stops_when_measured(teacher_dir, sst2_dir, tmp_path):
     cfg = prune_config(
-        teacher_dir, sst2_dir, tmp_path / "fast", target_params=0.0, target_speedup=1.3
+        teacher_dir,
+        sst2_dir,
+        tmp_path / "fast",
+        target_params=0.0,
+        target_speedup=1.3,
+        final_recovery_steps=6,
     )
     report = prune(cfg)
     history = report["history"]
     assert 1 <= len(history) <= 3 * cfg.steps
+    # The longer final recovery follows the last pruning step only.
+    assert [h["recovery_steps"] for h in history] == [4] * (len(history) - 1) + [6]
     assert all(h["speedup_32"] < 1.3 for h in history[:-1])  # it stops at the first success
     if history[-1]["speedup_32"] < 1.3:
         assert len(history) == 3 * cfg.steps  # gave up only after the last allowed step
@@ -188,6 +279,30 @@ def test_prune_towards_a_speedup_stops_when_measured(teacher_dir, sst2_dir, tmp_
     assert shares == sorted(shares, reverse=True) and shares[0] < 1.0
     assert isinstance(report["target_reached"], bool)
     assert report["target"] == {"params": None, "speedup": 1.3}
+
+
+def test_an_unreachable_speedup_stops_when_nothing_is_left_to_prune(
+    teacher_dir, sst2_dir, tmp_path
+):
+    from transformers import AutoModelForSequenceClassification
+
+    import lmshrink  # noqa: F401
+
+    out = tmp_path / "bare"
+    cfg = prune_config(teacher_dir, sst2_dir, out, target_params=0.0, target_speedup=1000.0)
+    report = prune(cfg)  # the share falls below what pruning can remove at step 2
+    assert len(report["history"]) == 2 < 3 * cfg.steps
+    assert report["target_reached"] is False
+    assert report["heads_per_layer"] == [0] * 4
+    assert report["intermediate_per_layer"] == [0] * 4
+    _, _, fixed = unit_costs(load_teacher(teacher_dir).config)
+    assert report["encoder_parameters"]["pruned"] == 4 * fixed
+    # Every layer removed as a whole: the model still loads and predicts.
+    loaded = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    inputs = collate(labelled_batch(4), list(range(4)))
+    inputs.pop("labels")
+    with torch.no_grad():
+        assert torch.isfinite(loaded(**inputs).logits).all()
 
 
 def test_prune_refuses_bad_targets(teacher_dir, sst2_dir, tmp_path):

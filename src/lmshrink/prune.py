@@ -1,4 +1,5 @@
-"""`lmshrink prune`: structured pruning of a BERT-family classifier, with distillation recovery.
+"""`lmshrink prune`: structured pruning of a BERT-family classifier (BERT, MiniLM, RoBERTa,
+XLM-R), with distillation recovery.
 
 Attention heads and FFN neurons are removed from the weight matrices (the result is a
 `PrunedBertForSequenceClassification`, see `lmshrink.pruned`), so the model is really smaller
@@ -24,10 +25,13 @@ plus the kept heads and neurons fit in `s` (rounded down, so the target is never
 step re-estimates importance on the current model, prunes, then recovers for
 `recovery_steps` steps by distillation from the unpruned model: soft KL on logits (MSE on
 scores for regression) plus MSE between all hidden states (same width and depth, so no
-projections). The recovery after the last step is the final recovery phase. With
-`target_speedup`, each step instead shrinks the share by `(1/target)^(1/steps)` and the speed
-ratio at batch 32 is measured after each step; pruning stops once it is reached (at most
-`3 * steps` steps).
+projections). The recovery after the last step is the final recovery phase
+(`final_recovery_steps`, when set). With `target_speedup`, each step instead shrinks the share
+by `(1/target)^(1/steps)`, and the speed ratio at batch 32 is measured right after pruning, as
+for the report (speed depends on the shapes only, not on the weights); the step that reaches
+the target (or the `3 * steps`-th, or one leaving nothing prunable) is the last. Speed ratios
+are against the model as loaded (its own stock class, e.g. `BertForSequenceClassification`),
+timed interleaved in one process.
 
 **Encoder sparsity** (in the report): the share of encoder parameters removed, where encoder
 parameters are all parameters of the transformer layers (attention query/key/value/output and
@@ -67,8 +71,21 @@ REPORT_FILE = "prune.json"
 SPARSITY_DEFINITION = (
     "share of encoder parameters removed; encoder parameters are all parameters of the "
     "transformer layers (attention query/key/value/output and FFN weights and biases, and "
-    "the layers' LayerNorms), excluding embeddings, pooler and classifier"
+    "the layers' LayerNorms), excluding embeddings and the classification head (BERT's pooler "
+    "and classifier, RoBERTa's dense and out_proj)"
 )
+# The stock classifiers pruning starts from, by class name, and their `PrunedBertConfig.family`.
+SOURCES = {
+    "BertForSequenceClassification": "bert",
+    "RobertaForSequenceClassification": "roberta",
+    "XLMRobertaForSequenceClassification": "roberta",
+}
+# RoBERTa's state keys -> the pruned model's (BERT's names; see lmshrink.pruned).
+ROBERTA_KEYS = {
+    "roberta.": "bert.",
+    "classifier.dense.": "bert.pooler.dense.",
+    "classifier.out_proj.": "classifier.",
+}
 
 
 @dataclasses.dataclass
@@ -88,13 +105,18 @@ class PruneConfig:
     )
     steps: int = option(3, "pruning steps (each: importance, prune, recover).")
     recovery_steps: int = option(200, "distillation steps after each pruning step.")
+    final_recovery_steps: int = option(
+        0, "distillation steps after the last pruning step (0: as --recovery-steps)."
+    )
     lr: float = option(5e-5, "peak learning rate of the recovery distillation (AdamW).")
     hidden_weight: float = option(1.0, "weight of the hidden-state MSE beside the logit loss.")
     batch_size: int = option(32, "batch size of importance estimation and recovery.")
     importance_examples: int = option(512, "training examples used to estimate importance.")
     eval_batch_size: int = option(128, "evaluation batch size.")
     speed_examples: int = option(256, "dev examples per timing round at each batch size.")
-    rounds: int = option(3, "timing rounds in the report (models take turns; median kept).")
+    rounds: int = option(
+        3, "timing rounds of each speed measurement (models take turns; median kept)."
+    )
     seed: int = option(42, "random seed for data order and subsets.")
     progress: bool = option(True, "show progress messages.")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -110,38 +132,51 @@ def check_prunable(model: Any, source: str = "the model") -> None:
     model_type = getattr(model.config, "model_type", "?")
     if model_type == MODEL_TYPE:
         return
-    if model_type == "bert" and type(model).__name__ == "BertForSequenceClassification":
+    if type(model).__name__ in SOURCES:
         if model.config.is_decoder or model.config.add_cross_attention:
-            raise ConfigError(f"{source}: pruning supports BERT encoders, not BERT decoders.")
+            raise ConfigError(f"{source}: pruning supports encoders, not '{model_type}' decoders.")
         return
     what = "a BiLSTM student" if model_type == "lmshrink_bilstm" else f"a '{model_type}' model"
     raise ConfigError(
-        f"{source}: pruning supports BERT-family encoders (BERT, MiniLM) with a classification "
-        f"head, but this is {what}; use distill with a smaller student instead."
+        f"{source}: pruning supports BERT-family encoders (BERT, MiniLM, RoBERTa, XLM-R) with a "
+        f"classification head, but this is {what}; use distill with a smaller student instead."
     )
 
 
 def from_bert(model: Any) -> Any:
     """A `PrunedBertForSequenceClassification` with nothing removed, computing the same
-    logits as the given `BertForSequenceClassification` (same weights, same state keys)."""
+    logits as the given BERT, RoBERTa or XLM-R classifier (same weights; BERT's state keys,
+    RoBERTa's renamed as `ROBERTA_KEYS` says)."""
     from lmshrink.pruned import MODEL_TYPE, PrunedBertConfig, PrunedBertForSequenceClassification
 
     check_prunable(model)
     if model.config.model_type == MODEL_TYPE:
         return model
+    family = SOURCES[type(model).__name__]
     skip = ("model_type", "architectures", "transformers_version")
     settings = {k: v for k, v in model.config.to_dict().items() if k not in skip}
-    config = PrunedBertConfig(**settings)
+    config = PrunedBertConfig(**settings, family=family)
     config._attn_implementation = model.config._attn_implementation  # same kernel, same logits
     pruned = PrunedBertForSequenceClassification(config)
-    pruned.load_state_dict(model.state_dict(), strict=True)
+    state = model.state_dict()
+    if family == "roberta":
+        state = {_renamed(key, ROBERTA_KEYS): value for key, value in state.items()}
+    pruned.load_state_dict(state, strict=True)
     pruned.to(next(model.parameters()).dtype)
     return pruned.train(model.training)
 
 
+def _renamed(key: str, prefixes: dict[str, str]) -> str:
+    """`key` with the first matching prefix of `prefixes` replaced."""
+    for old, new in prefixes.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return key
+
+
 def encoder_parameters(model: Any) -> int:
     """Parameters of the transformer layers (see SPARSITY_DEFINITION)."""
-    return count_parameters(model.bert.encoder)
+    return count_parameters(model.base_model.encoder)
 
 
 # --- importance ---------------------------------------------------------------------------
@@ -295,28 +330,29 @@ def recover(
     cfg: PruneConfig,
     is_regression: bool,
     rng: random.Random,
+    steps: int,
 ) -> float:
-    """Distil `teacher` into `student` for `cfg.recovery_steps` steps (logit loss plus
-    hidden-state MSE over all layers); returns the mean loss of the last steps."""
+    """Distil `teacher` into `student` for `steps` steps (logit loss plus hidden-state MSE
+    over all layers); returns the mean loss of the last steps."""
     import torch
 
     from lmshrink.errors import TrainingError
     from lmshrink.losses import build_loss
     from lmshrink.training import build_optimizer
 
-    if cfg.recovery_steps <= 0:
+    if steps <= 0:
         return 0.0
     H, L = student.config.hidden_size, student.config.num_hidden_layers
     logit_loss = build_loss("score_mse" if is_regression else "soft_kl")
     pairs = [(i, i) for i in range(L + 1)]
     hidden_loss = build_loss("hidden_mse", student_dim=H, teacher_dim=H, pairs=pairs)
     train_cfg = TrainConfig(lr=cfg.lr, weight_decay=0.01, warmup_ratio=0.1)
-    optimizer, scheduler = build_optimizer(student, train_cfg, cfg.recovery_steps)
+    optimizer, scheduler = build_optimizer(student, train_cfg, steps)
     teacher.eval()
     student.train()
     losses: list[float] = []
     step = 0
-    while step < cfg.recovery_steps:
+    while step < steps:
         for indices in bucketed_batches(enc.lengths, cfg.batch_size, rng):
             batch = collate(enc, indices)
             batch.pop("labels", None)
@@ -341,7 +377,7 @@ def recover(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             step += 1
-            if step == cfg.recovery_steps:
+            if step == steps:
                 break
     student.eval()
     tail = losses[-20:]
@@ -394,10 +430,10 @@ def prune(cfg: PruneConfig) -> dict[str, Any]:
     def dev_scores(model: Any) -> dict[str, float]:
         return score_model(model, tokenizer, task, devs, data_cfg.max_length, cfg.eval_batch_size)
 
-    def speedup(model: Any, rounds: int) -> dict[str, Any]:
-        limit = {1: min(cfg.speed_examples, 64 * rounds), 32: cfg.speed_examples}
-        pair = {"unpruned": (reference, dev_enc), "pruned": (model, dev_enc)}
-        return measure_speed(pair, batch_sizes=(1, 32), limit=limit, rounds=rounds)
+    def speedup(model: Any, batch_sizes: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
+        limit = {1: min(cfg.speed_examples, 64 * cfg.rounds), 32: cfg.speed_examples}
+        pair = {"unpruned": (loaded, dev_enc), "pruned": (model, dev_enc)}
+        return measure_speed(pair, batch_sizes=batch_sizes, limit=limit, rounds=cfg.rounds)
 
     total = encoder_parameters(reference)
     student = copy.deepcopy(reference)
@@ -406,37 +442,45 @@ def prune(cfg: PruneConfig) -> dict[str, Any]:
     history: list[dict[str, Any]] = []
     share, start = 1.0, time.perf_counter()
     max_steps = cfg.steps if cfg.target_params else 3 * cfg.steps
+    # What pruning cannot remove (LayerNorms, output biases): a speed target never asks less.
+    unprunable = reference.config.num_hidden_layers * unit_costs(reference.config)[2]
     for step in range(1, max_steps + 1):
         if cfg.target_params:
             share = 1.0 - (1.0 - cfg.target_params) * step / cfg.steps
+            budget = math.floor(share * total)
         else:
             share *= (1.0 / cfg.target_speedup) ** (1.0 / cfg.steps)
+            budget = max(math.floor(share * total), unprunable)
         importance = compute_importance(student, enc, cfg.batch_size, cfg.importance_examples)
-        heads, neurons = choose_keep(student, importance, math.floor(share * total))
+        heads, neurons = choose_keep(student, importance, budget)
         student = prune_to(student, heads, neurons)
-        loss = recover(student, reference, enc, cfg, task.is_regression, rng)
-        entry = {
-            "step": step,
-            "target_share": round(share, 4),
-            "encoder_parameters": encoder_parameters(student),
-            "heads_per_layer": list(student.config.heads_per_layer),
-            "intermediate_per_layer": list(student.config.intermediate_per_layer),
-            "layer_importance": importance.layers(),
-            "recovery_loss": loss,
-            "seconds": round(time.perf_counter() - start, 1),
-        }
+        entry: dict[str, Any] = {"step": step, "target_share": round(share, 4)}
         if cfg.target_speedup:
-            entry["speedup_32"] = speedup(student, rounds=1)["ratio"]["pruned"]["32"]
+            entry["speedup_32"] = speedup(student, (32,))["ratio"]["pruned"]["32"]
+        reached = cfg.target_speedup > 0 and entry["speedup_32"] >= cfg.target_speedup
+        # Nothing left to remove: an unreachable speed target ends here.
+        last = reached or step == max_steps or encoder_parameters(student) <= unprunable
+        steps = (cfg.final_recovery_steps or cfg.recovery_steps) if last else cfg.recovery_steps
+        loss = recover(student, reference, enc, cfg, task.is_regression, rng, steps)
+        entry.update(
+            encoder_parameters=encoder_parameters(student),
+            heads_per_layer=list(student.config.heads_per_layer),
+            intermediate_per_layer=list(student.config.intermediate_per_layer),
+            layer_importance=importance.layers(),
+            recovery_steps=steps,
+            recovery_loss=loss,
+            seconds=round(time.perf_counter() - start, 1),
+        )
         history.append(entry)
         log(
             f"step {step}: {entry['encoder_parameters']} encoder parameters "
             f"({100 * entry['encoder_parameters'] / total:.1f}%), recovery loss {loss:.4f}"
         )
-        if cfg.target_speedup and entry["speedup_32"] >= cfg.target_speedup:
+        if last:
             break
 
     scores = {"unpruned": dev_scores(reference), "pruned": dev_scores(student)}
-    speed = speedup(student, rounds=cfg.rounds)
+    speed = speedup(student)
     kept = encoder_parameters(student)
     unpruned_score = metrics.task_score(scores["unpruned"])
     pruned_score = metrics.task_score(scores["pruned"])

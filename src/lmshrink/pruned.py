@@ -1,5 +1,6 @@
-"""The pruned BERT architecture: a BERT classifier whose layers have their own head counts and
-FFN sizes, with physically smaller weight matrices, loadable the usual way.
+"""The pruned BERT architecture: a BERT-family classifier (BERT, MiniLM, RoBERTa, XLM-R) whose
+layers have their own head counts and FFN sizes, with physically smaller weight matrices,
+loadable the usual way.
 
 Structured pruning only pays off when the removed heads and neurons leave the weight
 matrices: masking keeps the compute. `PrunedBertForSequenceClassification` is BERT (the same
@@ -20,6 +21,15 @@ and two LayerNorms, and the layer list (and `num_hidden_layers`) keeps its lengt
 state i still lines up with the teacher's hidden state i for distillation losses. Dropping a
 layer from the list instead would change the function (its LayerNorms go too) and the layer
 mapping; it is not supported here.
+
+**RoBERTa** (and XLM-R) has the same layers; it differs only around them, which
+`config.family = "roberta"` reproduces: positions are numbered from `pad_token_id + 1` over
+the non-padding tokens (padding gets position `pad_token_id`, whose embedding row gets no
+gradient), there is usually a single token type (`type_vocab_size` 1), and the head is
+`out_proj(dropout(tanh(dense(dropout(<s> state)))))`, i.e. BERT's pooler and classifier with
+one more dropout before the dense layer. `lmshrink.prune.from_bert` converts it with its keys
+renamed to BERT's: `roberta.*` -> `bert.*`, `classifier.dense` -> `bert.pooler.dense`,
+`classifier.out_proj` -> `classifier`; the logits are the same.
 
 `forward` takes optional gates, `head_mask` (one [h_l] tensor per layer, multiplied into each
 head's context vector) and `neuron_mask` (one [I_l] tensor per layer, multiplied into the FFN
@@ -44,6 +54,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 MODEL_TYPE = "lmshrink_pruned_bert"
+FAMILIES = ("bert", "roberta")
 
 
 @strict
@@ -82,12 +93,18 @@ class PrunedBertConfig(PretrainedConfig):
     eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = True
     use_cache: bool = False
+    family: str = "bert"
+    """The architecture converted: "bert" (BERT, MiniLM) or "roberta" (RoBERTa, XLM-R)."""
     heads_per_layer: list[int] | None = None
     """Attention heads kept in each layer (0: the layer has no attention matmuls)."""
     intermediate_per_layer: list[int] | None = None
     """FFN neurons kept in each layer (0: the layer has no FFN matmuls)."""
 
     def __post_init__(self, **kwargs: Any) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}.")
+        if self.family == "roberta" and self.pad_token_id is None:
+            raise ValueError("a RoBERTa-family model needs pad_token_id (positions count from it).")
         L = self.num_hidden_layers
         if not self.heads_per_layer:
             self.heads_per_layer = [self.num_attention_heads] * L
@@ -257,13 +274,20 @@ class _Encoder(nn.Module):
 
 
 class _Embeddings(nn.Module):
-    """BERT's embeddings: LayerNorm(word + segment + position), then dropout."""
+    """BERT's embeddings: LayerNorm(word + segment + position), then dropout. RoBERTa's
+    positions start after `pad_token_id` and skip padding (see the module doc)."""
 
     def __init__(self, config: PrunedBertConfig) -> None:
         super().__init__()
         H = config.hidden_size
+        self.roberta_positions = config.family == "roberta"
+        self.pad_token_id = config.pad_token_id
         self.word_embeddings = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, H)
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings,
+            H,
+            padding_idx=config.pad_token_id if self.roberta_positions else None,
+        )
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -278,7 +302,10 @@ class _Embeddings(nn.Module):
         T = input_ids.shape[1]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        if position_ids is None:
+        if position_ids is None and self.roberta_positions:
+            real = input_ids.ne(self.pad_token_id).long()  # [B, T]
+            position_ids = torch.cumsum(real, dim=1) * real + self.pad_token_id  # [B, T]
+        elif position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)[None, :]  # [1, T]
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(position_ids)  # the order BERT adds them in
@@ -286,16 +313,20 @@ class _Embeddings(nn.Module):
 
 
 class _Pooler(nn.Module):
-    """BERT's pooler: tanh(dense(first token's state))."""
+    """BERT's pooler: tanh(dense(first token's state)). RoBERTa's head (its `dense`) drops
+    that state out first, with the classifier's dropout rate."""
 
     def __init__(self, config: PrunedBertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = nn.Tanh()
+        p = config.classifier_dropout
+        p = config.hidden_dropout_prob if p is None else p
+        self.dropout = nn.Dropout(p) if config.family == "roberta" else nn.Identity()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [B, T, H] -> [B, H]."""
-        return self.activation(self.dense(hidden[:, 0]))
+        return self.activation(self.dense(self.dropout(hidden[:, 0])))
 
 
 class _Bert(nn.Module):
@@ -309,7 +340,8 @@ class _Bert(nn.Module):
 
 
 class PrunedBertForSequenceClassification(PreTrainedModel):
-    """BERT for sequence classification with per-layer head counts and FFN sizes."""
+    """A BERT-family classifier with per-layer head counts and FFN sizes (RoBERTa's too, with
+    `config.family = "roberta"`)."""
 
     config_class = PrunedBertConfig
     base_model_prefix = "bert"
@@ -412,8 +444,9 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
 
 
 def register_auto() -> None:
-    """Register the pruned BERT with AutoConfig and AutoModelForSequenceClassification, so
-    `from_pretrained(folder)` on a saved pruned model returns this class. Safe to call again."""
+    """Register the pruned BERT (and RoBERTa) with AutoConfig and
+    AutoModelForSequenceClassification, so `from_pretrained(folder)` on a saved pruned model
+    returns this class. Safe to call again."""
     from transformers.models.auto.configuration_auto import AutoConfig
     from transformers.models.auto.modeling_auto import AutoModelForSequenceClassification
 
