@@ -362,6 +362,8 @@ def test_every_shipped_recipe_runs_on_a_tiny_model(teacher_setup, tmp_path, path
         student["layers"] = 1
     if student.get("kind") == "narrow":
         student.update(hidden_size=16, num_heads=2)  # the tiny teacher has 2 heads
+        if "intermediate_size" in student:
+            student["intermediate_size"] = 32
     layer_map = raw.get("layer_map", {})
     if layer_map.get("strategy") == "explicit":  # the tiny teacher has 2 layers
         layer_map = {**layer_map, "pairs": [[1, 2]]}
@@ -377,6 +379,36 @@ def test_every_shipped_recipe_runs_on_a_tiny_model(teacher_setup, tmp_path, path
     )
     assert [h["stage"] for h in report["history"]][-1] == stages[-1]["name"]
     assert 0.0 <= report["dev"]["student"]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("path", shipped_recipes(), ids=lambda p: p.stem)
+def test_every_shipped_recipe_fits_the_packaged_minilm_teacher(path):
+    """The recipes as shipped (sizes unchanged) build their student from a teacher of
+    MiniLM-L6-H384's shape and pass the layer-wise loss checks that run before labelling
+    (head counts, layer map, relation heads). Random weights: only shapes matter here."""
+    import yaml
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    from lmshrink.distill import _check_layer_losses, student_settings
+    from lmshrink.models import resolve_model_source
+    from lmshrink.students import STUDENTS, student_tokenizer
+
+    cfg = from_dict(DistillConfig, yaml.safe_load(path.read_text()))
+    folder = resolve_model_source("packaged:minilm")
+    teacher = BertForSequenceClassification(AutoConfig.from_pretrained(folder, num_labels=2))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    build = STUDENTS.get(cfg.student.kind)
+    texts = [(text,) for text, _ in make_sentences(20, seed=0)]
+    head = {"num_labels": 2, "problem_type": "single_label_classification"}
+    student = build(teacher, tokenizer, texts, head, 64, **student_settings(cfg.student))
+    same_tokenizer = student_tokenizer(student, tokenizer) is tokenizer
+    pairs, _ = _check_layer_losses(cfg, student, same_tokenizer, teacher)
+    per_token = any(
+        loss.name in {"hidden_mse", "attention_kl", "attention_mse", "value_relation"}
+        for stage in cfg.stages
+        for loss in stage.losses
+    )
+    assert (pairs is not None) == per_token
 
 
 def test_dev_inputs_are_never_in_the_transfer_set(teacher_setup, tmp_path):

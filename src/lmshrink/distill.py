@@ -577,6 +577,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         resolve_model_source,
         task_head_settings,
     )
+    from lmshrink.objective import prepare_for_attention_losses
     from lmshrink.students import STUDENTS, student_tokenizer
     from lmshrink.training import set_seed
     from lmshrink.transfer import build_transfer_set
@@ -615,6 +616,27 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     )
     transfer = _without_eval_texts(transfer, devs)
     log(f"transfer set: {len(transfer.texts):,} examples {transfer.counts}")
+
+    set_seed(cfg.seed)
+    student = build_student(
+        teacher,
+        tokenizer,
+        transfer.texts + labeled.texts,
+        task_head_settings(task),
+        cfg.data.max_length,
+        **settings,
+    )
+    # A pretrained student reads its own tokenizer; the others read the teacher's ids.
+    student_tok = student_tokenizer(student, tokenizer)
+    log(
+        f"student: {cfg.student.kind}, vocabulary {student.config.vocab_size:,}, "
+        f"{count_parameters(student):,} parameters"
+    )
+
+    # The student is built, and the layer-wise losses checked against both models, before
+    # the teacher labels anything: a recipe that cannot work fails in seconds, not after
+    # labelling.
+    pairs, compares_attention = _check_layer_losses(cfg, student, student_tok is tokenizer, teacher)
 
     # The teacher labels the transfer set (and dev, for representation stages) once.
     needs_repr = any("teacher_repr" in _loss_inputs(s) for s in cfg.stages)
@@ -660,22 +682,6 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         outputs[name] = cache.load()
     timings["labelling_seconds"] = time.perf_counter() - start
 
-    set_seed(cfg.seed)
-    student = build_student(
-        teacher,
-        tokenizer,
-        transfer.texts + labeled.texts,
-        task_head_settings(task),
-        cfg.data.max_length,
-        **settings,
-    )
-    # A pretrained student reads its own tokenizer; the others read the teacher's ids.
-    student_tok = student_tokenizer(student, tokenizer)
-    log(
-        f"student: {cfg.student.kind}, vocabulary {student.config.vocab_size:,}, "
-        f"{count_parameters(student):,} parameters"
-    )
-
     def targets(o: Any | None) -> dict[str, Any]:
         if o is None:
             return {}
@@ -685,6 +691,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     transfer_enc = encode(
         student_tok, Split(task.name, "transfer", "", transfer.texts, None), cfg.data.max_length
     )
+    if compares_attention:  # attention maps are compared: both models on eager attention
+        prepare_for_attention_losses(student)
+        prepare_for_attention_losses(teacher)
     distiller = Distiller(
         cfg,
         acc,
@@ -696,7 +705,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         DevData(dev_split, encode(student_tok, dev_split, cfg.data.max_length)),
         targets(outputs.get("dev")),
         teacher.to(acc.device),
-        _prepare_layer_losses(cfg, student, student_tok is tokenizer, teacher),
+        pairs,
     )
 
     # Resume: stages before the checkpoint's are done; its own continues unless finished.
@@ -736,23 +745,23 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     )
 
 
-def _prepare_layer_losses(
+def _check_layer_losses(
     cfg: DistillConfig, student: Any, same_tokenizer: bool, teacher: Any
-) -> list[tuple[int, int]] | None:
-    """For stages with per-token losses: check the pair of models fits, map the layers, and
-    switch both to eager attention when attention maps are compared. None if none needs it."""
+) -> tuple[list[tuple[int, int]] | None, bool]:
+    """For stages with per-token losses: check that the pair of models fits them and map
+    the layers. Returns (layer pairs, or None when no loss needs them; whether attention
+    maps are compared, which needs eager attention)."""
     from lmshrink.layer_map import (
         LayerShape,
         check_attention_heads,
         check_relation_heads,
         map_layers,
     )
-    from lmshrink.objective import prepare_for_attention_losses
 
     specs = [spec for stage in cfg.stages for spec in stage.losses]
     per_token = [spec for spec in specs if _spec_inputs(spec) & PER_TOKEN]
     if not per_token:
-        return None
+        return None, False
     names = sorted({spec.name for spec in per_token})
     if student.config.model_type == "lmshrink_bilstm" or not same_tokenizer:
         raise ConfigError(
@@ -765,14 +774,13 @@ def _prepare_layer_losses(
         LayerShape.from_config(teacher.config),
     )
     pairs = map_layers(cfg.layer_map, s_shape, t_shape)
-    if any("student_attentions" in _spec_inputs(spec) for spec in per_token):
+    compares_attention = any("student_attentions" in _spec_inputs(spec) for spec in per_token)
+    if compares_attention:
         check_attention_heads(s_shape, t_shape)
-        prepare_for_attention_losses(student)
-        prepare_for_attention_losses(teacher)
     for spec in per_token:
         if spec.name == "value_relation":
             check_relation_heads(s_shape, t_shape, int(spec.params.get("relation_heads", 0)))
-    return pairs
+    return pairs, compares_attention
 
 
 def _spec_inputs(spec: LossSpec) -> set[str]:
