@@ -134,6 +134,30 @@ def test_a_readme_lmshrink_did_not_write_is_kept(distilled_run, tmp_path, capsys
     assert "kept (not written by lmshrink)" in out
 
 
+def test_a_run_whose_teacher_folder_moved_joins_the_teacher_given(distilled_run, tmp_path, capsys):
+    """A run folder copied elsewhere whose report names a teacher path that no longer
+    exists: the teacher given by its own folder (same task and dev score) takes its place."""
+    import shutil
+
+    run_dir = tmp_path / "moved-run"
+    shutil.copytree(distilled_run["run"], run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    report["teacher"] = str(tmp_path / "old-place" / "teacher")
+    (run_dir / "report.json").write_text(json.dumps(report))
+    argv = ["report", distilled_run["teacher"], run_dir, "--out", tmp_path / "r", "--no-cards"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    assert [r["role"] for r in rows] == ["teacher", "student"]
+    assert rows[1]["teacher"] == rows[0]["path"]
+    assert rows[1]["speed"]["vs"] == distilled_run["teacher"].name
+    # Without the teacher's own folder, the report's copy of it stays.
+    code, _, err = run(["report", run_dir, "--out", tmp_path / "r2", "--no-cards"], capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r2" / "report.json").read_text())["rows"]
+    assert [r["role"] for r in rows] == ["student", "teacher"]
+
+
 def test_report_refuses_folders_it_cannot_read(distilled_run, bench_json, tmp_path, capsys):
     stray = tmp_path / "stray"
     stray.mkdir()

@@ -203,6 +203,32 @@ def merge_rows(groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def relink_moved_teachers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop the teacher copy of a distill report whose teacher folder no longer exists (the
+    runs were moved since) when exactly one teacher given by its own folder has the same task
+    and dev score, and point the students at that folder instead."""
+    kept = []
+    for row in rows:
+        moved = row.get("derived") and not Path(row["path"]).exists()
+        same = [
+            r
+            for r in rows
+            if r["role"] == "teacher"
+            and not r.get("derived")
+            and r["task"] == row["task"]
+            and r["score"] == row["score"]
+        ]
+        if moved and len(same) == 1:
+            for student in rows:
+                if student["teacher"] == row["path"]:
+                    student["teacher"] = same[0]["path"]
+                    if (student["speed"] or {}).get("vs") == label_of(Path(row["path"])):
+                        student["speed"]["vs"] = label_of(Path(same[0]["path"]))
+            continue
+        kept.append(row)
+    return kept
+
+
 # --- bench results ----------------------------------------------------------------------
 
 
@@ -593,7 +619,7 @@ def gather(cfg: ReportConfig) -> dict[str, Any]:
     if not cfg.runs:
         raise ConfigError("no runs given; pass run or model folders.")
     out = check_out(cfg.out, cfg.overwrite)
-    rows = merge_rows([rows_from_arg(arg) for arg in cfg.runs])
+    rows = relink_moved_teachers(merge_rows([rows_from_arg(arg) for arg in cfg.runs]))
     for bench_file in cfg.bench:
         rows = apply_bench(rows, Path(bench_file).expanduser())
     fill_retention(rows)
