@@ -47,5 +47,59 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
         write_text_atomic(RESULTS / f"{name}{suffix}", text)
 
 
+def write_figure(filename: str, figure: Any) -> Path:
+    """Save a matplotlib Figure as bench/results/FILENAME (atomically, like write_results)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / filename
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    figure.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    return path
+
+
+def parse_names(text: str, known: list[str], what: str) -> list[str]:
+    """The comma-separated names of a --tasks or --rows option, each checked against `known`."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"error: unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}."
+        )
+    return names
+
+
 def today() -> str:
     return dt.date.today().isoformat()
+
+
+def run_distill(cfg: Any, label: str) -> dict[str, Any]:
+    """Run one benchmark row, a DistillConfig whose `out` is the row's run folder.
+
+    A finished run (report.json present) is kept and its report returned. An unfinished run
+    with the same settings resumes from its last checkpoint; a run with other settings (made
+    by an older version of the script) starts over, keeping its fingerprint-keyed teacher
+    cache.
+    """
+    from lmshrink.config import load_yaml
+    from lmshrink.distill import DistillConfig, distill
+
+    out = Path(cfg.out)
+    saved = out / "config.yaml"
+    old = _comparable(load_yaml(DistillConfig, saved)) if saved.is_file() else None
+    new = _comparable(cfg)
+    if (out / "report.json").is_file():
+        changed = sorted(k for k in new if old is not None and old.get(k) != new[k])
+        note = f" (its {', '.join(changed)} differ; delete {out} to rerun)" if changed else ""
+        print(f"[{label}] kept the finished run{note}", flush=True)
+        return json.loads((out / "report.json").read_text())
+    same = old == new
+    cfg.resume, cfg.overwrite = same, not same
+    print(f"[{label}] " + ("resuming" if same else "starting"), flush=True)
+    return distill(cfg)
+
+
+def _comparable(cfg: Any) -> dict[str, Any]:
+    """A run's settings without the flags that say how to start it."""
+    from lmshrink.config import to_dict
+
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "progress")}

@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from common import ROOT, glue_dir, runs_dir, teacher_dir, today, write_results
+from common import ROOT, glue_dir, run_distill, runs_dir, teacher_dir, today, write_results
 
 from lmshrink import finetune
-from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict, load_yaml, to_dict
-from lmshrink.distill import DistillConfig, distill
+from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict
+from lmshrink.distill import DistillConfig
 from lmshrink.machine import machine_info
 from lmshrink.models import read_metadata
 
@@ -122,15 +122,12 @@ def teacher_for(setting: str) -> Path:
 
 
 def run_row(row: dict) -> dict:
-    out = bench_dir() / row["id"]
-    if (out / "report.json").is_file():
-        print(f"[{row['id']}] kept the finished run", flush=True)
-        return json.loads((out / "report.json").read_text())
+    """Run (or keep, or resume) one row; its run folder is bench_dir()/ROW."""
     cfg = from_dict(
         DistillConfig,
         {
             "teacher": str(teacher_for(row["setting"])),
-            "out": str(out),
+            "out": str(bench_dir() / row["id"]),
             "seed": SEED,
             "progress": False,
             "checkpoint_every": 500,
@@ -145,18 +142,8 @@ def run_row(row: dict) -> dict:
             "stages": row["stages"],
         },
     )
-    # Resume an unfinished run with the same settings; a run with other settings (an older
-    # version of this file) starts over, keeping its fingerprint-keyed teacher cache.
-    same = (out / "config.yaml").is_file() and _comparable(
-        load_yaml(DistillConfig, out / "config.yaml")
-    ) == _comparable(cfg)
-    cfg.resume, cfg.overwrite = same, not same
-    print(f"[{row['id']}] {row['what']}" + (" (resuming)" if same else ""), flush=True)
-    return distill(cfg)
-
-
-def _comparable(cfg: DistillConfig) -> dict:
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "progress")}
+    print(f"[{row['id']}] {row['what']}", flush=True)
+    return run_distill(cfg, row["id"])
 
 
 def summarize(row: dict, report: dict) -> dict:

@@ -6,7 +6,7 @@ README numbers come only from benchmark results: a block
     ...
     <!-- /bench:NAME -->
 
-is replaced by the table (the lines starting with '|') of bench/results/NAME.md, followed
+is replaced by the first table of bench/results/NAME.md, followed
 by a link to the full results file. Run after a benchmark: python bench/update_readme.py
 """
 
@@ -18,11 +18,19 @@ import sys
 from common import RESULTS, ROOT
 
 
+def first_table(lines: list[str]) -> list[str]:
+    """The first Markdown table in `lines` (a results file may hold more; the first is the
+    summary the README shows)."""
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
 def table_of(name: str) -> str:
     path = RESULTS / f"{name}.md"
     if not path.is_file():
         return f"(no results yet: run `python bench/{name}.py`)"
-    rows = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    rows = first_table(path.read_text().splitlines())
     return (
         "\n".join(rows) + f"\n\nFull results, settings and machine: [{path.relative_to(ROOT)}]"
         f"({path.relative_to(ROOT)})."
