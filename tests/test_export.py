@@ -62,6 +62,7 @@ def models(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
     )
 
     from lmshrink.models import load_for_eval, task_head_settings
+    from lmshrink.prune import prune_to
     from lmshrink.students import build_bilstm, build_layer_subset
     from lmshrink.tasks import get_task
     from lmshrink.teacher import finetune
@@ -90,8 +91,12 @@ def models(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
                 param.normal_(0.0, 0.5)
         for param in distil.parameters():
             param.normal_(0.0, 0.3)
+    # A pruned teacher with uneven layers: one head and 22 FFN neurons left in layer 0, no
+    # attention and 5 neurons in layer 1.
+    pruned = prune_to(teacher, {0: [1], 1: []}, {0: list(range(0, 64, 3)), 1: [0, 5, 9, 40, 63]})
     folders = {"teacher": root / "teacher"}
-    for name, model in (("bilstm", bilstm), ("layers", layers), ("distilbert", distil)):
+    models = (("bilstm", bilstm), ("layers", layers), ("distilbert", distil), ("pruned", pruned))
+    for name, model in models:
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
         folders[name] = root / name
@@ -140,6 +145,7 @@ def torch_logits(folder: Path, texts: list, task: str = "sst2") -> torch.Tensor:
         ("bilstm", "rte", ["input_ids", "attention_mask", "token_type_ids"]),
         ("layers", "sst2", ["input_ids", "attention_mask", "token_type_ids"]),
         ("distilbert", "sst2", ["input_ids", "attention_mask"]),
+        ("pruned", "sst2", ["input_ids", "attention_mask", "token_type_ids"]),
     ],
 )
 def test_export_matches_pytorch_on_dev(models, tmp_path, name, task, inputs):
