@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,25 @@ def _comparable(cfg: Any) -> dict[str, Any]:
     from lmshrink.config import to_dict
 
     return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "progress")}
+
+
+def reuse_teacher_cache(out: Path, others: list[Path]) -> None:
+    """Start the run folder `out` with the teacher cache of the first of `others` (run
+    folders) that has one, so that the teacher labels a transfer set only once per benchmark.
+    The cache is keyed by a fingerprint of its inputs: a stale one is simply not used.
+    Files are hard-linked where possible (the cache's shards are written once, never changed)."""
+    if (out / "cache").exists():
+        return
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for other in others:
+        cache = other / "cache"
+        if other != out and cache.is_dir() and any(cache.iterdir()):
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(cache, out / "cache", copy_function=link)
+            return

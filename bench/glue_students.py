@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from common import (
     ROOT,
     glue_dir,
     parse_names,
+    reuse_teacher_cache,
     run_distill,
     runs_dir,
     teacher_dir,
@@ -162,20 +162,8 @@ def run_row(task: str, row: dict, max_train: int) -> dict:
         },
     )
     if row["method"] != "gold" and not (out / "report.json").is_file():
-        _reuse_teacher_cache(out, task)
+        reuse_teacher_cache(out, sorted((bench_dir() / task).glob("*")))
     return run_distill(cfg, f"{task}/{row['id']}")
-
-
-def _reuse_teacher_cache(out: Path, task: str) -> None:
-    """Start a new run with a copy of another row's teacher cache for the task: every row
-    of a task has the same teacher and transfer set, so the teacher labels it only once.
-    The cache is keyed by a fingerprint of its inputs; a stale one is simply not used."""
-    if (out / "cache").exists():
-        return
-    for other in sorted((bench_dir() / task).glob("*/cache")):
-        if other.parent != out and any(other.iterdir()):
-            shutil.copytree(other, out / "cache")
-            return
 
 
 # --- results -----------------------------------------------------------------------------
