@@ -167,7 +167,7 @@ def target_lines(rows: list[dict]) -> list[str]:
             verdict = f"retention {100 * retention:.1f}% (no retention target at this speed)"
         else:
             met = r["target_reached"] and retention >= goal
-            verdict = f"retention {100 * retention:.1f}% vs >= {100 * goal:g}%: " + (
+            verdict = f"retention {100 * retention:.2f}% vs >= {100 * goal:g}%: " + (
                 "target met" if met else "target MISSED"
             )
             if retention >= goal and not r["target_reached"]:
@@ -219,7 +219,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
         lines.append(
             f"| {r['id']} | {r['speed_ratio_batch1']:.2f}x | {r['speed_ratio_batch32']:.2f}x "
             f"| {_metrics(r['teacher_metrics'])} -> {_metrics(r['metrics'])} "
-            f"| {100 * r['retention']:.1f}% "
+            f"| {100 * r['retention']:.2f}% "
             f"| {params['unpruned'] / 1e6:.1f}M / {params['pruned'] / 1e6:.1f}M "
             f"| {100 * r['encoder_sparsity']:.1f}% | {kept} "
             f"| {size['unpruned'] / 2**20:.0f} / {size['pruned'] / 2**20:.0f} MiB "
