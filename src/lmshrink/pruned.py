@@ -53,6 +53,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from lmshrink.heads import sequence_classification_loss
+
 MODEL_TYPE = "lmshrink_pruned_bert"
 FAMILIES = ("bert", "roberta")
 
@@ -423,24 +425,7 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
         return output
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """BERT's convention: MSE for regression, cross-entropy for single-label,
-        BCE-with-logits for multi-label (inferred when `problem_type` is unset)."""
-        problem = self.config.problem_type
-        if problem is None:
-            if self.num_labels == 1:
-                problem = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
-        labels = labels.to(logits.device)
-        if problem == "regression":
-            if self.num_labels == 1:
-                return nn.functional.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
-            return nn.functional.mse_loss(logits, labels.to(logits.dtype))
-        if problem == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return sequence_classification_loss(logits, labels, self.config)
 
 
 def register_auto() -> None:

@@ -31,6 +31,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from lmshrink.heads import sequence_classification_loss
+
 POOLINGS = ("max", "mean", "attention")
 
 MODEL_TYPE = "lmshrink_bilstm"
@@ -319,26 +321,7 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         return torch.einsum("bt,bth->bh", weights, states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """HF's sequence-classification convention: MSE for regression, cross-entropy for
-        single-label, BCE-with-logits for multi-label; a missing problem_type is inferred
-        the same way transformers does (without writing it into the config)."""
-        num_labels = self.config.num_labels
-        problem = self.config.problem_type
-        if problem is None:
-            if num_labels == 1:
-                problem = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
-        labels = labels.to(logits.device)
-        if problem == "regression":
-            if num_labels == 1:
-                return nn.functional.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
-            return nn.functional.mse_loss(logits, labels.to(logits.dtype))
-        if problem == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return sequence_classification_loss(logits, labels, self.config)
 
 
 def _loaded(tensor: torch.Tensor) -> bool:
