@@ -190,13 +190,13 @@ def saved_task(folder: str) -> str:
 def resolve_bench_data(cfg: BenchConfig, folders: list[str]) -> DataConfig:
     """The data settings: --task if given, else the first model's saved task (with its
     custom-task settings); every model that names its task must name the same one."""
-    from lmshrink.evaluate import _with_saved_task
+    from lmshrink.evaluate import with_saved_task
 
     data = cfg.data
     for folder in folders:
         if data.task:
             break
-        data = _with_saved_task(data, folder)
+        data = with_saved_task(data, folder)
         if not data.task and saved_task(folder):
             data = dataclasses.replace(data, task=saved_task(folder))
     if not data.task:

@@ -79,7 +79,7 @@ def score_model(
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Score a model on a split; returns metrics, the GLUE task score, parameters and size."""
     folder = resolve_model_source(cfg.model)
-    data_cfg = _with_saved_task(cfg.data, folder)
+    data_cfg = with_saved_task(cfg.data, folder)
     task = resolve_task(data_cfg)
     tokenizer, model = load_for_eval(folder, task)
     splits = load_eval_splits(task, cfg.split, data_cfg, cfg.seed)
@@ -102,7 +102,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     return result
 
 
-def _with_saved_task(data: DataConfig, folder: str) -> DataConfig:
+def with_saved_task(data: DataConfig, folder: str) -> DataConfig:
     """Fill the task (and custom-task settings) from the model's metadata when not given."""
     if data.task:
         return data

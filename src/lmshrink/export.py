@@ -46,7 +46,7 @@ import numpy as np
 from lmshrink.config import DataConfig, option
 from lmshrink.data import Encoded, collate, encode, load_eval_splits, resolve_task
 from lmshrink.errors import ConfigError, LmshrinkError, MissingDependencyError, ModelError
-from lmshrink.evaluate import _with_saved_task
+from lmshrink.evaluate import with_saved_task
 from lmshrink.models import METADATA_FILE, load_for_eval, resolve_model_source
 from lmshrink.runs import check_out, staged_output
 from lmshrink.tasks import Task
@@ -483,7 +483,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     require_onnx()
     out = check_out(cfg.out, cfg.overwrite)
     folder = resolve_model_source(cfg.model)
-    data_cfg = _with_saved_task(cfg.data, folder)
+    data_cfg = with_saved_task(cfg.data, folder)
     task = resolve_task(data_cfg)
     tokenizer, model = load_for_eval(folder, task)
     split = load_eval_splits(task, "dev", data_cfg, cfg.seed)[0]

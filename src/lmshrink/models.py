@@ -68,7 +68,7 @@ def resolve_model_source(source: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """Silence transformers' load report while we add a fresh head on purpose."""
     from transformers.utils import logging
 
@@ -80,7 +80,7 @@ def _quiet_transformers():
         logging.set_verbosity(previous)
 
 
-def _load_config(path: str) -> Any:
+def load_config(path: str) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -131,13 +131,13 @@ def load_for_training(source: str, task: Task) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification
 
     path = resolve_model_source(source)
-    config = _load_config(path)
+    config = load_config(path)
     head_kwargs: dict[str, Any] = {}
     if has_task_head(config):
         _check_labels(path, config, task)
     else:
         head_kwargs = task_head_settings(task)
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(path, **head_kwargs)
     return load_tokenizer(path), model
 
@@ -168,7 +168,7 @@ def load_for_eval(source: str, task: Task) -> tuple[Any, Any]:
     _autoregister.register_all()  # lmshrink's own model classes (BiLSTM, pruned BERT)
 
     path = resolve_model_source(source)
-    config = _load_config(path)
+    config = load_config(path)
     if not has_task_head(config):
         raise ModelError(
             f"{path}: the model has no classification head; fine-tune it first "

@@ -405,14 +405,14 @@ def prune(cfg: PruneConfig) -> dict[str, Any]:
     """Prune `cfg.model` towards the target with recovery; save it to `cfg.out` with the
     report (also returned)."""
     from lmshrink.bench import measure_speed
-    from lmshrink.evaluate import _with_saved_task, score_model
+    from lmshrink.evaluate import score_model, with_saved_task
     from lmshrink.models import size_on_disk
     from lmshrink.training import set_seed
 
     _check_targets(cfg)
     out = check_out(cfg.out, cfg.overwrite)
     folder = resolve_model_source(cfg.model)
-    data_cfg = _with_saved_task(cfg.data, folder)
+    data_cfg = with_saved_task(cfg.data, folder)
     task = resolve_task(data_cfg)
     tokenizer, loaded = load_for_eval(folder, task)
     check_prunable(loaded, folder)

@@ -50,7 +50,7 @@ from lmshrink import metrics
 from lmshrink.config import DataConfig, option
 from lmshrink.data import Encoded, encode, load_eval_splits, resolve_task
 from lmshrink.errors import ConfigError, ModelError
-from lmshrink.evaluate import _with_saved_task, split_metrics
+from lmshrink.evaluate import split_metrics, with_saved_task
 from lmshrink.export import (
     EXPORT_FILE,
     MODEL_FILE,
@@ -321,7 +321,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     check_config(cfg)
     out = check_out(cfg.out, cfg.overwrite)
     folder = resolve_model_source(cfg.model)
-    data_cfg = _with_saved_task(cfg.data, folder)
+    data_cfg = with_saved_task(cfg.data, folder)
     task = resolve_task(data_cfg)
     tokenizer, model = load_for_eval(folder, task)
     splits = load_eval_splits(task, "dev", data_cfg, cfg.seed)

@@ -816,9 +816,9 @@ def build_pretrained(
     from transformers import AutoModelForSequenceClassification
 
     from lmshrink.models import (
-        _load_config,
-        _quiet_transformers,
+        load_config,
         load_tokenizer,
+        quiet_transformers,
         resolve_model_source,
     )
 
@@ -828,7 +828,7 @@ def build_pretrained(
             "student 'pretrained' needs model: a model folder, hub id or packaged:minilm."
         )
     path = resolve_model_source(model)
-    config = _load_config(path)
+    config = load_config(path)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and max_length > positions:
         raise ConfigError(
@@ -841,7 +841,7 @@ def build_pretrained(
             f"{path}: the student's tokenizer has no pad token, so batches cannot be padded; "
             "set tokenizer.pad_token (e.g. to its eos token) and save it into the folder."
         )
-    with _quiet_transformers():
+    with quiet_transformers():
         student = AutoModelForSequenceClassification.from_pretrained(
             path, ignore_mismatched_sizes=True, **task_head
         )
