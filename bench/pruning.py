@@ -146,6 +146,9 @@ def summarize(row: dict, folder: Path) -> dict:
         "heads_per_layer": report["heads_per_layer"],
         "intermediate_per_layer": report["intermediate_per_layer"],
         "pruning_steps": len(history),
+        # Batch-32 speed ratio measured right after each pruning step (the schedule's
+        # stopping test); the final ratio above is timed again after recovery.
+        "speedup_32_per_step": [h.get("speedup_32") for h in history],
         "recovery_steps": sum(h.get("recovery_steps", 0) for h in history),
         "wall_seconds": extra.get("wall_seconds"),
         "torch_threads": extra.get("torch_threads"),
@@ -231,6 +234,14 @@ def markdown(rows: list[dict], machine: dict) -> str:
         "Targets (issue 5): >= 99% of the teacher's dev score at 2x, >= 97% at 3x.",
         "",
         *target_lines(rows),
+        "",
+        "Batch-32 speed ratio measured right after each pruning step (the stopping test):",
+        "",
+        *(
+            f"- {r['id']}: "
+            + ", ".join(f"{x:.2f}x" for x in r["speedup_32_per_step"] if x is not None)
+            for r in rows
+        ),
         "",
         f"![retention against speed ratio]({PLOT_NAME})",
     ]

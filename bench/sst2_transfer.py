@@ -139,6 +139,11 @@ ROWS = [
 ]
 
 
+def transfer_of(row: dict) -> dict:
+    """The row's transfer-set settings: its own, or the benchmark's shared ones."""
+    return row.get("transfer", TRANSFER)
+
+
 def bench_dir() -> Path:
     return runs_dir() / "sst2_transfer"
 
@@ -189,7 +194,7 @@ def run_row(row: dict) -> dict:
                 "max_length": MAX_LENGTH,
                 "num_labeled": NUM_LABELED if row["setting"] == "low" else 0,
             },
-            "transfer": row.get("transfer", TRANSFER),
+            "transfer": transfer_of(row),
             "student": STUDENT,
             "stages": row["stages"],
         },
@@ -214,7 +219,7 @@ def summarize(row: dict, report: dict) -> dict:
         "parameters": report["parameters"],
         "speed_ratio_batch1": speed.get("1"),
         "speed_ratio_batch32": speed.get("32"),
-        "transfer": row.get("transfer", TRANSFER),
+        "transfer": transfer_of(row),
         "transfer_examples": report["transfer_set"].get("total"),
         "labeled_examples": report["labeled_examples"],
         "student_vocabulary": report["student_vocabulary"],

@@ -413,7 +413,7 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
             attentions.append(probs)
         pooled = self.bert.pooler(x)  # [B, H]
         logits = self.classifier(self.dropout(pooled))  # [B, C]
-        loss = self._loss(logits, labels) if labels is not None else None
+        loss = None if labels is None else sequence_classification_loss(logits, labels, config)
         output = SequenceClassifierOutput(
             loss=loss,
             logits=logits,
@@ -423,9 +423,6 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
         if return_dict is False or (return_dict is None and config.return_dict is False):
             return output.to_tuple()
         return output
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return sequence_classification_loss(logits, labels, self.config)
 
 
 def register_auto() -> None:

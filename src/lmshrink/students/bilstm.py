@@ -297,7 +297,7 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
 
         pooled = self._pool(states, valid, lengths)  # [B, 2H]
         logits = self.classifier(self.dropout(pooled))  # [B, C]
-        loss = self._loss(logits, labels) if labels is not None else None
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
 
         output = StudentOutput(loss=loss, logits=logits, pooled=pooled)
         if return_dict is False or (return_dict is None and self.config.return_dict is False):
@@ -319,9 +319,6 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         scores = scores.masked_fill(~valid, float("-inf"))
         weights = torch.softmax(scores, dim=1)  # [B, T]
         return torch.einsum("bt,bth->bh", weights, states)
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return sequence_classification_loss(logits, labels, self.config)
 
 
 def _loaded(tensor: torch.Tensor) -> bool:
