@@ -258,7 +258,7 @@ def plot(rows: list[dict]) -> None:
     axes = fig.subplots(1, 2, sharey=True)
     for ax, batch in zip(axes, ("1", "32"), strict=True):
         key = f"speed_ratio_batch{batch}"
-        for task in TASKS:
+        for index, task in enumerate(TASKS):
             group = sorted((r for r in rows if r["task"] == task), key=lambda r: r[key])
             if not group:
                 continue
@@ -267,7 +267,10 @@ def plot(rows: list[dict]) -> None:
             ax.plot(xs, ys, marker="o", label=task)
             for r, x, y in zip(group, xs[1:], ys[1:], strict=True):
                 label = f"{r['target_speedup']:g}x"
-                ax.annotate(label, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8)
+                # Labels above the first task's points, below the second's: the two tasks'
+                # points of a target lie close together.
+                offset = (5, 5) if index % 2 == 0 else (5, -12)
+                ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=8)
         if batch == "32":
             goals = sorted(RETENTION_TARGETS.items())
             ax.scatter(

@@ -15,6 +15,7 @@ TASKS = ("a", "b")
 def result(task, student, method, score, b1=5.0, b32=6.0, teacher=0.8):
     return {
         "task": task,
+        "row": f"{student}-{method}",
         "student": student,
         "method": method,
         "score": score,
