@@ -505,3 +505,50 @@ def test_pretrained_student_keeps_its_own_tokenizer(teacher_setup, tmp_path):
     assert report["dev"]["student"]["accuracy"] >= 0.85
     saved = AutoTokenizer.from_pretrained(out / "model")
     assert len(saved) == len(words)  # the student's vocabulary, not the teacher's
+
+
+LAYER_STAGES = [
+    {
+        "name": "intermediate",
+        "data": "transfer",
+        "losses": [{"name": "hidden_mse"}, {"name": "attention_mse"}],
+        "epochs": 0.5,
+        "lr": 1e-3,
+        "batch_size": 16,
+        "patience": 0,
+    },
+]
+
+
+def test_layer_wise_stages_read_the_teachers_targets_from_the_cache(
+    teacher_setup, tmp_path, capsys
+):
+    student = {"kind": "layers", "layers": 1}
+    layer_map = {"strategy": "uniform"}
+
+    def run(out, **labelling):
+        cfg = make_config(
+            teacher_setup,
+            tmp_path / out,
+            stages=LAYER_STAGES,
+            student=student,
+            layer_map=layer_map,
+            labelling=labelling,
+        )
+        return distill(cfg)["history"][-1]["dev"], capsys.readouterr().out
+
+    cached, log = run("cached")
+    assert "teacher layer targets (" in log and ": cached" in log
+    folders = [m.parent for m in (tmp_path / "cached" / "cache").glob("*/manifest.json")]
+    manifests = [json.loads((f / "manifest.json").read_text())["key"] for f in folders]
+    layer_keys = [k["layers"] for k in manifests if "layers" in k]
+    # uniform map of 1 student layer onto 2 teacher layers: (1, 2); attentions index layer 2
+    assert layer_keys == [{"hidden": [2], "attentions": [1], "values": []}]
+    online, log = run("online", layer_cache_gb=0)
+    assert "the teacher runs on every batch instead" in log
+    assert not any(
+        "layers" in json.loads(m.read_text())["key"]
+        for m in (tmp_path / "online" / "cache").glob("*/manifest.json")
+    )
+    # fp16 targets train the student to (almost) the same place as the online teacher.
+    assert cached == pytest.approx(online, rel=1e-2)

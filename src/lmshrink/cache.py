@@ -11,13 +11,15 @@ missing shard. With several processes, shard k is labelled by process k % world_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lmshrink.data import Split, bucketed_batches, collate, encode
 from lmshrink.runs import write_text_atomic
@@ -116,23 +118,39 @@ def pooled_representation(hidden: Any, attention_mask: Any, pooling: str) -> Any
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def label_transfer_set(
+class ShardCollector(Protocol):
+    """Gathers what one cache shard stores from the teacher's outputs, batch by batch."""
+
+    def teacher_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of the teacher call (output_hidden_states, ...)."""
+
+    def add(self, indices: list[int], batch: dict[str, Any], out: Any) -> None:
+        """Record the outputs of the examples at `indices` (positions within the shard)."""
+
+    def tensors(self) -> dict[str, Any]:
+        """The shard's tensors, once every example was added."""
+
+
+def fill_cache(
     teacher: Any,
     tokenizer: Any,
     texts: list[tuple[str, ...]],
     cache: TeacherCache,
     max_length: int,
     batch_size: int,
-    repr_layer: int | None,
-    repr_pooling: str = "cls",
+    new_collector: Callable[[int], ShardCollector],
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    desc: str = "teacher labels transfer set",
+    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> LabelStats:
-    """Fill the cache with the teacher's outputs on `texts` (this process's shards only).
+    """Run the teacher over the shards of `cache` this process owns and are not on disk yet
+    (shard k belongs to process k % world_size), writing each shard atomically.
 
-    `repr_layer` indexes the teacher's hidden states (0 = embeddings, -1 = last layer); None
-    stores no representation. Call `cache.load()` once every process has finished.
+    `new_collector(n)` makes the collector of a shard of n examples; `context()` wraps each
+    teacher call (e.g. hooks that capture internal tensors). Inference mode, length-bucketed
+    batches.
     """
     import torch
     from tqdm.auto import tqdm
@@ -146,7 +164,7 @@ def label_transfer_set(
     teacher.eval()
     bar = tqdm(
         total=sum(min(cache.shard_size, cache.num_examples - k * cache.shard_size) for k in todo),
-        desc="teacher labels transfer set",
+        desc=desc,
         unit="ex",
         disable=not progress or not todo,
         mininterval=2.0,
@@ -154,22 +172,15 @@ def label_transfer_set(
     for k in todo:
         lo, hi = k * cache.shard_size, min((k + 1) * cache.shard_size, cache.num_examples)
         enc = encode(tokenizer, Split("transfer", "transfer", "", texts[lo:hi], None), max_length)
-        logits = torch.zeros(hi - lo, teacher.config.num_labels)
-        rep = None
+        collector = new_collector(hi - lo)
         with torch.inference_mode():
             for indices in bucketed_batches(enc.lengths, batch_size, rng=None):
                 batch = collate(enc, indices)
-                out = teacher(**batch, output_hidden_states=repr_layer is not None)
-                logits[indices] = out.logits.float()  # [b, C]
-                if repr_layer is not None:
-                    pooled = pooled_representation(
-                        out.hidden_states[repr_layer], batch["attention_mask"], repr_pooling
-                    )
-                    if rep is None:
-                        rep = torch.zeros(hi - lo, pooled.shape[-1], dtype=torch.float16)
-                    rep[indices] = pooled.half()  # [b, H]
+                with context():
+                    out = teacher(**batch, **collector.teacher_kwargs())
+                collector.add(indices, batch, out)
                 bar.update(len(indices))
-        cache.write_shard(k, {"logits": logits, **({"repr": rep} if rep is not None else {})})
+        cache.write_shard(k, collector.tensors())
     bar.close()
     teacher.train(was_training)
     return LabelStats(
@@ -177,4 +188,67 @@ def label_transfer_set(
         shards_done_before=len(done_before),
         shards_total=cache.num_shards,
         seconds=time.perf_counter() - start,
+    )
+
+
+class _LogitsCollector:
+    """Logits [n, C] float32 and, optionally, a pooled representation [n, H] float16."""
+
+    def __init__(self, n: int, num_labels: int, repr_layer: int | None, repr_pooling: str):
+        import torch
+
+        self.logits = torch.zeros(n, num_labels)
+        self.rep: Any = None
+        self.n, self.repr_layer, self.repr_pooling = n, repr_layer, repr_pooling
+
+    def teacher_kwargs(self) -> dict[str, Any]:
+        return {"output_hidden_states": self.repr_layer is not None}
+
+    def add(self, indices: list[int], batch: dict[str, Any], out: Any) -> None:
+        import torch
+
+        self.logits[indices] = out.logits.float()  # [b, C]
+        if self.repr_layer is None:
+            return
+        pooled = pooled_representation(
+            out.hidden_states[self.repr_layer], batch["attention_mask"], self.repr_pooling
+        )
+        if self.rep is None:
+            self.rep = torch.zeros(self.n, pooled.shape[-1], dtype=torch.float16)
+        self.rep[indices] = pooled.half()  # [b, H]
+
+    def tensors(self) -> dict[str, Any]:
+        return {"logits": self.logits, **({"repr": self.rep} if self.rep is not None else {})}
+
+
+def label_transfer_set(
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[tuple[str, ...]],
+    cache: TeacherCache,
+    max_length: int,
+    batch_size: int,
+    repr_layer: int | None,
+    repr_pooling: str = "cls",
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> LabelStats:
+    """Fill the cache with the teacher's logits on `texts` (this process's shards only).
+
+    `repr_layer` indexes the teacher's hidden states (0 = embeddings, -1 = last layer); None
+    stores no representation. Call `cache.load()` once every process has finished.
+    """
+    num_labels = teacher.config.num_labels
+    return fill_cache(
+        teacher,
+        tokenizer,
+        texts,
+        cache,
+        max_length,
+        batch_size,
+        lambda n: _LogitsCollector(n, num_labels, repr_layer, repr_pooling),
+        rank,
+        world_size,
+        progress,
     )

@@ -151,6 +151,12 @@ class LabellingConfig:
         "cls", "how the teacher's token states become one vector: cls or mean."
     )
     shard_size: int = option(4096, "examples per cache shard (the unit of resumption).")
+    layer_cache_gb: float = option(
+        4.0,
+        "largest cache of the teacher's per-token targets of layer-wise losses (hidden "
+        "states, attentions, value vectors; fp16, held in memory by each process); a larger "
+        "one, or 0, runs the teacher on every batch instead.",
+    )
 
 
 @dataclasses.dataclass
@@ -300,6 +306,7 @@ class StageData:
 
     enc: Any  # lmshrink.data.Encoded
     targets: dict[str, Any]  # name -> tensor [N, ...] indexed like enc
+    layers: Any = None  # lmshrink.layer_cache.LayerTargets: cached per-token teacher targets
 
 
 class Distiller:
@@ -426,6 +433,8 @@ class Distiller:
                 idx = step_batches[acc.process_index]
                 batch = {k: v.to(acc.device) for k, v in collate(data.enc, idx).items()}
                 targets = {k: v[idx].to(acc.device) for k, v in data.targets.items()}
+                if data.layers is not None:
+                    targets.update(data.layers.take(idx, batch["input_ids"].shape[1], acc.device))
                 if "labels" in batch:  # gold labels are a loss target, not a model input
                     targets["labels"] = batch.pop("labels")
                 loss, parts = wrapped(batch, targets)
@@ -694,13 +703,18 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     if compares_attention:  # attention maps are compared: both models on eager attention
         prepare_for_attention_losses(student)
         prepare_for_attention_losses(teacher)
+    start = time.perf_counter()
+    layer_targets = _cached_layer_targets(
+        cfg, acc, paths, teacher, tokenizer, transfer, transfer_enc.lengths, key, pairs, log
+    )
+    timings["labelling_seconds"] += time.perf_counter() - start
     distiller = Distiller(
         cfg,
         acc,
         paths,
         task,
         student,
-        StageData(transfer_enc, targets(outputs.get("transfer"))),
+        StageData(transfer_enc, targets(outputs.get("transfer")), layer_targets),
         StageData(encode(student_tok, labeled, cfg.data.max_length), {}),
         DevData(dev_split, encode(student_tok, dev_split, cfg.data.max_length)),
         targets(outputs.get("dev")),
@@ -743,6 +757,68 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         devs,
         timings,
     )
+
+
+def _cached_layer_targets(
+    cfg: DistillConfig,
+    acc: Any,
+    paths: dict[str, Path],
+    teacher: Any,
+    tokenizer: Any,
+    transfer: Any,
+    lengths: list[int],
+    key: dict[str, Any],
+    pairs: list[tuple[int, int]] | None,
+    log: Any,
+) -> Any:
+    """The teacher's per-token targets of the transfer stages' layer-wise losses, labelled
+    once into the cache (or reused from it); None when no loss needs them, or when they
+    would outgrow `labelling.layer_cache_gb` (the teacher then runs on every batch)."""
+    from lmshrink.cache import TeacherCache
+    from lmshrink.layer_cache import LayerTargets, estimated_bytes, label_layer_targets, layer_needs
+
+    names = [spec.name for s in cfg.stages if s.data == "transfer" for spec in s.losses]
+    needs = layer_needs(names, pairs)
+    if not needs:
+        return None
+    tc = teacher.config
+    size_gb = (
+        estimated_bytes(lengths, needs, tc.hidden_size, tc.num_attention_heads, tc.hidden_size)
+        / 2**30
+    )
+    cap = cfg.labelling.layer_cache_gb
+    if size_gb > cap:
+        log(
+            f"teacher layer targets: {size_gb:.2f} GB would exceed labelling.layer_cache_gb "
+            f"= {cap:g}; the teacher runs on every batch instead (raise the cap to cache them)"
+        )
+        return None
+    lab = cfg.labelling
+    cache = TeacherCache(
+        paths["cache"],
+        {**key, "texts": transfer.fingerprint(), "layers": needs.as_key()},
+        len(transfer.texts),
+        lab.shard_size,
+    )
+    stats = label_layer_targets(
+        teacher,
+        tokenizer,
+        transfer.texts,
+        cache,
+        needs,
+        cfg.data.max_length,
+        lab.batch_size,
+        acc.process_index,
+        acc.num_processes,
+        cfg.progress and acc.is_local_main_process,
+    )
+    acc.wait_for_everyone()
+    log(
+        f"teacher layer targets ({size_gb:.2f} GB, fp16): "
+        + ("reused the cache" if stats.reused else "cached")
+        + f" {cache.folder}"
+    )
+    return LayerTargets.load(cache, needs, tc.num_attention_heads)
 
 
 def _check_layer_losses(

@@ -10,7 +10,9 @@ tensors; this module produces the ones a stage's losses need:
 - per-token states for layer-wise losses, from both models on the same batch (which needs
   a student that reads the teacher's tokenizer): `*_hidden_states` (embeddings first,
   [B, T, H] each), `*_attentions` ([B, heads, T, T] each), `*_values` ([B, T, H] each),
-  and `attention_mask` [B, T]. The teacher runs online, without gradient, for these.
+  and `attention_mask` [B, T]. They come from the teacher's cached targets
+  (`lmshrink.layer_cache`) when the batch brings them, else from a forward pass of the
+  teacher on the batch, without gradient.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lmshrink.losses import build_loss
 # Losses whose construction needs the layer pairs, or the two models' widths.
 NEEDS_PAIRS = {"hidden_mse", "attention_kl", "attention_mse", "value_relation"}
 NEEDS_WIDTHS = {"hidden_mse", "embedding_mse", "representation"}
+TEACHER_TOKEN_TARGETS = {"teacher_hidden_states", "teacher_attentions", "teacher_values"}
 
 
 class Objective(nn.Module):
@@ -68,7 +71,9 @@ class Objective(nn.Module):
         self, batch: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         named = {**targets, **self._run(self.student, "student", batch)}
-        if self.needs & {"teacher_hidden_states", "teacher_attentions", "teacher_values"}:
+        # Per-token teacher targets not in `targets` (from the layer cache) come from a
+        # forward pass of the teacher on this batch.
+        if (self.needs & TEACHER_TOKEN_TARGETS) - targets.keys():
             with torch.no_grad():
                 online = self._run(self._teacher[0], "teacher", batch)
             for key, value in online.items():
