@@ -545,10 +545,12 @@ def test_layer_wise_stages_read_the_teachers_targets_from_the_cache(
     # uniform map of 1 student layer onto 2 teacher layers: (1, 2); attentions index layer 2
     assert layer_keys == [{"hidden": [2], "attentions": [1], "values": []}]
     online, log = run("online", layer_cache_gb=0)
-    assert "the teacher runs on every batch instead" in log
+    assert "caching is off (labelling.layer_cache_gb = 0); the teacher runs on every" in log
     assert not any(
         "layers" in json.loads(m.read_text())["key"]
         for m in (tmp_path / "online" / "cache").glob("*/manifest.json")
     )
     # fp16 targets train the student to (almost) the same place as the online teacher.
     assert cached == pytest.approx(online, rel=1e-2)
+    _, log = run("too-big", layer_cache_gb=1e-6)
+    assert "GB would exceed labelling.layer_cache_gb = 1e-06 (raise it to cache them)" in log

@@ -788,10 +788,13 @@ def _cached_layer_targets(
     )
     cap = cfg.labelling.layer_cache_gb
     if size_gb > cap:
-        log(
-            f"teacher layer targets: {size_gb:.2f} GB would exceed labelling.layer_cache_gb "
-            f"= {cap:g}; the teacher runs on every batch instead (raise the cap to cache them)"
+        why = (
+            "caching is off (labelling.layer_cache_gb = 0)"
+            if cap <= 0
+            else f"{size_gb:.2f} GB would exceed labelling.layer_cache_gb = {cap:g} (raise it "
+            "to cache them)"
         )
+        log(f"teacher layer targets: {why}; the teacher runs on every batch instead")
         return None
     lab = cfg.labelling
     cache = TeacherCache(
