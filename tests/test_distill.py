@@ -554,3 +554,34 @@ def test_layer_wise_stages_read_the_teachers_targets_from_the_cache(
     assert cached == pytest.approx(online, rel=1e-2)
     _, log = run("too-big", layer_cache_gb=1e-6)
     assert "GB would exceed labelling.layer_cache_gb = 1e-06 (raise it to cache them)" in log
+
+
+def test_a_loss_the_layer_cache_does_not_know_gets_the_online_teacher(
+    teacher_setup, tmp_path, capsys, monkeypatch
+):
+    from torch import nn
+
+    from lmshrink.losses import LOSSES
+
+    class FirstLayerClsMSE(nn.Module):
+        """A user's loss on the teacher's first layer, which hidden_mse's uniform map (1, 2)
+        does not read and `layer_needs` does not know about."""
+
+        inputs = ("student_hidden_states", "teacher_hidden_states")
+
+        def forward(self, student_hidden_states, teacher_hidden_states):
+            return ((student_hidden_states[1][:, 0] - teacher_hidden_states[1][:, 0]) ** 2).mean()
+
+    monkeypatch.setitem(LOSSES._items, "first_cls_mse", FirstLayerClsMSE)
+    stages = [{**LAYER_STAGES[0], "losses": [{"name": "hidden_mse"}, {"name": "first_cls_mse"}]}]
+    cfg = make_config(
+        teacher_setup,
+        tmp_path / "run",
+        stages=stages,
+        student={"kind": "layers", "layers": 1},
+        layer_map={"strategy": "uniform"},
+    )
+    report = distill(cfg)
+    log = capsys.readouterr().out
+    assert "not cached (first_cls_mse reads teacher layers the cache does not know)" in log
+    assert report["history"][-1]["dev"] < 0  # minus the dev loss: it trained and evaluated

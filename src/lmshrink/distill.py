@@ -775,10 +775,30 @@ def _cached_layer_targets(
     once into the cache (or reused from it); None when no loss needs them, or when they
     would outgrow `labelling.layer_cache_gb` (the teacher then runs on every batch)."""
     from lmshrink.cache import TeacherCache
-    from lmshrink.layer_cache import LayerTargets, estimated_bytes, label_layer_targets, layer_needs
+    from lmshrink.layer_cache import (
+        KNOWN_LOSSES,
+        TARGET_NAMES,
+        LayerTargets,
+        estimated_bytes,
+        label_layer_targets,
+        layer_needs,
+    )
 
-    names = [spec.name for s in cfg.stages if s.data == "transfer" for spec in s.losses]
-    needs = layer_needs(names, pairs)
+    specs = [spec for s in cfg.stages if s.data == "transfer" for spec in s.losses]
+    unknown = sorted(
+        {
+            spec.name
+            for spec in specs
+            if _spec_inputs(spec) & set(TARGET_NAMES.values()) and spec.name not in KNOWN_LOSSES
+        }
+    )
+    if unknown:
+        log(
+            f"teacher layer targets: not cached ({', '.join(unknown)} reads teacher layers "
+            "the cache does not know); the teacher runs on every batch instead"
+        )
+        return None
+    needs = layer_needs([spec.name for spec in specs], pairs)
     if not needs:
         return None
     tc = teacher.config

@@ -51,6 +51,13 @@ class LayerNeeds:
         return {kind: list(getattr(self, kind)) for kind in TARGET_NAMES}
 
 
+# The losses whose teacher layers `layer_needs` knows; a loss registered elsewhere that reads
+# per-token teacher tensors gets them from the online teacher (the cache is not used).
+KNOWN_LOSSES = frozenset(
+    {"embedding_mse", "hidden_mse", "attention_kl", "attention_mse", "value_relation"}
+)
+
+
 def layer_needs(loss_names: Sequence[str], pairs: Sequence[Sequence[int]] | None) -> LayerNeeds:
     """The teacher layers that the losses named `loss_names` read, with `pairs` the
     (student, teacher) layer map in `hidden_states` numbering."""
