@@ -11,7 +11,6 @@ missing shard. With several processes, shard k is labelled by process k % world_
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -143,14 +142,12 @@ def fill_cache(
     world_size: int = 1,
     progress: bool = True,
     desc: str = "teacher labels transfer set",
-    context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> LabelStats:
     """Run the teacher over the shards of `cache` this process owns and are not on disk yet
     (shard k belongs to process k % world_size), writing each shard atomically.
 
-    `new_collector(n)` makes the collector of a shard of n examples; `context()` wraps each
-    teacher call (e.g. hooks that capture internal tensors). Inference mode, length-bucketed
-    batches.
+    `new_collector(n)` makes the collector of a shard of n examples. Inference mode,
+    length-bucketed batches.
     """
     import torch
     from tqdm.auto import tqdm
@@ -176,8 +173,7 @@ def fill_cache(
         with torch.inference_mode():
             for indices in bucketed_batches(enc.lengths, batch_size, rng=None):
                 batch = collate(enc, indices)
-                with context():
-                    out = teacher(**batch, **collector.teacher_kwargs())
+                out = teacher(**batch, **collector.teacher_kwargs())
                 collector.add(indices, batch, out)
                 bar.update(len(indices))
         cache.write_shard(k, collector.tensors())

@@ -777,7 +777,7 @@ def _cached_layer_targets(
     from lmshrink.cache import TeacherCache
     from lmshrink.layer_cache import (
         KNOWN_LOSSES,
-        TARGET_NAMES,
+        TEACHER_TOKEN_TARGETS,
         LayerTargets,
         estimated_bytes,
         label_layer_targets,
@@ -789,7 +789,7 @@ def _cached_layer_targets(
         {
             spec.name
             for spec in specs
-            if _spec_inputs(spec) & set(TARGET_NAMES.values()) and spec.name not in KNOWN_LOSSES
+            if _spec_inputs(spec) & TEACHER_TOKEN_TARGETS and spec.name not in KNOWN_LOSSES
         }
     )
     if unknown:

@@ -25,12 +25,13 @@ from typing import Any
 
 from lmshrink.cache import TeacherCache, fill_cache
 
-# The per-token target lists a layer-wise loss reads, and the tensors of one kind.
+# The per-token target lists a layer-wise loss reads, by the kind of tensor they hold.
 TARGET_NAMES = {
     "hidden": "teacher_hidden_states",
     "attentions": "teacher_attentions",
     "values": "teacher_values",
 }
+TEACHER_TOKEN_TARGETS = frozenset(TARGET_NAMES.values())
 BYTES_PER_VALUE = 2  # fp16
 
 
@@ -150,34 +151,22 @@ def label_layer_targets(
 
     from lmshrink.probes import capture_values
 
-    captured: list[Any] = []
-
-    @contextlib.contextmanager
-    def hooks():
-        if not needs.values:
-            yield
-            return
-        with capture_values(teacher) as values:
-            yield
-            captured[:] = values
-
-    def new_collector(n: int) -> _LayerCollector:
-        return _LayerCollector(n, needs, captured)
-
-    return fill_cache(
-        teacher,
-        tokenizer,
-        texts,
-        cache,
-        max_length,
-        batch_size,
-        new_collector,
-        rank,
-        world_size,
-        progress,
-        desc="teacher layer targets",
-        context=hooks,
-    )
+    # One set of hooks for the whole pass: each teacher call overwrites `values` in place.
+    hooks = capture_values(teacher) if needs.values else contextlib.nullcontext([])
+    with hooks as values:
+        return fill_cache(
+            teacher,
+            tokenizer,
+            texts,
+            cache,
+            max_length,
+            batch_size,
+            lambda n: _LayerCollector(n, needs, values),
+            rank,
+            world_size,
+            progress,
+            desc="teacher layer targets",
+        )
 
 
 class LayerTargets:

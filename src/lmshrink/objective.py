@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmshrink.layer_cache import TEACHER_TOKEN_TARGETS
 from lmshrink.losses import build_loss
 
 # Losses whose construction needs the layer pairs, or the two models' widths.
 NEEDS_PAIRS = {"hidden_mse", "attention_kl", "attention_mse", "value_relation"}
 NEEDS_WIDTHS = {"hidden_mse", "embedding_mse", "representation"}
-TEACHER_TOKEN_TARGETS = {"teacher_hidden_states", "teacher_attentions", "teacher_values"}
 
 
 class Objective(nn.Module):
