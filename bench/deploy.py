@@ -32,10 +32,10 @@ from common import RESULTS, glue_dir, runs_dir, teacher_dir, today, write_result
 
 from lmshrink.bench import BenchConfig, bench
 from lmshrink.config import DataConfig
-from lmshrink.gather import PLOT_FILE, ReportConfig, gather
-from lmshrink.machine import machine_info
-from lmshrink.models import read_metadata
+from lmshrink.measure.machine import machine_info
+from lmshrink.models.loading import read_metadata
 from lmshrink.quantize import RESULT_FILE, QuantizeConfig, quantize
+from lmshrink.report import PLOT_FILE, ReportConfig, gather
 
 TASK = "sst2"
 MAX_LENGTH = 64

@@ -54,10 +54,10 @@ from common import (
 )
 
 from lmshrink.config import from_dict
+from lmshrink.data.tasks import get_task
 from lmshrink.distill import DistillConfig
-from lmshrink.machine import machine_info
-from lmshrink.models import read_metadata
-from lmshrink.tasks import get_task
+from lmshrink.measure.machine import machine_info
+from lmshrink.models.loading import read_metadata
 
 TASKS = ("mrpc", "rte", "stsb", "cola", "sst2")  # cheapest first
 # Train rows per task (0: all). SST-2's 67k would cost several hours per row.

@@ -26,8 +26,8 @@ from glue_students import INTERMEDIATE, STUDENTS, TINYBERT
 
 from lmshrink.config import from_dict
 from lmshrink.distill import DistillConfig, distill
-from lmshrink.machine import machine_info
-from lmshrink.models import read_metadata
+from lmshrink.measure.machine import machine_info
+from lmshrink.models.loading import read_metadata
 
 SEED = 42
 

@@ -14,7 +14,7 @@ Results, rewritten after each row from every finished row: bench/results/pruning
 and pruning.png (retention against measured speed ratio).
 
 Speed ratio: the pruned model's throughput over the unpruned teacher's (its stock
-BertForSequenceClassification), timed by lmshrink.bench.measure_speed interleaved in the
+BertForSequenceClassification), timed by lmshrink.measure.speed.measure_speed interleaved in the
 pruning process, on the task's dev texts at batch 1 and 32; pruning stops at the first step
 whose batch-32 ratio reaches the target. Retention: pruned dev score over the teacher's (GLUE
 task score; MRPC: mean of F1 and accuracy), both scored in the same run. Nothing is selected
@@ -40,8 +40,8 @@ from common import (
 )
 
 from lmshrink.config import DataConfig
-from lmshrink.machine import machine_info
-from lmshrink.models import read_metadata
+from lmshrink.measure.machine import machine_info
+from lmshrink.models.loading import read_metadata
 from lmshrink.prune import REPORT_FILE, SPARSITY_DEFINITION, PruneConfig, prune
 
 TASKS = ("mrpc", "sst2")  # cheapest first: MRPC has 3.7k train rows and 408 dev pairs

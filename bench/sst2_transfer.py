@@ -33,11 +33,11 @@ from common import (
     write_results,
 )
 
-from lmshrink import finetune
 from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict
 from lmshrink.distill import DistillConfig
-from lmshrink.machine import machine_info
-from lmshrink.models import read_metadata
+from lmshrink.finetune import finetune
+from lmshrink.measure.machine import machine_info
+from lmshrink.models.loading import read_metadata
 
 IMDB = Path(
     os.environ.get("LMSHRINK_TRANSFER_FILE", glue_dir().parent / "transfer" / "imdb_unsup_10k.txt")

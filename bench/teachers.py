@@ -17,10 +17,10 @@ import sys
 
 from common import glue_dir, teacher_dir, today, write_results
 
-from lmshrink import finetune
 from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
-from lmshrink.machine import machine_info
-from lmshrink.models import read_metadata
+from lmshrink.finetune import finetune
+from lmshrink.measure.machine import machine_info
+from lmshrink.models.loading import read_metadata
 
 # Settings per task, chosen for the 2-core CPU budget (no tuning on dev beyond picking the
 # best evaluation point of one run). SST-2 sentences are short, so 64 tokens truncate

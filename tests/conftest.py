@@ -178,7 +178,7 @@ def distilled_run(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
     model/) made from it; keys: teacher, run, glue. Shared by the bench and report tests."""
     from lmshrink.config import from_dict
     from lmshrink.distill import DistillConfig, distill
-    from lmshrink.teacher import finetune
+    from lmshrink.finetune import finetune
 
     root = tmp_path_factory.mktemp("distilled")
     glue = root / "glue"

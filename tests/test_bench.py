@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lmshrink.bench import measure_speed
 from lmshrink.cli import main
 from lmshrink.config import DataConfig
-from lmshrink.data import Encoded
+from lmshrink.data.batching import Encoded
+from lmshrink.measure.speed import measure_speed
 
 SPEED = ["--speed-examples", "12", "--rounds", "2", "--max-length", "32"]
 
@@ -78,9 +78,9 @@ def test_bench_teacher_student_and_onnx(distilled_run, onnx_student, tmp_path, c
 
 
 def test_bench_torch_int8_folder(distilled_run, tmp_path, capsys):
-    from lmshrink.models import load_for_eval
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import load_for_eval
     from lmshrink.quantize import save_torch_int8
-    from lmshrink.tasks import get_task
 
     teacher = str(distilled_run["teacher"])
     tokenizer, model = load_for_eval(teacher, get_task("sst2"))

@@ -104,8 +104,8 @@ def _bad_inputs(tiny_encoder, sst2_dir, tmp_path):
     occupied.mkdir()
     (occupied / "keep.txt").write_text("x")
     mnli_model = tmp_path / "mnli-model"
-    from lmshrink.models import load_for_training
-    from lmshrink.tasks import get_task
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import load_for_training
 
     _, m = load_for_training(str(tiny_encoder), get_task("mnli"))
     m.save_pretrained(mnli_model)
@@ -203,6 +203,6 @@ def test_public_api_names_resolve_and_never_collide_with_submodules():
     assert not set(lmshrink.__all__) & submodules
     for name in lmshrink.__all__:
         assert getattr(lmshrink, name) is not None, name
-    from lmshrink.teacher import finetune
+    from lmshrink.distill import DistillConfig
 
-    assert lmshrink.finetune is finetune
+    assert lmshrink.DistillConfig is DistillConfig

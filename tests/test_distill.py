@@ -12,7 +12,7 @@ from conftest import make_sentences, tiny_finetune_config
 from lmshrink.config import DataConfig, from_dict
 from lmshrink.distill import DistillConfig, StageConfig, distill, validate_stages
 from lmshrink.errors import ConfigError, RunFolderError
-from lmshrink.teacher import finetune
+from lmshrink.finetune import finetune
 
 FAST_STAGES = [
     {
@@ -218,8 +218,8 @@ def test_resume_refuses_changed_settings_and_missing_runs(teacher_setup, tmp_pat
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
     teacher_setup, tmp_path, monkeypatch
 ):
-    from lmshrink import losses
     from lmshrink.distill import TrainingError
+    from lmshrink.distillation import losses
 
     real = losses.LogitMSELoss.forward
     calls = []
@@ -390,7 +390,7 @@ def test_every_shipped_recipe_fits_the_packaged_minilm_teacher(path):
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
     from lmshrink.distill import _check_layer_losses, student_settings
-    from lmshrink.models import resolve_model_source
+    from lmshrink.models.loading import resolve_model_source
     from lmshrink.students import STUDENTS, student_tokenizer
 
     cfg = from_dict(DistillConfig, yaml.safe_load(path.read_text()))
@@ -561,7 +561,7 @@ def test_a_loss_the_layer_cache_does_not_know_gets_the_online_teacher(
 ):
     from torch import nn
 
-    from lmshrink.losses import LOSSES
+    from lmshrink.distillation.losses import LOSSES
 
     class FirstLayerClsMSE(nn.Module):
         """A user's loss on the teacher's first layer, which hidden_mse's uniform map (1, 2)

@@ -5,9 +5,9 @@ import pytest
 from conftest import tiny_finetune_config, write_tsv
 
 from lmshrink.config import DataConfig
+from lmshrink.data.tasks import get_task
 from lmshrink.evaluate import EvaluateConfig, evaluate, format_table, split_metrics
-from lmshrink.tasks import get_task
-from lmshrink.teacher import finetune
+from lmshrink.finetune import finetune
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_max_eval_samples_takes_a_subset(trained, sst2_dir):
 
 
 def test_split_metrics_for_mnli_mismatched_and_regression():
-    from lmshrink.data import Split
+    from lmshrink.data.splits import Split
 
     mm = Split("mnli", "dev_mismatched", "x", [("a", "b")] * 3, [0, 1, 2])
     logits = np.array([[3, 0, 0], [0, 3, 0], [3, 0, 0]], dtype=np.float32)
@@ -59,7 +59,7 @@ def test_split_metrics_for_mnli_mismatched_and_regression():
 
 
 def test_mnli_dev_scores_matched_and_mismatched(tiny_encoder, tmp_path):
-    from lmshrink.models import load_for_training
+    from lmshrink.models.loading import load_for_training
 
     header = ["index", "sentence1", "sentence2", "gold_label"]
     rows = [

@@ -61,11 +61,11 @@ def models(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
         DistilBertForSequenceClassification,
     )
 
-    from lmshrink.models import load_for_eval, task_head_settings
+    from lmshrink.data.tasks import get_task
+    from lmshrink.finetune import finetune
+    from lmshrink.models.loading import load_for_eval, task_head_settings
     from lmshrink.prune import prune_to
     from lmshrink.students import build_bilstm, build_layer_subset
-    from lmshrink.tasks import get_task
-    from lmshrink.teacher import finetune
 
     root = tmp_path_factory.mktemp("export")
     glue = glue_folder(root)
@@ -120,8 +120,8 @@ def export_config(models, name: str, out: Path, task: str = "sst2", **onnx) -> E
 
 def torch_logits(folder: Path, texts: list, task: str = "sst2") -> torch.Tensor:
     """The PyTorch model's logits for `texts` (strings or pairs), one right-padded batch."""
-    from lmshrink.models import load_for_eval
-    from lmshrink.tasks import get_task
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import load_for_eval
 
     tokenizer, model = load_for_eval(str(folder), get_task(task))
     pairs = isinstance(texts[0], tuple)
@@ -201,8 +201,8 @@ def test_bilstm_onnx_prediction_does_not_depend_on_padding(models, tmp_path):
     traced through the unpadded fast path would run the reverse LSTM over the padding."""
     from transformers import AutoTokenizer
 
-    from lmshrink.models import load_for_eval
-    from lmshrink.tasks import get_task
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import load_for_eval
 
     tokenizer, model = load_for_eval(str(models["bilstm"]), get_task("sst2"))
     alone = dict(tokenizer(["the movie was great"], return_tensors="pt"))
@@ -256,10 +256,11 @@ def test_a_corrupted_onnx_weight_fails_parity_and_writes_nothing(
 def test_parity_reports_the_difference_it_sees(models, tmp_path):
     """check_parity's numbers are those of the graph: an exact copy passes, a shifted
     classifier bias gives that shift as the max difference."""
-    from lmshrink.data import encode, read_split
+    from lmshrink.data.batching import encode
+    from lmshrink.data.splits import read_split
+    from lmshrink.data.tasks import get_task
     from lmshrink.export import example_batch, onnx_input_names
-    from lmshrink.models import load_for_eval
-    from lmshrink.tasks import get_task
+    from lmshrink.models.loading import load_for_eval
 
     task = get_task("sst2")
     tokenizer, model = load_for_eval(str(models["teacher"]), task)

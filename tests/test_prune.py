@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmshrink.data import Encoded, collate
+from lmshrink.data.batching import Encoded, collate
 from lmshrink.prune import (
     Importance,
     PruneConfig,
@@ -193,7 +193,7 @@ def test_prune_reaches_target_and_writes_report(teacher_dir, sst2_dir, tmp_path)
     from transformers import AutoModelForSequenceClassification
 
     import lmshrink  # noqa: F401
-    from lmshrink.models import size_on_disk
+    from lmshrink.models.loading import size_on_disk
 
     out = tmp_path / "pruned"
     report = prune(prune_config(teacher_dir, sst2_dir, out))
@@ -228,7 +228,7 @@ def test_prune_a_roberta_then_load_it(roberta_dir, sst2_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import lmshrink  # noqa: F401
-    from lmshrink.pruned import PrunedBertForSequenceClassification
+    from lmshrink.models.pruned_bert import PrunedBertForSequenceClassification
 
     out = tmp_path / "pruned-roberta"
     report = prune(prune_config(roberta_dir, sst2_dir, out))
@@ -321,7 +321,7 @@ def test_cli_refuses_a_bilstm_folder(tiny_encoder, sst2_dir, tmp_path, capsys):
     from transformers import BertTokenizer
 
     from lmshrink.cli import main
-    from lmshrink.students.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+    from lmshrink.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
 
     tokenizer = BertTokenizer.from_pretrained(tiny_encoder)
     folder = tmp_path / "bilstm"

@@ -13,11 +13,11 @@ onnx = pytest.importorskip("onnx")
 import torch  # noqa: E402
 from test_export import models  # noqa: E402, F401  (the module-scoped model folders)
 
-from lmshrink import machine  # noqa: E402
 from lmshrink.cli import main  # noqa: E402
 from lmshrink.config import DataConfig  # noqa: E402
 from lmshrink.errors import ModelError  # noqa: E402
 from lmshrink.export import OnnxSettings  # noqa: E402
+from lmshrink.measure import machine  # noqa: E402
 from lmshrink.quantize import (  # noqa: E402
     QuantizeConfig,
     choose_best,
@@ -88,8 +88,8 @@ def test_quantize_scores_and_times_every_backend(models, tmp_path, name, int8_op
     assert (out / "onnx-int8" / "tokenizer.json").is_file()
 
     # The saved PyTorch int8 model reloads without pickles, quantized, and deterministic.
-    from lmshrink.models import load_for_eval
-    from lmshrink.tasks import get_task
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import load_for_eval
 
     reloaded = load_quantized(out)  # the --out folder; its torch-int8/ is found
     kinds = {type(m).__module__ for m in reloaded.modules()}

@@ -3,7 +3,7 @@
 import pytest
 
 from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
-from lmshrink.teacher import finetune
+from lmshrink.finetune import finetune
 
 pytestmark = pytest.mark.slow
 

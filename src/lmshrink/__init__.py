@@ -5,11 +5,11 @@ Each workflow is a function in its own module, taking the typed config the CLI b
     from lmshrink.distill import distill, DistillConfig
     report = distill(DistillConfig(...))
 
-    lmshrink.teacher.finetune, lmshrink.distill.distill, lmshrink.prune.prune,
+    lmshrink.finetune.finetune, lmshrink.distill.distill, lmshrink.prune.prune,
     lmshrink.export.export, lmshrink.quantize.quantize, lmshrink.evaluate.evaluate,
-    lmshrink.bench.bench, lmshrink.gather.gather (`lmshrink report`)
+    lmshrink.bench.bench, lmshrink.report.gather (`lmshrink report`)
 
-The package itself lazily exports `finetune` and the config classes (so that
+The package itself lazily exports the config classes (so that
 `import lmshrink` stays fast). It does not re-export functions named like their module
 (`distill`, `export`, ...): once that submodule is imported, Python binds the module to
 the package attribute, so such a name would sometimes mean the function and sometimes
@@ -24,7 +24,6 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "finetune": "lmshrink.teacher",
     "FinetuneConfig": "lmshrink.config",
     "DataConfig": "lmshrink.config",
     "TrainConfig": "lmshrink.config",
@@ -34,7 +33,7 @@ _API = {
     "QuantizeConfig": "lmshrink.quantize",
     "EvaluateConfig": "lmshrink.evaluate",
     "BenchConfig": "lmshrink.bench",
-    "ReportConfig": "lmshrink.gather",
+    "ReportConfig": "lmshrink.report",
     "LmshrinkError": "lmshrink.errors",
 }
 _RENAMED: dict[str, tuple[str, str]] = {}
@@ -44,7 +43,7 @@ __all__ = sorted([*_API, *_RENAMED]) + ["__version__"]
 # lmshrink's own model classes (BiLSTM and pruned students) load with
 # AutoModelForSequenceClassification once `import lmshrink` has run; the registration waits
 # until transformers' Auto API is imported, so that this import stays fast.
-from lmshrink import _autoregister  # noqa: E402
+from lmshrink.models import autoregister as _autoregister  # noqa: E402
 
 _autoregister.install()
 

@@ -14,88 +14,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lmshrink.config import DataConfig, option
-from lmshrink.data import Encoded, collate
 from lmshrink.errors import ConfigError, ModelError
+from lmshrink.measure.speed import measure_speed
 
 BENCH_FORMAT = "lmshrink-bench"
-
-
-def _run_batches(
-    model: Any, enc: Encoded, batch_size: int, limit: int, laps: list[float] | None = None
-) -> float:
-    """Seconds to predict the first `limit` examples in batches of `batch_size`; when `laps`
-    is given, the seconds of each model call are appended to it (for latency percentiles)."""
-    import torch
-
-    n = min(limit, len(enc))
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for lo in range(0, n, batch_size):
-            batch = collate(enc, list(range(lo, min(n, lo + batch_size))))
-            batch.pop("labels", None)
-            called = time.perf_counter()
-            model(**batch)
-            if laps is not None:
-                laps.append(time.perf_counter() - called)
-    return time.perf_counter() - start
-
-
-def measure_speed(
-    models: dict[str, tuple[Any, Encoded]],
-    batch_sizes: tuple[int, ...] = (1, 32),
-    limit: dict[int, int] | None = None,
-    rounds: int = 3,
-) -> dict[str, Any]:
-    """Throughput of each model (examples/s) at each batch size, and ratios to the first.
-
-    `models` maps a name to (model, its encoded inputs). The examples are taken in their
-    dataset order (not sorted by length), batches padded to their longest example. Every
-    model runs once for warm-up, then the models take turns `rounds` times; the median of
-    the rounds is kept. `latency_ms[name][batch size]` gives the p50 and p95 of one call
-    (one batch) over every batch of every round: at batch size 1, per-example latency.
-    """
-    limit = limit or {1: 200, 32: 1024}
-    for model, _ in models.values():
-        model.eval()
-    result: dict[str, Any] = {
-        "batch_sizes": list(batch_sizes),
-        "rounds": rounds,
-        "examples": {},
-        "per_second": {},
-        "ratio": {},
-        "latency_ms": {},
-    }
-    for bs in batch_sizes:
-        n = limit.get(bs, 256)
-        for model, enc in models.values():  # warm-up
-            _run_batches(model, enc, bs, min(n, 4 * bs))
-        times: dict[str, list[float]] = {name: [] for name in models}
-        laps: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(rounds):
-            for name, (model, enc) in models.items():
-                times[name].append(_run_batches(model, enc, bs, n, laps[name]))
-        first = next(iter(models))
-        result["examples"][str(bs)] = min(n, len(next(iter(models.values()))[1]))
-        for name, (_, enc) in models.items():
-            median = statistics.median(times[name])
-            done = min(n, len(enc))  # examples actually predicted per round
-            result["per_second"].setdefault(name, {})[str(bs)] = done / median
-            result["ratio"].setdefault(name, {})[str(bs)] = statistics.median(times[first]) / median
-            ms = 1000 * np.asarray(laps[name])
-            result["latency_ms"].setdefault(name, {})[str(bs)] = {
-                "p50": float(np.percentile(ms, 50)),
-                "p95": float(np.percentile(ms, 95)),
-                "calls": int(ms.size),
-            }
-    return result
 
 
 # --- lmshrink bench ---------------------------------------------------------------------
@@ -144,7 +72,7 @@ def model_kind(arg: str) -> tuple[str, str]:
     """(kind, folder) of a model argument: "onnx", "torch-int8" or "torch-fp32" (a model
     folder, or a run folder holding model/); a clear error for anything else."""
     from lmshrink.export import MODEL_FILE
-    from lmshrink.models import resolve_model_source
+    from lmshrink.models.loading import resolve_model_source
     from lmshrink.quantize import QUANT_FILE, RESULT_FILE
 
     path = Path(arg).expanduser()
@@ -178,7 +106,7 @@ def model_kind(arg: str) -> tuple[str, str]:
 def saved_task(folder: str) -> str:
     """The task a model folder was made for (lmshrink.json, or export.json for ONNX), or ""."""
     from lmshrink.export import EXPORT_FILE
-    from lmshrink.models import read_metadata
+    from lmshrink.models.loading import read_metadata
 
     task = read_metadata(folder).get("task", "")
     export = Path(folder) / EXPORT_FILE
@@ -223,7 +151,12 @@ def onnx_parameters(path: Path) -> int:
 def load_bench_model(name: str, kind: str, folder: str, task: Any) -> BenchModel:
     """Load one model to bench the way it is served (see `model_kind` for the kinds)."""
     from lmshrink.export import EXPORT_FILE, MODEL_FILE, OnnxClassifier
-    from lmshrink.models import count_parameters, load_for_eval, load_tokenizer, size_on_disk
+    from lmshrink.models.loading import (
+        count_parameters,
+        load_for_eval,
+        load_tokenizer,
+        size_on_disk,
+    )
     from lmshrink.quantize import load_quantized, serialized_bytes
 
     disk = size_on_disk(folder)
@@ -292,10 +225,12 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     `--json` writes) the models' numbers, ratios to the first model, and the machine."""
     import torch
 
-    from lmshrink import __version__, metrics
-    from lmshrink.data import encode, load_eval_splits, resolve_task
+    from lmshrink import __version__
+    from lmshrink.data.batching import encode
+    from lmshrink.data.splits import load_eval_splits, resolve_task
     from lmshrink.evaluate import score_model
-    from lmshrink.machine import cpu_flags, int8_flags, machine_info
+    from lmshrink.measure import metrics
+    from lmshrink.measure.machine import cpu_flags, int8_flags, machine_info
 
     check_bench_config(cfg)
     kinds = [model_kind(arg) for arg in cfg.models]  # every argument checked before loading

@@ -86,7 +86,7 @@ def _build_config(cls: type, args: argparse.Namespace, dests: dict[str, str]) ->
 
 
 def _cmd_finetune(cfg: Any) -> None:
-    from lmshrink.teacher import finetune
+    from lmshrink.finetune import finetune
 
     meta = finetune(cfg)
     scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in meta["dev"].items())
@@ -106,7 +106,7 @@ def _cmd_evaluate(cfg: Any) -> None:
 
 def _cmd_distill(cfg: Any) -> None:
     from lmshrink.distill import distill
-    from lmshrink.report import markdown
+    from lmshrink.reporting.run_report import markdown
 
     report = distill(cfg)
     if "model_dir" in report:  # only the main process saves the model and prints the report
@@ -145,7 +145,7 @@ def _cmd_bench(cfg: Any) -> None:
 
 
 def _cmd_report(cfg: Any) -> None:
-    from lmshrink.gather import format_summary, gather
+    from lmshrink.report import format_summary, gather
 
     print(format_summary(gather(cfg)))
 
@@ -170,9 +170,9 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
     from lmshrink.distill import DistillConfig
     from lmshrink.evaluate import EvaluateConfig
     from lmshrink.export import ExportConfig
-    from lmshrink.gather import ReportConfig
     from lmshrink.prune import PruneConfig
     from lmshrink.quantize import QuantizeConfig
+    from lmshrink.report import ReportConfig
 
     return {
         "finetune": (

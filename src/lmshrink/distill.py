@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from lmshrink.config import DataConfig, option
+from lmshrink.data.transfer import TransferConfig
+from lmshrink.distillation.layer_map import LayerMapConfig
 from lmshrink.errors import ConfigError, TrainingError
-from lmshrink.layer_map import LayerMapConfig
-from lmshrink.transfer import TransferConfig
 
 
 @dataclasses.dataclass
 class LossSpec:
     """One weighted loss of a stage."""
 
-    name: str = option("", "loss name (see lmshrink.losses.LOSSES).")
+    name: str = option("", "loss name (see lmshrink.distillation.losses.LOSSES).")
     weight: float = option(1.0, "weight of this loss in the stage's sum.")
     params: dict[str, Any] = option({}, "loss parameters, e.g. {temperature: 2.0}.")
 
@@ -273,7 +273,7 @@ def epoch_batches(
     lengths: list[int], stage: StageConfig, seed: int, stage_index: int, epoch: int, world: int
 ) -> list[list[list[int]]]:
     """Per step, one index batch per process; the same on every process for a seed."""
-    from lmshrink.data import bucketed_batches
+    from lmshrink.data.batching import bucketed_batches
 
     rng = random.Random(f"{seed}/{stage_index}/{epoch}")
     batches = bucketed_batches(lengths, stage.batch_size, rng)
@@ -304,9 +304,11 @@ def run_folder_paths(out: Path) -> dict[str, Path]:
 class StageData:
     """What a stage iterates: encoded inputs and, per example, its targets."""
 
-    enc: Any  # lmshrink.data.Encoded
+    enc: Any  # lmshrink.data.splits.Encoded
     targets: dict[str, Any]  # name -> tensor [N, ...] indexed like enc
-    layers: Any = None  # lmshrink.layer_cache.LayerTargets: cached per-token teacher targets
+    layers: Any = (
+        None  # lmshrink.distillation.layer_cache.LayerTargets: cached per-token teacher targets
+    )
 
 
 class Distiller:
@@ -345,14 +347,14 @@ class Distiller:
         not train the classifier (representation matching)."""
         import torch
 
-        from lmshrink import metrics
         from lmshrink.evaluate import split_metrics
-        from lmshrink.training import predict
+        from lmshrink.measure import metrics
+        from lmshrink.training.inference import predict
 
         if "student_logits" in objective.needs:
             outputs = predict(self.student, self.dev.enc, self.cfg.eval_batch_size)
             return metrics.task_score(split_metrics(self.task, outputs, self.dev.split))
-        from lmshrink.data import bucketed_batches, collate
+        from lmshrink.data.batching import bucketed_batches, collate
 
         total, count = 0.0, 0
         objective.eval()
@@ -372,10 +374,10 @@ class Distiller:
         import torch
         from tqdm.auto import tqdm
 
-        from lmshrink.checkpoint import load_checkpoint, save_checkpoint, save_weights
-        from lmshrink.data import collate
-        from lmshrink.objective import Objective
-        from lmshrink.training import build_optimizer
+        from lmshrink.data.batching import collate
+        from lmshrink.distillation.objective import Objective
+        from lmshrink.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
+        from lmshrink.training.optim import build_optimizer
 
         acc, cfg = self.acc, self.cfg
         data = self.data[stage.data]
@@ -477,7 +479,7 @@ class Distiller:
     def _evaluate(
         self, objective: Any, stage: StageConfig, index: int, state: dict[str, Any], best_path: Path
     ) -> None:
-        from lmshrink.checkpoint import save_weights
+        from lmshrink.training.checkpoint import save_weights
 
         score = self.dev_score(objective, stage)
         improved = score > state["best"]
@@ -528,8 +530,8 @@ def _maybe_kill_for_test(stage_index: int, step: int) -> None:
 
 @dataclasses.dataclass
 class DevData:
-    split: Any  # lmshrink.data.Split
-    enc: Any  # lmshrink.data.Encoded
+    split: Any  # lmshrink.data.splits.Split
+    enc: Any  # lmshrink.data.splits.Encoded
 
 
 def _prepare_out(cfg: DistillConfig, out: Path) -> None:
@@ -576,20 +578,25 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from lmshrink.cache import TeacherCache, folder_fingerprint, label_transfer_set
-    from lmshrink.checkpoint import latest_checkpoint, load_checkpoint
     from lmshrink.config import dump_yaml
-    from lmshrink.data import Split, encode, load_eval_splits, read_split, resolve_task
-    from lmshrink.models import (
+    from lmshrink.data.batching import encode
+    from lmshrink.data.splits import Split, load_eval_splits, read_split, resolve_task
+    from lmshrink.data.transfer import build_transfer_set
+    from lmshrink.distillation.objective import prepare_for_attention_losses
+    from lmshrink.distillation.teacher_cache import (
+        TeacherCache,
+        folder_fingerprint,
+        label_transfer_set,
+    )
+    from lmshrink.models.loading import (
         count_parameters,
         load_for_eval,
         resolve_model_source,
         task_head_settings,
     )
-    from lmshrink.objective import prepare_for_attention_losses
     from lmshrink.students import STUDENTS, student_tokenizer
-    from lmshrink.training import set_seed
-    from lmshrink.transfer import build_transfer_set
+    from lmshrink.training.checkpoint import latest_checkpoint, load_checkpoint
+    from lmshrink.training.optim import set_seed
 
     # Theseus leaves the successor layers of unreplaced groups without gradient in a step.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.student.kind == "theseus")
@@ -740,7 +747,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         distiller.run_stage(index, cfg.stages[index], resume_from if index == first else None)
     timings["training_seconds"] = time.perf_counter() - start
 
-    from lmshrink.report import finish_run
+    from lmshrink.reporting.run_report import finish_run
 
     return finish_run(
         cfg,
@@ -774,8 +781,7 @@ def _cached_layer_targets(
     """The teacher's per-token targets of the transfer stages' layer-wise losses, labelled
     once into the cache (or reused from it); None when no loss needs them, or when they
     would outgrow `labelling.layer_cache_gb` (the teacher then runs on every batch)."""
-    from lmshrink.cache import TeacherCache
-    from lmshrink.layer_cache import (
+    from lmshrink.distillation.layer_cache import (
         KNOWN_LOSSES,
         TEACHER_TOKEN_TARGETS,
         LayerTargets,
@@ -783,6 +789,7 @@ def _cached_layer_targets(
         label_layer_targets,
         layer_needs,
     )
+    from lmshrink.distillation.teacher_cache import TeacherCache
 
     specs = [spec for s in cfg.stages if s.data == "transfer" for spec in s.losses]
     unknown = sorted(
@@ -850,7 +857,7 @@ def _check_layer_losses(
     """For stages with per-token losses: check that the pair of models fits them and map
     the layers. Returns (layer pairs, or None when no loss needs them; whether attention
     maps are compared, which needs eager attention)."""
-    from lmshrink.layer_map import (
+    from lmshrink.distillation.layer_map import (
         LayerShape,
         check_attention_heads,
         check_relation_heads,
@@ -883,7 +890,7 @@ def _check_layer_losses(
 
 
 def _spec_inputs(spec: LossSpec) -> set[str]:
-    from lmshrink.losses import LOSSES
+    from lmshrink.distillation.losses import LOSSES
 
     return set(LOSSES.get(spec.name).inputs)
 

@@ -9,19 +9,20 @@ from typing import Any
 
 import numpy as np
 
-from lmshrink import metrics
 from lmshrink.config import DataConfig, option
-from lmshrink.data import Split, encode, load_eval_splits, resolve_task
+from lmshrink.data.batching import encode
+from lmshrink.data.splits import Split, load_eval_splits, resolve_task
+from lmshrink.data.tasks import METRIC_SUFFIX, Task
 from lmshrink.errors import DataError
-from lmshrink.models import (
+from lmshrink.measure import metrics
+from lmshrink.models.loading import (
     count_parameters,
     load_for_eval,
     read_metadata,
     resolve_model_source,
     size_on_disk,
 )
-from lmshrink.tasks import METRIC_SUFFIX, Task
-from lmshrink.training import predict
+from lmshrink.training.inference import predict
 
 
 @dataclasses.dataclass

@@ -44,12 +44,13 @@ from typing import Any
 import numpy as np
 
 from lmshrink.config import DataConfig, option
-from lmshrink.data import Encoded, collate, encode, load_eval_splits, resolve_task
+from lmshrink.data.batching import Encoded, collate, encode
+from lmshrink.data.splits import load_eval_splits, resolve_task
+from lmshrink.data.tasks import Task
 from lmshrink.errors import ConfigError, LmshrinkError, MissingDependencyError, ModelError
 from lmshrink.evaluate import with_saved_task
-from lmshrink.models import METADATA_FILE, load_for_eval, resolve_model_source
+from lmshrink.models.loading import METADATA_FILE, load_for_eval, resolve_model_source
 from lmshrink.runs import check_out, staged_output
-from lmshrink.tasks import Task
 
 ONNX_OPSET = 17
 # The TorchScript exporter's range: 14 for attention, 20 is its maximum.

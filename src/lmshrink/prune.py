@@ -2,8 +2,8 @@
 XLM-R), with distillation recovery.
 
 Attention heads and FFN neurons are removed from the weight matrices (the result is a
-`PrunedBertForSequenceClassification`, see `lmshrink.pruned`), so the model is really smaller
-and faster, and loads with `AutoModelForSequenceClassification.from_pretrained`.
+`PrunedBertForSequenceClassification`, see `lmshrink.models.pruned_bert`), so the model is
+really smaller and faster, and loads with `AutoModelForSequenceClassification.from_pretrained`.
 
 **Importance**, estimated on the task's training data with the model's own task loss:
 - a head's importance is `|dL/dg_h|` for a gate `g_h = 1` multiplied into its context vector
@@ -52,19 +52,18 @@ import random
 import time
 from typing import Any
 
-from lmshrink import __version__, metrics
+from lmshrink import __version__
 from lmshrink.config import DataConfig, TrainConfig, dump_yaml, option, to_dict
-from lmshrink.data import (
-    Encoded,
-    bucketed_batches,
-    collate,
-    encode,
-    load_eval_splits,
-    read_split,
-    resolve_task,
-)
+from lmshrink.data.batching import Encoded, bucketed_batches, collate, encode
+from lmshrink.data.splits import load_eval_splits, read_split, resolve_task
 from lmshrink.errors import ConfigError
-from lmshrink.models import METADATA_FILE, count_parameters, load_for_eval, resolve_model_source
+from lmshrink.measure import metrics
+from lmshrink.models.loading import (
+    METADATA_FILE,
+    count_parameters,
+    load_for_eval,
+    resolve_model_source,
+)
 from lmshrink.runs import check_out, staged_output
 
 REPORT_FILE = "prune.json"
@@ -80,7 +79,7 @@ SOURCES = {
     "RobertaForSequenceClassification": "roberta",
     "XLMRobertaForSequenceClassification": "roberta",
 }
-# RoBERTa's state keys -> the pruned model's (BERT's names; see lmshrink.pruned).
+# RoBERTa's state keys -> the pruned model's (BERT's names; see lmshrink.models.pruned_bert).
 ROBERTA_KEYS = {
     "roberta.": "bert.",
     "classifier.dense.": "bert.pooler.dense.",
@@ -127,7 +126,7 @@ class PruneConfig:
 
 def check_prunable(model: Any, source: str = "the model") -> None:
     """Raise ConfigError unless `model` is a BERT-family classifier that can be pruned."""
-    from lmshrink.pruned import MODEL_TYPE
+    from lmshrink.models.pruned_bert import MODEL_TYPE
 
     model_type = getattr(model.config, "model_type", "?")
     if model_type == MODEL_TYPE:
@@ -147,7 +146,11 @@ def from_bert(model: Any) -> Any:
     """A `PrunedBertForSequenceClassification` with nothing removed, computing the same
     logits as the given BERT, RoBERTa or XLM-R classifier (same weights; BERT's state keys,
     RoBERTa's renamed as `ROBERTA_KEYS` says)."""
-    from lmshrink.pruned import MODEL_TYPE, PrunedBertConfig, PrunedBertForSequenceClassification
+    from lmshrink.models.pruned_bert import (
+        MODEL_TYPE,
+        PrunedBertConfig,
+        PrunedBertForSequenceClassification,
+    )
 
     check_prunable(model)
     if model.config.model_type == MODEL_TYPE:
@@ -283,7 +286,7 @@ def prune_to(model: Any, head_keep: dict[int, list[int]], neuron_keep: dict[int,
     other heads and neurons gated to 0."""
     import torch
 
-    from lmshrink.pruned import PrunedBertForSequenceClassification
+    from lmshrink.models.pruned_bert import PrunedBertForSequenceClassification
 
     model = from_bert(model)
     config = copy.deepcopy(model.config)
@@ -336,9 +339,9 @@ def recover(
     over all layers); returns the mean loss of the last steps."""
     import torch
 
+    from lmshrink.distillation.losses import build_loss
     from lmshrink.errors import TrainingError
-    from lmshrink.losses import build_loss
-    from lmshrink.training import build_optimizer
+    from lmshrink.training.optim import build_optimizer
 
     if steps <= 0:
         return 0.0
@@ -404,10 +407,10 @@ def _check_targets(cfg: PruneConfig) -> None:
 def prune(cfg: PruneConfig) -> dict[str, Any]:
     """Prune `cfg.model` towards the target with recovery; save it to `cfg.out` with the
     report (also returned)."""
-    from lmshrink.bench import measure_speed
     from lmshrink.evaluate import score_model, with_saved_task
-    from lmshrink.models import size_on_disk
-    from lmshrink.training import set_seed
+    from lmshrink.measure.speed import measure_speed
+    from lmshrink.models.loading import size_on_disk
+    from lmshrink.training.optim import set_seed
 
     _check_targets(cfg)
     out = check_out(cfg.out, cfg.overwrite)

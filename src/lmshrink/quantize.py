@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from lmshrink import metrics
 from lmshrink.config import DataConfig, option
-from lmshrink.data import Encoded, encode, load_eval_splits, resolve_task
+from lmshrink.data.batching import Encoded, encode
+from lmshrink.data.splits import load_eval_splits, resolve_task
 from lmshrink.errors import ConfigError, ModelError
 from lmshrink.evaluate import split_metrics, with_saved_task
 from lmshrink.export import (
@@ -62,7 +62,8 @@ from lmshrink.export import (
     save_serving_files,
     write_json,
 )
-from lmshrink.models import (
+from lmshrink.measure import metrics
+from lmshrink.models.loading import (
     count_parameters,
     load_for_eval,
     resolve_model_source,
@@ -240,7 +241,7 @@ def score_variant(
     model: Any, tokenizer: Any, task: Any, splits: list[Any], max_length: int, cfg: QuantizeConfig
 ) -> tuple[dict[str, float], np.ndarray]:
     """(metrics over the dev split and its companions, outputs [N, C] on the first split)."""
-    from lmshrink.training import predict
+    from lmshrink.training.inference import predict
 
     scores: dict[str, float] = {}
     first: np.ndarray | None = None
@@ -315,8 +316,8 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     say which is best on this CPU; writes everything to `cfg.out` (see the module doc)."""
     import torch
 
-    from lmshrink.bench import measure_speed
-    from lmshrink.machine import cpu_model, int8_flags
+    from lmshrink.measure.machine import cpu_model, int8_flags
+    from lmshrink.measure.speed import measure_speed
 
     check_config(cfg)
     out = check_out(cfg.out, cfg.overwrite)

@@ -1,314 +1,196 @@
-"""The BiLSTM student model: config, forward, pooling, losses, save/load, Auto registration."""
+"""Teacher-derived student embeddings: vocabulary, PCA reduction, building a BiLSTM student."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
-from safetensors import safe_open
 
-from lmshrink.students.bilstm import (
-    BiLSTMConfig,
-    BiLSTMForSequenceClassification,
-    StudentOutput,
-    register_auto,
-)
+from lmshrink.models.bilstm import BiLSTMForSequenceClassification, register_auto
+from lmshrink.students import bilstm as emb
+from lmshrink.students.bilstm import build_bilstm, collect_vocab, reduce_embeddings
 
-TEACHER_VOCAB = 60
-VOCAB = 25
-PAD_ID = 0  # teacher id of the pad token
-
-
-def make_model(seed: int = 0, **overrides) -> BiLSTMForSequenceClassification:
-    """A tiny student with every weight and the token map randomised (in eval mode).
-
-    Randomising everything (zero-initialised attention and segment vectors included) makes
-    a test fail if any tensor were re-initialised on load or ignored in forward.
-    """
-    settings = dict(
-        vocab_size=VOCAB,
-        teacher_vocab_size=TEACHER_VOCAB,
-        embedding_dim=16,
-        hidden_size=8,
-        num_layers=2,
-        dropout=0.1,
-        pooling="max",
-        pad_token_id=PAD_ID,
-        pad_row=0,
-        unk_row=1,
-        num_labels=3,
-    )
-    settings.update(overrides)
-    torch.manual_seed(seed)
-    model = BiLSTMForSequenceClassification(BiLSTMConfig(**settings))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.5)
-        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (TEACHER_VOCAB,)))
-    return model.eval()
+TEXTS = [
+    ("the movie was good",),
+    ("a dull plot!",),
+    ("he sat on the mat", "she is charming"),
+    ("it is very quite really weak and this story cat dog", "yes"),
+]
 
 
-def random_batch(lengths: list[int], seed: int = 1) -> dict[str, torch.Tensor]:
-    """Right-padded teacher ids [B, T], with random garbage ids in the padded positions."""
+@pytest.fixture(scope="module")
+def teacher(tiny_encoder):
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoModel.from_pretrained(tiny_encoder), AutoTokenizer.from_pretrained(tiny_encoder)
+
+
+def expected_ids(tokenizer, texts, max_length):
+    ids = set(tokenizer.all_special_ids)
+    for fields in texts:
+        ids.update(tokenizer(*fields, truncation=True, max_length=max_length)["input_ids"])
+    return sorted(ids)
+
+
+# --- collect_vocab --------------------------------------------------------------------
+
+
+def test_collect_vocab_is_the_tokenized_ids_plus_specials(teacher, monkeypatch):
+    _, tokenizer = teacher
+    monkeypatch.setattr(emb, "TOKENIZE_CHUNK", 1)  # several tokenizer calls per group
+    got = collect_vocab(tokenizer, TEXTS, max_length=12)
+    assert got == expected_ids(tokenizer, TEXTS, 12)
+    ids = tokenizer.convert_tokens_to_ids
+    assert ids("[MASK]") in got  # special, never in the texts
+    assert ids("movie") in got and ids("charming") in got  # second field of a pair
+    # The 4th example is cut to 12 tokens: words past the cut never reach the model.
+    assert ids("dog") not in got
+    assert ids("superb") not in got
+
+
+def test_collect_vocab_keeps_more_with_longer_max_length(teacher):
+    _, tokenizer = teacher
+    got = collect_vocab(tokenizer, TEXTS, max_length=64)
+    assert tokenizer.convert_tokens_to_ids("dog") in got
+    assert got == expected_ids(tokenizer, TEXTS, 64)
+
+
+def test_collect_vocab_rejects_three_fields(teacher):
+    _, tokenizer = teacher
+    with pytest.raises(ValueError, match="text 1 has 3 fields"):
+        collect_vocab(tokenizer, [("a",), ("a", "b", "c")], max_length=8)
+
+
+# --- reduce_embeddings ----------------------------------------------------------------
+
+
+def random_rows(v: int, h: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    T = max(lengths)
-    input_ids = torch.randint(1, TEACHER_VOCAB, (len(lengths), T), generator=g)
-    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # [B, T]
-    token_type_ids = torch.randint(0, 2, (len(lengths), T), generator=g) * mask
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask.long(),
-        "token_type_ids": token_type_ids,
-    }
+    scales = torch.linspace(0.2, 2.0, h)  # unequal variances, as in real embeddings
+    return torch.randn(v, h, generator=g) * scales + torch.randn(h, generator=g)
 
 
-def take(batch: dict[str, torch.Tensor], row: int, length: int) -> dict[str, torch.Tensor]:
-    """One example of a batch alone, cut to its own length (no padding at all)."""
-    return {k: v[row : row + 1, :length] for k, v in batch.items()}
+def distances(rows: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances [V, V], in float64 (cdist is loose near zero)."""
+    rows = rows.double()
+    return (rows[:, None, :] - rows[None, :, :]).norm(dim=-1)
 
 
-# --- config ---------------------------------------------------------------------------
+def test_reduce_shapes_and_scale():
+    weight = random_rows(50, 12)
+    for dim in (4, 12, 20):
+        reduced = reduce_embeddings(weight, dim)
+        assert reduced.shape == (50, dim)
+        assert reduced.dtype == torch.float32
+        torch.testing.assert_close(reduced.std(), weight.std(), rtol=1e-4, atol=0)
 
 
-def test_config_round_trips_every_field(tmp_path):
-    config = BiLSTMConfig(
-        vocab_size=11,
-        teacher_vocab_size=40,
-        embedding_dim=7,
-        hidden_size=5,
-        num_layers=3,
-        dropout=0.35,
-        pooling="attention",
-        type_vocab_size=0,
-        pad_token_id=3,
-        pad_row=2,
-        unk_row=4,
-        num_labels=1,
-        problem_type="regression",
-        id2label={0: "score"},
-        label2id={"score": 0},
+def test_reduce_full_width_is_a_rotation_of_centred_rows():
+    weight = random_rows(40, 10)
+    centred = weight - weight.mean(0)
+    reduced = reduce_embeddings(weight, 10)
+    scale = weight.std() / centred.std()  # the std rescaling
+    torch.testing.assert_close(distances(reduced), scale * distances(centred), rtol=1e-4, atol=1e-5)
+
+
+def test_reduce_keeps_the_principal_subspace():
+    # Rows in a 3-dimensional affine subspace of R^16: PCA to 3 loses nothing, so pairwise
+    # distances survive (up to the rescaling); a wrong projection would distort them.
+    g = torch.Generator().manual_seed(3)
+    coords = torch.randn(60, 3, generator=g) * torch.tensor([3.0, 1.0, 0.3])
+    basis = torch.linalg.qr(torch.randn(16, 3, generator=g)).Q.T  # [3, 16], orthonormal rows
+    weight = coords @ basis + torch.randn(16, generator=g)
+    reduced = reduce_embeddings(weight, 3)
+    ratio = distances(reduced) / distances(coords).clamp(min=1e-9)
+    off_diagonal = ~torch.eye(60, dtype=torch.bool)
+    torch.testing.assert_close(
+        ratio[off_diagonal],
+        torch.full((60 * 59,), float(ratio[0, 1]), dtype=torch.float64),
+        rtol=1e-4,
+        atol=0,
     )
-    config.save_pretrained(tmp_path)
-    loaded = BiLSTMConfig.from_pretrained(tmp_path)
-    own = [f.name for f in dataclasses.fields(BiLSTMConfig) if f.name != "transformers_version"]
-    assert "teacher_vocab_size" in own and "unk_row" in own
-    for name in own:
-        assert getattr(loaded, name) == getattr(config, name), name
-    assert loaded.num_labels == 1
-    assert loaded.to_dict() == config.to_dict()
-
-
-def test_config_defaults_teacher_vocab_to_vocab_size():
-    assert BiLSTMConfig(vocab_size=17).teacher_vocab_size == 17
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"pooling": "sum"},
-        {"unk_row": 25},
-        {"pad_row": -1},
-        {"num_layers": 0},
-        {"dropout": 1.0},
-    ],
-)
-def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
-        BiLSTMConfig(vocab_size=25, **bad)
-
-
-# --- forward --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
-def test_prediction_does_not_depend_on_batch_padding(pooling, num_layers):
-    """A row alone (unpadded: the no-packing fast path) equals it in a padded batch."""
-    model = make_model(pooling=pooling, num_layers=num_layers)
-    batch = random_batch([5, 40, 9])
-    with torch.no_grad():
-        together = model(**batch)
-        for row, length in enumerate([5, 40, 9]):
-            alone = model(**take(batch, row, length))
-            torch.testing.assert_close(alone.logits[0], together.logits[row], rtol=0, atol=1e-6)
-            torch.testing.assert_close(alone.pooled[0], together.pooled[row], rtol=0, atol=1e-6)
-
-
-def test_output_shapes_and_no_loss_without_labels():
-    model = make_model(num_labels=4, hidden_size=6)
-    out = model(**random_batch([3, 7]))
-    assert isinstance(out, StudentOutput)
-    assert out.loss is None
-    assert out.logits.shape == (2, 4)
-    assert out.pooled.shape == (2, 12)
-    as_tuple = model(**random_batch([3, 7]), return_dict=False)
-    assert isinstance(as_tuple, tuple)
-    torch.testing.assert_close(as_tuple[0], out.logits)
-
-
-def test_token_map_sends_teacher_ids_to_rows():
-    """Two teacher ids mapped to the same row are the same input to the student."""
-    model = make_model()
-    with torch.no_grad():
-        model.token_map[7] = 3
-        model.token_map[8] = 3
-        model.token_map[9] = 4
-        base = torch.tensor([[2, 7, 5]])
-        same = model(input_ids=torch.tensor([[2, 8, 5]])).logits
-        other = model(input_ids=torch.tensor([[2, 9, 5]])).logits
-        torch.testing.assert_close(model(input_ids=base).logits, same, rtol=0, atol=0)
-        assert not torch.allclose(model(input_ids=base).logits, other)
-
-
-def test_segment_embeddings_used_only_when_configured():
-    batch = random_batch([6, 6])
-    no_types = {k: v for k, v in batch.items() if k != "token_type_ids"}
-    with torch.no_grad():
-        with_segments = make_model(type_vocab_size=2)
-        assert not torch.allclose(with_segments(**batch).logits, with_segments(**no_types).logits)
-        without = make_model(type_vocab_size=0)
-        assert without.token_type_embeddings is None
-        torch.testing.assert_close(without(**batch).logits, without(**no_types).logits)
-
-
-def test_left_padding_is_refused():
-    model = make_model()
-    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
-    with pytest.raises(ValueError, match="right padding"):
-        model(input_ids=torch.ones(2, 3, dtype=torch.long), attention_mask=mask)
-
-
-def test_pooling_reads_valid_positions_only():
-    # states [1, 4, 2]: two valid positions, two padded ones holding large values.
-    states = torch.tensor([[[-3.0, 1.0], [-1.0, 5.0], [9.0, 9.0], [0.0, 0.0]]])
-    valid = torch.tensor([[True, True, False, False]])
-    lengths = torch.tensor([2])
-    expected = {
-        "max": torch.tensor([[-1.0, 5.0]]),  # a padded 0 or 9 must not win
-        "mean": torch.tensor([[-2.0, 3.0]]),
-        "attention": torch.tensor([[-2.0, 3.0]]),  # zero scores: the mean of valid rows
-    }
-    for pooling, want in expected.items():
-        model = BiLSTMForSequenceClassification(
-            BiLSTMConfig(vocab_size=5, embedding_dim=4, hidden_size=1, pooling=pooling)
-        )
-        torch.testing.assert_close(model._pool(states, valid, lengths), want)
-
-
-def test_attention_pooling_weights_by_learned_scores():
-    model = BiLSTMForSequenceClassification(
-        BiLSTMConfig(vocab_size=5, embedding_dim=4, hidden_size=1, pooling="attention")
+    # Components come out uncorrelated, largest variance first.
+    cov = torch.cov(reduced.T)
+    torch.testing.assert_close(
+        cov - torch.diag(cov.diagonal()), torch.zeros(3, 3), atol=1e-4, rtol=0
     )
-    with torch.no_grad():
-        model.attention.weight.copy_(torch.tensor([[1.0, 0.0]]))
-    states = torch.tensor([[[0.0, 2.0], [1.0, 4.0], [50.0, 50.0]]])  # [1, 3, 2]
-    valid = torch.tensor([[True, True, False]])
-    weights = torch.softmax(torch.tensor([0.0, 1.0]), dim=0)  # position 2 is padding
-    want = weights[0] * states[0, 0] + weights[1] * states[0, 1]
-    got = model._pool(states, valid, torch.tensor([2]))
-    torch.testing.assert_close(got[0], want)
+    assert cov[0, 0] > cov[1, 1] > cov[2, 2]
 
 
-# --- losses ---------------------------------------------------------------------------
+def test_reduce_pads_wider_than_teacher_with_small_columns():
+    weight = random_rows(30, 6)
+    reduced = reduce_embeddings(weight, 10)
+    kept, extra = reduced[:, :6], reduced[:, 6:]
+    assert extra.std() < 0.05 * kept.std()
+    torch.testing.assert_close(reduce_embeddings(weight, 10), reduced, rtol=0, atol=0)
 
 
-def test_classification_loss_is_cross_entropy():
-    model = make_model(num_labels=3, problem_type="single_label_classification")
-    batch = random_batch([4, 6, 2])
-    labels = torch.tensor([2, 0, 1])
-    out = model(**batch, labels=labels)
-    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+# --- build_bilstm ---------------------------------------------------------------------
+
+
+def build(teacher, **config):
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import task_head_settings
+
+    model, tokenizer = teacher
+    settings = dict(embedding_dim=16, hidden_size=8, dropout=0.0)
+    settings.update(config)
+    torch.manual_seed(0)
+    head = task_head_settings(get_task("sst2"))
+    return build_bilstm(model, tokenizer, TEXTS, head, max_length=12, **settings)
+
+
+def test_build_maps_kept_ids_to_rows_and_others_to_unk(teacher):
+    model, tokenizer = teacher
+    student = build(teacher)
+    kept = collect_vocab(tokenizer, TEXTS, 12)
+    config = student.config
+    assert config.vocab_size == len(kept)
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert config.teacher_vocab_size == max(len(tokenizer), rows)
+    assert config.unk_row == kept.index(tokenizer.unk_token_id)
+    assert config.pad_row == kept.index(tokenizer.pad_token_id)
+    assert config.pad_token_id == tokenizer.pad_token_id
+    assert student.token_map[torch.tensor(kept)].tolist() == list(range(len(kept)))
+    for word in ("dog", "superb", "##z"):  # not in the (truncated) texts
+        assert student.token_map[tokenizer.convert_tokens_to_ids(word)] == config.unk_row
+    assert config.num_labels == 2 and config.problem_type == "single_label_classification"
+    assert config.id2label == {0: "0", 1: "1"} and config.label2id == {"0": 0, "1": 1}
+
+
+def test_build_embeddings_are_the_reduced_teacher_rows(teacher):
+    model, tokenizer = teacher
+    student = build(teacher)
+    kept = torch.tensor(collect_vocab(tokenizer, TEXTS, 12))
+    teacher_rows = model.get_input_embeddings().weight[kept]  # [V, 32]
+    expected = reduce_embeddings(teacher_rows, 16)
+    assert torch.equal(student.embeddings.weight.detach(), expected)
+
+
+def test_built_student_reads_teacher_tokenizer_and_trains_embeddings(teacher, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    _, tokenizer = teacher
+    student = build(teacher, pooling="mean")
+    batch = tokenizer(["the movie was good", "a dull plot!"], padding=True, return_tensors="pt")
+    out = student(**batch, labels=torch.tensor([1, 0]))
     out.loss.backward()
-    assert model.classifier.weight.grad.abs().sum() > 0
+    grad = student.embeddings.weight.grad  # [V, E]
+    used = student.token_map[batch["input_ids"][batch["attention_mask"].bool()]].unique()
+    assert grad[used].abs().sum(dim=1).gt(0).all()  # every token in the batch learns
+    unused = torch.ones(len(grad), dtype=torch.bool)
+    unused[used] = False
+    assert torch.all(grad[unused] == 0)
+    assert torch.all(grad[student.config.pad_row] == 0)
 
-
-@pytest.mark.parametrize("problem_type", ["regression", None])
-def test_regression_head_and_mse_loss(problem_type):
-    model = make_model(num_labels=1, problem_type=problem_type)
-    batch = random_batch([4, 6, 2])
-    labels = torch.tensor([0.5, 4.2, 2.0])
-    out = model(**batch, labels=labels)
-    assert out.logits.shape == (3, 1)
-    torch.testing.assert_close(out.loss, ((out.logits[:, 0] - labels) ** 2).mean())
-    assert model.config.problem_type == problem_type  # inferred, not written into the config
-
-
-# --- layer groups ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [{}, {"pooling": "attention", "num_layers": 3}, {"type_vocab_size": 0, "num_layers": 1}],
-)
-def test_layer_groups_cover_every_parameter_once(overrides):
-    model = make_model(**overrides)
-    groups = model.layer_groups()
-    names = [name for name, _ in groups]
-    layers = [f"lstm.{i}" for i in range(model.config.num_layers)]
-    pooler = ["pooler"] if model.config.pooling == "attention" else []
-    assert names == ["embeddings", *layers, *pooler, "classifier"]
-    grouped = [id(p) for _, modules in groups for m in modules for p in m.parameters()]
-    assert len(grouped) == len(set(grouped))
-    assert set(grouped) == {id(p) for p in model.parameters()}
-    assert dict(groups)["lstm.0"] == [model.lstm[0]]
-    assert dict(groups)["classifier"] == [model.classifier]
-
-
-def test_get_input_embeddings_is_the_trimmed_table():
-    model = make_model()
-    assert model.get_input_embeddings() is model.embeddings
-    assert model.get_input_embeddings().weight.shape == (VOCAB, 16)
-
-
-# --- save / load ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
-def test_save_load_gives_identical_logits(tmp_path, pooling):
-    model = make_model(pooling=pooling)
-    batch = random_batch([5, 11, 3])
-    with torch.no_grad():
-        before = model(**batch).logits
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "model.safetensors").is_file()
-    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
-        saved = list(f.keys())
-    assert "token_map" in saved
-    loaded = BiLSTMForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert torch.equal(loaded.token_map, model.token_map)
-    reloaded = loaded.state_dict()
-    assert list(reloaded) == list(model.state_dict())
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, reloaded[name]), name
-    with torch.no_grad():
-        after = loaded(**batch).logits
-    assert torch.equal(before, after)
-
-
-def test_fresh_model_has_sane_weights():
-    config = BiLSTMConfig(
-        vocab_size=30, teacher_vocab_size=40, embedding_dim=6, hidden_size=4, unk_row=5
-    )
-    model = BiLSTMForSequenceClassification(config)
-    expected_map = torch.cat([torch.arange(30), torch.full((10,), 5)])
-    assert torch.equal(model.token_map, expected_map)
-    assert torch.all(model.embeddings.weight[config.pad_row] == 0)
-    assert torch.all(model.token_type_embeddings.weight == 0)
-    bias = model.lstm[0].bias_ih_l0
-    assert torch.equal(bias[4:8], torch.ones(4)) and torch.all(bias[:4] == 0)
-
-
-def test_auto_classes_load_the_student(tmp_path):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
+    student.eval()
     register_auto()
-    register_auto()  # idempotent
-    model = make_model()
-    model.save_pretrained(tmp_path)
-    assert type(AutoConfig.from_pretrained(tmp_path)) is BiLSTMConfig
-    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
-    assert type(loaded) is BiLSTMForSequenceClassification
-    batch = random_batch([4, 2])
+    student.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, BiLSTMForSequenceClassification)
     with torch.no_grad():
-        assert torch.equal(model(**batch).logits, loaded.eval()(**batch).logits)
+        assert torch.equal(student(**batch).logits, loaded(**batch).logits)
+
+
+def test_build_refuses_fields_it_derives(teacher):
+    with pytest.raises(TypeError, match="vocab_size"):
+        build(teacher, vocab_size=10)

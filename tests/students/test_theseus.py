@@ -15,11 +15,11 @@ import torch
 from conftest import make_sentences
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from lmshrink.data.tasks import get_task
 from lmshrink.errors import ConfigError
-from lmshrink.models import task_head_settings
+from lmshrink.models.loading import task_head_settings
 from lmshrink.students import STUDENTS
 from lmshrink.students.theseus import TheseusModel, build_theseus
-from lmshrink.tasks import get_task
 
 SST2 = task_head_settings(get_task("sst2"))
 
@@ -195,7 +195,7 @@ def test_attention_maps_are_refused_while_modules_are_replaced(teacher, tokenize
 
 def test_the_predecessor_is_frozen_and_outside_the_parameters(teacher, tokenizer, batch):
     from lmshrink.config import TrainConfig
-    from lmshrink.training import build_optimizer
+    from lmshrink.training.optim import build_optimizer
 
     model = theseus(teacher, tokenizer, replace_start=0.0)
     successor = model.successor

@@ -24,8 +24,9 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+from lmshrink.data.tasks import get_task
 from lmshrink.errors import ConfigError, ModelError
-from lmshrink.models import load_for_training, task_head_settings
+from lmshrink.models.loading import load_for_training, task_head_settings
 from lmshrink.students import STUDENTS
 from lmshrink.students.transformer import (
     build_layer_subset,
@@ -36,7 +37,6 @@ from lmshrink.students.transformer import (
     transformer_layer_groups,
     uniform_layer_ids,
 )
-from lmshrink.tasks import get_task
 
 SST2 = task_head_settings(get_task("sst2"))
 TEXTS = [(s,) for s, _ in make_sentences(120, seed=1)] + [("he sat on the mat", "a dog")] * 4

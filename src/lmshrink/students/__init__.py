@@ -6,14 +6,14 @@ are built or loaded (`import lmshrink` registers the BiLSTM with the Auto API la
 
 from __future__ import annotations
 
-from lmshrink.registry import Registry
-from lmshrink.students.bilstm import (
+from lmshrink.models.bilstm import (
     BiLSTMConfig,
     BiLSTMForSequenceClassification,
     StudentOutput,
     register_auto,
 )
-from lmshrink.students.embeddings import build_bilstm, collect_vocab, reduce_embeddings
+from lmshrink.registry import Registry
+from lmshrink.students.bilstm import build_bilstm, collect_vocab, reduce_embeddings
 from lmshrink.students.theseus import TheseusModel, build_theseus
 from lmshrink.students.transformer import (
     build_layer_subset,

@@ -1,345 +1,153 @@
-"""The BiLSTM student (XtremeDistil): teacher token ids -> trimmed embeddings -> BiLSTM -> head.
+"""Student word embeddings taken from the teacher's (XtremeDistil's initialisation).
 
-The student reads the *teacher tokenizer's* ids, so it is served with the teacher's saved
-tokenizer whatever its family (WordPiece, BPE, SentencePiece). A persistent buffer
-`token_map [teacher_vocab_size]` maps each teacher id to a row of the student's own, much
-smaller embedding table (only the tokens seen in the transfer data are kept; every other id
-maps to `unk_row`). The buffer is saved with the weights, so a `save_pretrained` folder holds
-everything needed, and `AutoModelForSequenceClassification.from_pretrained(folder)` loads it
-once `register_auto()` has run (`import lmshrink` arranges that).
-
-Each BiLSTM layer is its own `nn.LSTM` so that training stages can unfreeze layer by layer
-(`layer_groups`). Inputs are packed, so a prediction does not depend on how much padding its
-batch has, and pooling looks at valid positions only.
-
-ONNX export (`lmshrink.export`) traces the packed path: the TorchScript exporter turns
-`pack_padded_sequence` around each `nn.LSTM` into one ONNX `LSTM` node whose `sequence_lens`
-input is each row's length, so ONNX Runtime also runs the reverse direction from each row's
-last real token, and an exported student keeps this padding invariance.
+The student keeps only the teacher tokens that occur in its training texts (plus the special
+tokens), and starts each kept token's vector from the teacher's, reduced to the student's
+width by PCA. The student keeps reading teacher ids: `token_map` sends each one to its row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from huggingface_hub.dataclasses import strict
-from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
-from transformers import PretrainedConfig, PreTrainedModel
-from transformers import initialization as init
-from transformers.utils import ModelOutput
 
-from lmshrink.heads import sequence_classification_loss
+from lmshrink.errors import ModelError
+from lmshrink.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
 
-POOLINGS = ("max", "mean", "attention")
+# Texts per tokenizer call: large enough for the fast tokenizer's batching to pay off, small
+# enough that the encodings of one chunk stay a few MB.
+TOKENIZE_CHUNK = 2048
 
-MODEL_TYPE = "lmshrink_bilstm"
+# Config entries build_bilstm derives itself; a caller may not set them.
+DERIVED_FIELDS = ("vocab_size", "teacher_vocab_size", "pad_token_id", "pad_row", "unk_row")
 
 
-@strict
-class BiLSTMConfig(PretrainedConfig):
-    """Shape of a BiLSTM student. Fields are dataclass fields, as transformers 5 requires, so
-    `save_pretrained`/`from_pretrained` round-trip each of them through config.json.
+def collect_vocab(tokenizer: Any, texts: list[tuple[str, ...]], max_length: int) -> list[int]:
+    """Sorted teacher token ids that occur in `texts`, tokenized exactly as the training data
+    is (pairs as pairs, truncated to `max_length`), plus every special token id.
 
-    Two id spaces meet here: `pad_token_id` (like every `*_token_id`) is a *teacher* token id,
-    the id a tokenizer writes into `input_ids`; `pad_row` and `unk_row` are rows of the
-    student's own embedding table (`vocab_size` rows).
+    Tokens cut off by truncation never reach the model, so they are not kept.
     """
-
-    model_type = MODEL_TYPE
-
-    vocab_size: int = 30522
-    """Rows of the student's own (trimmed) embedding table."""
-    teacher_vocab_size: int | None = None
-    """Size of the teacher tokenizer's id space (length of `token_map`); None: `vocab_size`."""
-    embedding_dim: int = 300
-    hidden_size: int = 300
-    """LSTM hidden size per direction; the pooled vector has 2 * hidden_size entries."""
-    num_layers: int = 1
-    dropout: float | int = 0.2
-    """Dropout on the embeddings, between LSTM layers, and before the classifier."""
-    pooling: str = "max"
-    """How token states become one vector: max, mean, or attention (learned scoring)."""
-    type_vocab_size: int = 2
-    """Segment embeddings added for sentence pairs (token_type_ids); 0 disables them."""
-    pad_token_id: int | None = 0
-    """The teacher tokenizer's pad id (teacher id space, as in every HF config)."""
-    pad_row: int = 0
-    """Student embedding row of the pad token (the embedding's padding_idx)."""
-    unk_row: int = 0
-    """Student embedding row used for teacher ids outside the kept vocabulary."""
-
-    def __post_init__(self, **kwargs: Any) -> None:
-        if self.teacher_vocab_size is None:
-            self.teacher_vocab_size = self.vocab_size
-        # Checked here (not in a strict `validate_*` method) so that bad values raise a plain
-        # ValueError when the config is built.
-        if self.pooling not in POOLINGS:
-            raise ValueError(
-                f"pooling {self.pooling!r} is unknown; use one of {', '.join(POOLINGS)}."
-            )
-        for name in ("vocab_size", "teacher_vocab_size", "embedding_dim", "hidden_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
-        if self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size}.")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        for name in ("pad_row", "unk_row"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ValueError(
-                    f"{name} {getattr(self, name)} is not a row of the {self.vocab_size}-row "
-                    "embedding table."
-                )
-        super().__post_init__(**kwargs)
-
-    def validate_token_ids(self) -> None:
-        """Token ids (`*_token_id`) live in the teacher's id space, not the student's rows;
-        the base check would compare them with `vocab_size` and warn wrongly."""
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
-            value = getattr(self, name, None)
-            if isinstance(value, int) and not 0 <= value < self.teacher_vocab_size:
-                raise ValueError(
-                    f"{name} {value} is outside the teacher's {self.teacher_vocab_size} ids."
-                )
+    ids: set[int] = set(tokenizer.all_special_ids)
+    singles = [t for t in texts if len(t) == 1]
+    pairs = [t for t in texts if len(t) == 2]
+    if len(singles) + len(pairs) != len(texts):
+        bad = next(i for i, t in enumerate(texts) if len(t) not in (1, 2))
+        raise ValueError(f"text {bad} has {len(texts[bad])} fields; a text has 1 or 2 fields.")
+    for group in (singles, pairs):
+        for start in range(0, len(group), TOKENIZE_CHUNK):
+            chunk = group[start : start + TOKENIZE_CHUNK]
+            firsts = [t[0] for t in chunk]
+            seconds = [t[1] for t in chunk] if len(chunk[0]) == 2 else None
+            encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+            for row in encoded["input_ids"]:
+                ids.update(row)
+    return sorted(ids)
 
 
-@dataclass
-class StudentOutput(ModelOutput):
-    """Output of a student: `loss` (when labels are given), `logits [B, C]`, and `pooled
-    [B, 2H]`, the sentence vector the classifier reads (before its dropout), which
-    representation losses match to the teacher's in the first distillation stage."""
+def reduce_embeddings(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """PCA of the rows of `weight [V, H]` to `[V, dim]`, rescaled to the rows' std.
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    pooled: torch.Tensor | None = None
+    Rows are centred, then projected onto the `dim` directions of largest variance (exact:
+    eigenvectors of the H x H covariance, in float64). The common mean is dropped: it is the
+    same for every token, so it carries nothing a token could be told apart by. If `dim`
+    exceeds the number of components (H, or V - 1 for few rows), the extra columns are small
+    seeded random noise (1% of the kept columns' std): the student is wider than the
+    teacher's information, and the LSTM can learn to use those inputs.
+
+    Finally, the result is scaled so that its overall std equals that of `weight`. Keeping
+    only the top components concentrates variance in fewer coordinates (each is larger than
+    an average teacher coordinate), and padding adds near-zero ones; rescaling keeps the
+    LSTM's inputs at the teacher's scale, so its gates start neither saturated nor starved.
+    Returns float32 on the CPU; deterministic for a given input.
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [V, H], got shape {tuple(weight.shape)}.")
+    if dim < 1:
+        raise ValueError(f"dim must be at least 1, got {dim}.")
+    w = weight.detach().to("cpu", torch.float64)  # [V, H]
+    V, H = w.shape
+    centred = w - w.mean(dim=0, keepdim=True)  # [V, H]
+    covariance = centred.T @ centred  # [H, H]
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    order = torch.argsort(eigenvalues, descending=True)
+    k = min(dim, H, max(V - 1, 1))  # components that can carry variance
+    components = eigenvectors[:, order[:k]]  # [H, k]
+    # An eigenvector's sign is arbitrary; fix it (largest entry positive) for reproducibility.
+    signs = torch.sign(components.gather(0, components.abs().argmax(0, keepdim=True)))
+    components = components * torch.where(signs == 0, 1.0, signs)
+    reduced = centred @ components  # [V, k]
+    if dim > k:
+        generator = torch.Generator().manual_seed(0)
+        noise_std = 0.01 * float(reduced.std()) if V > 1 else 0.01
+        noise = torch.randn(V, dim - k, generator=generator, dtype=torch.float64) * noise_std
+        reduced = torch.cat([reduced, noise], dim=1)  # [V, dim]
+    target_std = float(w.std()) if w.numel() > 1 else 1.0
+    current_std = float(reduced.std()) if reduced.numel() > 1 else 0.0
+    if current_std > 0:
+        reduced = reduced * (target_std / current_std)
+    return reduced.to(torch.float32)
 
 
-class BiLSTMForSequenceClassification(PreTrainedModel):
-    """A BiLSTM sentence classifier over the teacher tokenizer's ids (see the module doc)."""
+def build_bilstm(
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[tuple[str, ...]],
+    task_head: dict[str, Any],
+    max_length: int,
+    **bilstm_config: Any,
+) -> BiLSTMForSequenceClassification:
+    """A BiLSTM student for `teacher`, reading the teacher tokenizer's ids.
 
-    config_class = BiLSTMConfig
-    main_input_name = "input_ids"
-
-    def __init__(self, config: BiLSTMConfig) -> None:
-        super().__init__(config)
-        if config.pooling not in POOLINGS:  # a config edited after it was built
-            raise ValueError(
-                f"pooling {config.pooling!r} is unknown; use one of {', '.join(POOLINGS)}."
-            )
-        E, H = config.embedding_dim, config.hidden_size
-        # teacher id -> student row; saved with the weights (persistent), set by build_bilstm.
-        self.register_buffer(
-            "token_map", torch.zeros(config.teacher_vocab_size, dtype=torch.long), persistent=True
+    Its embedding table holds one row per teacher token seen in `texts` (see
+    `collect_vocab`), in id order, initialised with the PCA-reduced teacher vectors
+    (`reduce_embeddings`); every other teacher id maps to the unknown token's row (the pad
+    token's row if the tokenizer has no unknown token). `task_head` holds the head's config
+    entries (`lmshrink.models.loading.task_head_settings(task)`); `bilstm_config` sets the other
+    BiLSTMConfig fields (embedding_dim, hidden_size, num_layers, dropout, pooling, ...).
+    LSTM and classifier weights are random: seed torch beforehand for a reproducible student.
+    """
+    derived = sorted(set(bilstm_config) & set(DERIVED_FIELDS))
+    if derived:
+        raise TypeError(f"build_bilstm sets {', '.join(derived)} itself; do not pass them.")
+    teacher_weight = teacher.get_input_embeddings().weight  # [V_teacher, H_teacher]
+    embedding_rows = teacher_weight.shape[0]
+    kept = collect_vocab(tokenizer, texts, max_length)
+    if kept and kept[-1] >= embedding_rows:
+        raise ModelError(
+            f"the tokenizer produces id {kept[-1]} but the teacher has only {embedding_rows} "
+            "embedding rows; the tokenizer does not belong to this teacher (use the tokenizer "
+            "saved with the teacher)."
         )
-        self.embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_row)
-        self.token_type_embeddings = (
-            nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size > 0 else None
+    row_of = {token_id: row for row, token_id in enumerate(kept)}
+    pad_id = tokenizer.pad_token_id
+    unk_id = tokenizer.unk_token_id
+    if pad_id is None:
+        raise ModelError(
+            "the teacher's tokenizer has no pad token, so batches cannot be padded; set "
+            "tokenizer.pad_token (e.g. to its eos token) and save it with the teacher."
         )
-        self.dropout = nn.Dropout(float(config.dropout))
-        self.lstm = nn.ModuleList(
-            nn.LSTM(E if i == 0 else 2 * H, H, batch_first=True, bidirectional=True)
-            for i in range(config.num_layers)
-        )
-        # Attention pooling scores each position with one learned vector.
-        self.attention = nn.Linear(2 * H, 1, bias=False) if config.pooling == "attention" else None
-        self.classifier = nn.Linear(2 * H, config.num_labels)
-        self.post_init()
+    pad_row = row_of[pad_id]  # specials are always kept
+    unk_row = row_of[unk_id] if unk_id is not None else pad_row
 
-    # --- weights ----------------------------------------------------------------------------
+    # The id space is what the tokenizer can emit; extra (padding) embedding rows map to unk.
+    teacher_vocab_size = max(len(tokenizer), embedding_rows)
+    token_map = torch.full((teacher_vocab_size,), unk_row, dtype=torch.long)  # [V_teacher]
+    kept_ids = torch.tensor(kept, dtype=torch.long)  # [V]
+    token_map[kept_ids] = torch.arange(len(kept), dtype=torch.long)
 
-    def default_token_map(self) -> torch.Tensor:
-        """Identity for ids below `vocab_size`, `unk_row` above: the map of a student whose
-        table was not trimmed. build_bilstm replaces it with the real map."""
-        ids = torch.arange(self.config.teacher_vocab_size)  # [V_teacher]
-        return torch.where(ids < self.config.vocab_size, ids, self.config.unk_row)
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """Fresh weights for a model built from a config. `from_pretrained` calls this only
-        for tensors it did not load: the `transformers.initialization` functions skip any
-        tensor marked as loaded, and the slice writes below check that mark themselves."""
-        if module is self:
-            init.copy_(self.token_map, self.default_token_map().to(self.token_map.device))
-        elif module is self.embeddings:
-            # PyTorch's default N(0, 1); build_bilstm overwrites it with the teacher's rows.
-            init.normal_(module.weight, mean=0.0, std=1.0)
-            if module.padding_idx is not None and not _loaded(module.weight):
-                module.weight[module.padding_idx].zero_()
-        elif module is self.token_type_embeddings:
-            # Zero: segments start as a no-op, so teacher-initialised word vectors are unchanged.
-            init.zeros_(module.weight)
-        elif isinstance(module, nn.LSTM):
-            H = module.hidden_size
-            for name, param in module.named_parameters():
-                if name.startswith("weight_ih"):
-                    init.xavier_uniform_(param)
-                elif name.startswith("weight_hh"):
-                    init.orthogonal_(param)
-                elif name.startswith("bias"):
-                    init.zeros_(param)
-                    # Forget-gate bias 1 (gate order i, f, g, o): remember by default.
-                    if name.startswith("bias_ih") and not _loaded(param):
-                        param[H : 2 * H].fill_(1.0)
-        elif module is self.attention:
-            # Zero scores: attention pooling starts as mean pooling, and still gets gradients.
-            init.zeros_(module.weight)
-        elif module is self.classifier:
-            init.normal_(module.weight, mean=0.0, std=0.02)
-            init.zeros_(module.bias)
-
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
-        """`PreTrainedModel.from_pretrained`, then `realign_weights()`, so that a reloaded
-        student computes bit-identical logits to the one that was saved."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
-        model.realign_weights()
-        return loaded
-
-    @torch.no_grad()
-    def realign_weights(self) -> None:
-        """Copy CPU weights that sit at addresses not aligned to 64 bytes.
-
-        safetensors loading can leave tensors at odd offsets of the file buffer; the CPU
-        kernels (LSTM, matmul) then take a differently vectorised path that sums in another
-        order, so logits differ from the saved model's in the last bits. A copy is aligned.
-        """
-        for tensor in [*self.parameters(), *self.buffers()]:
-            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
-                tensor.data = tensor.data.clone()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings = value
-
-    def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
-        """Named groups of modules, bottom-up, for gradual unfreezing: "embeddings" (word and
-        segment), "lstm.0" ... "lstm.{n-1}", "pooler" (only with attention pooling: the
-        scoring vector, which shapes `pooled`), then "classifier" (reads `pooled`, so it gets
-        no gradient from losses on `pooled` alone). Every parameter is in exactly one group;
-        `token_map` is a buffer, never trained."""
-        embeddings: list[nn.Module] = [self.embeddings]
-        if self.token_type_embeddings is not None:
-            embeddings.append(self.token_type_embeddings)
-        groups = [("embeddings", embeddings)]
-        groups += [(f"lstm.{i}", [layer]) for i, layer in enumerate(self.lstm)]
-        if self.attention is not None:
-            groups.append(("pooler", [self.attention]))
-        groups.append(("classifier", [self.classifier]))
-        return groups
-
-    # --- forward ----------------------------------------------------------------------------
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **ignored: Any,
-    ) -> StudentOutput | tuple[torch.Tensor, ...]:
-        """input_ids [B, T] (teacher ids, right-padded), attention_mask [B, T] (1 = token),
-        token_type_ids [B, T], labels [B] (class ids, or floats for regression).
-
-        Other keyword arguments (e.g. `output_hidden_states` from generic callers) are
-        accepted and ignored.
-        """
-        T = input_ids.shape[1]
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        mask = attention_mask.bool()  # [B, T]
-        counts = mask.sum(dim=1)  # [B]
-        positions = torch.arange(T, device=input_ids.device)  # [T]
-        # While tracing (ONNX export) a data-dependent check or branch would be frozen to the
-        # example batch's outcome: skip the check, and always trace the general packed path.
-        tracing = torch.jit.is_tracing()
-        if not tracing and not torch.equal(positions[None, :] < counts[:, None], mask):
-            raise ValueError(
-                "attention_mask must mark a prefix of each row (right padding); set the "
-                "tokenizer's padding_side to 'right'."
-            )
-        # A row with no tokens at all gets length 1 (packing refuses 0); it reads its first
-        # position, which is harmless and keeps the batch shape.
-        lengths = counts.clamp(min=1)  # [B]
-        valid = positions[None, :] < lengths[:, None]  # [B, T]
-
-        rows = self.token_map[input_ids]  # [B, T] student rows
-        x = self.embeddings(rows)  # [B, T, E]
-        if self.token_type_embeddings is not None and token_type_ids is not None:
-            x = x + self.token_type_embeddings(token_type_ids)  # [B, T, E]
-        x = self.dropout(x)
-
-        if not tracing and bool(valid.all()):
-            # No padding (always so at batch 1, the serving case): packing would only add
-            # overhead, and the plain run is the same computation.
-            states = x
-            for i, lstm in enumerate(self.lstm):
-                if i > 0:
-                    states = self.dropout(states)
-                states, _ = lstm(states)  # [B, T, 2H]
-        else:
-            # Packing runs each sequence for exactly its length, in both directions, so the
-            # result does not depend on the padding that other rows of the batch caused.
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            for i, lstm in enumerate(self.lstm):
-                if i > 0:
-                    packed = _map_packed(packed, self.dropout)
-                packed, _ = lstm(packed)
-            states, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)  # [B, T, 2H]
-
-        pooled = self._pool(states, valid, lengths)  # [B, 2H]
-        logits = self.classifier(self.dropout(pooled))  # [B, C]
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
-
-        output = StudentOutput(loss=loss, logits=logits, pooled=pooled)
-        if return_dict is False or (return_dict is None and self.config.return_dict is False):
-            return output.to_tuple()
-        return output
-
-    def _pool(
-        self, states: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
-        """states [B, T, 2H], valid [B, T], lengths [B] -> [B, 2H] over valid positions only."""
-        pooling = self.config.pooling
-        if pooling == "max":
-            masked = states.masked_fill(~valid[:, :, None], float("-inf"))  # [B, T, 2H]
-            return masked.max(dim=1).values
-        if pooling == "mean":
-            summed = (states * valid[:, :, None]).sum(dim=1)  # [B, 2H]
-            return summed / lengths[:, None].to(states.dtype)
-        scores = self.attention(states).squeeze(-1)  # [B, T]
-        scores = scores.masked_fill(~valid, float("-inf"))
-        weights = torch.softmax(scores, dim=1)  # [B, T]
-        return torch.einsum("bt,bth->bh", weights, states)
-
-
-def _loaded(tensor: torch.Tensor) -> bool:
-    """Whether from_pretrained filled this tensor from the checkpoint (do not overwrite)."""
-    return bool(getattr(tensor, "_is_hf_initialized", False))
-
-
-def _map_packed(packed: PackedSequence, fn: nn.Module) -> PackedSequence:
-    """Apply an elementwise module to the data of a packed sequence, keeping its layout."""
-    return PackedSequence(
-        fn(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+    config = BiLSTMConfig(
+        vocab_size=len(kept),
+        teacher_vocab_size=teacher_vocab_size,
+        pad_token_id=pad_id,
+        pad_row=pad_row,
+        unk_row=unk_row,
+        **task_head,
+        **bilstm_config,
     )
-
-
-def register_auto() -> None:
-    """Register the BiLSTM student with AutoConfig and AutoModelForSequenceClassification,
-    so `from_pretrained(folder)` on a saved student returns this class. Safe to call again."""
-    from transformers.models.auto.configuration_auto import AutoConfig
-    from transformers.models.auto.modeling_auto import AutoModelForSequenceClassification
-
-    AutoConfig.register(MODEL_TYPE, BiLSTMConfig, exist_ok=True)
-    AutoModelForSequenceClassification.register(
-        BiLSTMConfig, BiLSTMForSequenceClassification, exist_ok=True
-    )
+    model = BiLSTMForSequenceClassification(config)
+    reduced = reduce_embeddings(teacher_weight[kept_ids], config.embedding_dim)  # [V, E]
+    with torch.no_grad():
+        model.embeddings.weight.copy_(reduced)
+        model.token_map.copy_(token_map)
+    return model

@@ -147,7 +147,7 @@ def _check_teacher(teacher: nn.Module, task_head: dict[str, Any]) -> None:
 
 
 def _apply_task_head(config: Any, task_head: dict[str, Any]) -> None:
-    """Write the head's entries (`lmshrink.models.task_head_settings`) into `config`.
+    """Write the head's entries (`lmshrink.models.loading.task_head_settings`) into `config`.
 
     `num_labels` first: in transformers 5 it is derived from id2label, and setting it
     replaces id2label with generic names, which the given id2label then overwrites.
@@ -815,7 +815,7 @@ def build_pretrained(
     """
     from transformers import AutoModelForSequenceClassification
 
-    from lmshrink.models import (
+    from lmshrink.models.loading import (
         load_config,
         load_tokenizer,
         quiet_transformers,

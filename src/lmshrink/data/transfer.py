@@ -1,0 +1,410 @@
+"""Building the transfer set: the unlabeled texts the teacher labels once for distillation.
+
+XtremeDistil's student learns from the teacher's outputs on a large in-domain transfer set,
+not only from the task's few gold labels. The set is made of the task's training inputs
+(labels hidden), unlabeled files (`.txt` one text per line, or CSV/TSV/JSONL columns),
+and optionally augmented copies. File texts are cleaned of HTML markup, optionally split
+into sentences and filtered by length, so that they look like the task's inputs. The
+result is deduplicated (the teacher would label a repeated text twice for nothing) and
+deterministic for a seed, so its fingerprint can key the teacher cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import html
+import json
+import random
+import re
+from pathlib import Path
+
+from lmshrink.config import option
+from lmshrink.data.augment import AugmentConfig, augment, check_augment_config
+from lmshrink.data.splits import Split, _read_table
+from lmshrink.data.tasks import Task
+from lmshrink.errors import ConfigError, DataError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+# Show a progress bar only where cleaning takes long enough to watch.
+_PROGRESS_MIN_TEXTS = 10_000
+
+
+@dataclasses.dataclass
+class TransferConfig:
+    """Which texts make up the transfer set, how they are cleaned, and how it is augmented."""
+
+    files: list[str] = option(
+        [],
+        "unlabeled in-domain files: .txt (one text per line), or .csv/.tsv/.jsonl "
+        "read from --columns (repeat the path list comma-separated).",
+        flag="transfer",
+    )
+    columns: list[str] = option(
+        [],
+        "column name(s) holding the text in CSV/TSV/JSONL transfer files: one for a "
+        "single-text task, two for a pair task (default: the task's own text columns).",
+    )
+    include_train: bool = option(True, "add the task's training inputs (labels hidden).")
+    clean_markup: bool = option(
+        True, "remove HTML tags such as <br /> and unescape entities in file texts."
+    )
+    split_sentences: bool = option(
+        False, "split file texts (long documents) into sentences; single-text tasks only."
+    )
+    min_words: int = option(3, "drop file texts (or sentences) with fewer words than this.")
+    max_words: int = option(0, "cut file texts to this many words (0: no limit).")
+    dedup: bool = option(True, "drop exact duplicate examples (the first one is kept).")
+    max_transfer_samples: int = option(
+        0, "use a fixed-seed random subset of this many transfer examples (0: all)."
+    )
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+
+@dataclasses.dataclass
+class TransferSet:
+    """The transfer examples and where they came from.
+
+    `counts` is counted where texts enter: "train" (training inputs taken), one entry per
+    file path (its texts after cleaning, splitting and the length filter), "augmented"
+    (copies made), then what was removed ("too_short_dropped" before entry,
+    "duplicates_dropped", "subset_dropped"), and "total" (the final size):
+    total = train + files + augmented - duplicates_dropped - subset_dropped.
+    """
+
+    texts: list[tuple[str, ...]]
+    counts: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def fingerprint(self) -> str:
+        """A short hash of exactly these texts in this order (to key the teacher cache)."""
+        h = hashlib.sha256()
+        for fields in self.texts:
+            h.update("\x1f".join(fields).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()[:16]
+
+
+# --- cleaning ---------------------------------------------------------------------------
+
+# Only real HTML tag names are removed: reviews also hold "<sighs>", "<3" and
+# "< SPOILERS >", which are words, not markup.
+_HTML_TAGS = (
+    "a|abbr|b|big|blockquote|br|center|cite|code|del|div|em|font|h[1-6]|hr|i|img|ins|li|"
+    "ol|p|pre|q|s|small|span|strike|strong|sub|sup|table|tbody|td|th|thead|tr|tt|u|ul"
+)
+_TAG = re.compile(rf"</?(?:{_HTML_TAGS})\b[^<>]*>", re.IGNORECASE)
+# Line breaks in markup or in the text separate paragraphs, which are sentence boundaries
+# even where the writer left out the final full stop. (Runs of breaks give empty
+# paragraphs, which hold no sentences.)
+_LINE_BREAK = re.compile(r"<br\s*/?>|\n", re.IGNORECASE)
+
+
+def clean_text(text: str) -> str:
+    """Text without HTML tags (each becomes a space) or entities, whitespace collapsed."""
+    text = _TAG.sub(" ", text)
+    text = html.unescape(text)
+    return " ".join(text.split())
+
+
+# --- sentences --------------------------------------------------------------------------
+
+# A sentence ends with . ! or ?, maybe followed by closing quotes or brackets, then
+# whitespace and (maybe after an opening quote or bracket) the next sentence's first
+# character, which `split_into_sentences` checks to be uppercase or a digit.
+_SENTENCE_END = re.compile(r"""[.!?]+["'”’)\]]*(?=\s+["'“‘(\[]?(\w))""")
+
+# Words whose full stop rarely ends a sentence (titles before a name, "vs.").
+_ABBREVIATIONS = frozenset(
+    ["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "mt", "ft", "gen", "col", "lt"]
+    + ["sgt", "capt", "rev", "gov", "sen", "rep", "messrs", "mme", "mlle", "vol", "fig", "cf"]
+)
+# "e.g", "i.e", "U.S", "p.m": letters joined by dots.
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+
+
+def split_into_sentences(text: str) -> list[str]:
+    """Split a text into sentences with simple rules (good enough for a transfer set).
+
+    A boundary is . ! or ? (then optional closing quotes or brackets), whitespace, and an
+    uppercase letter or digit (maybe after an opening quote or bracket). A single full stop
+    after a title ("Mr.", "Dr."), a dotted abbreviation ("e.g.", "U.S.") or an initial
+    ("J. Smith") is not a boundary. Returns stripped, non-empty sentences.
+    """
+    sentences = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        first = match.group(1)  # the next sentence's first letter or digit
+        if not (first.isupper() or first.isdigit()):
+            continue
+        # Only a single full stop can belong to an abbreviation ("..." or "!" cannot).
+        single_stop = match.group().startswith(".") and not match.group().startswith("..")
+        if single_stop and _is_abbreviation(_word_before(text, match.start())):
+            continue
+        sentence = text[start : match.end()].strip()
+        if sentence:
+            sentences.append(sentence)
+        start = match.end()
+    last = text[start:].strip()
+    if last:
+        sentences.append(last)
+    return sentences
+
+
+def _word_before(text: str, end: int) -> str:
+    """The word that ends at `end`, without opening quotes or brackets ("" after a space)."""
+    if end == 0 or text[end - 1].isspace():
+        return ""
+    # A short window suffices: longer words are no abbreviations.
+    return text[max(0, end - 12) : end].split()[-1].lstrip("\"'“‘([")
+
+
+def _is_abbreviation(word: str) -> bool:
+    if len(word) == 1:
+        return word.isupper()  # an initial, as in "J. R. R. Tolkien"
+    return word.lower() in _ABBREVIATIONS or _DOTTED.fullmatch(word) is not None
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def read_unlabeled(path: str, columns: list[str], is_pair: bool) -> list[tuple[str, ...]]:
+    """The raw texts of one unlabeled file, as 1-tuples (or 2-tuples for a pair task).
+
+    `.txt` holds one text per line (blank lines are skipped); `.csv`, `.tsv` and `.jsonl`
+    are read from `columns` (one name, or two for a pair task). Texts are not cleaned here.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: file not found; check --transfer.")
+    suffix = file.suffix.lower()
+    if suffix not in (".txt", *TABLE_SUFFIXES):
+        raise DataError(
+            f"{path}: unsupported transfer file type '{suffix}'; use .txt (one text per "
+            "line), .csv, .tsv or .jsonl."
+        )
+    try:
+        if suffix == ".txt":
+            if is_pair:
+                raise DataError(
+                    f"{path}: a pair task needs two texts per example, which a .txt file "
+                    "cannot hold; use a CSV, TSV or JSONL file with two text columns."
+                )
+            with file.open(encoding="utf-8-sig") as f:
+                texts = [(line.strip(),) for line in f if line.strip()]
+            fix = "it needs one text per line"
+        else:
+            texts = _read_columns(file, columns, is_pair)
+            fix = f"it needs data rows with column(s) {list(columns)}"
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not valid UTF-8 text (byte {exc.start}); convert the file to UTF-8."
+        ) from None
+    if not texts:
+        raise DataError(f"{path}: the transfer file holds no texts; {fix}.")
+    return texts
+
+
+def _read_columns(file: Path, columns: list[str], is_pair: bool) -> list[tuple[str, ...]]:
+    need = 2 if is_pair else 1
+    if len(columns) != need:
+        task_kind = "a pair task" if is_pair else "a single-text task"
+        raise ConfigError(
+            f"{file}: {len(columns)} transfer column(s) given ({list(columns)}) but "
+            f"{task_kind} reads {need} from each row; name {need} with --columns."
+        )
+    _check_header(file, columns)
+    return [
+        tuple("" if row[c] is None else str(row[c]) for c in columns)
+        for _, row in _read_table(file, list(columns), has_header=True)
+    ]
+
+
+def _check_header(file: Path, columns: list[str]) -> None:
+    """Check the first row for the columns, so that the error names the transfer option."""
+    with file.open(encoding="utf-8-sig") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        return  # no rows: read_unlabeled reports the empty file
+    if file.suffix.lower() == ".jsonl":
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError:
+            return  # the table reader reports the line and the JSON error
+        present = sorted(obj) if isinstance(obj, dict) else []
+    else:
+        delimiter = "," if file.suffix.lower() == ".csv" else "\t"
+        present = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise DataError(
+            f"{file}, line 1: missing transfer column(s) {missing}; it has {present}. "
+            "Name the text column(s) with --columns."
+        )
+
+
+# --- building ---------------------------------------------------------------------------
+
+
+def build_transfer_set(
+    cfg: TransferConfig, task: Task, train: Split | None, seed: int, progress: bool = True
+) -> TransferSet:
+    """The transfer set for `task`: train inputs, then file texts, then augmented copies.
+
+    Training inputs are taken as the task gives them (they are what the student will be
+    evaluated on); file texts are cleaned, optionally split into sentences and filtered by
+    `min_words`/`max_words`. Duplicates are dropped (first one kept; exact, case-sensitive
+    match on the whole example), augmented copies are appended and deduplicated against
+    everything before them, and `max_transfer_samples` keeps a fixed-seed subset in order.
+    """
+    _check_config(cfg, task)
+    counts: dict[str, int] = {}
+    texts: list[tuple[str, ...]] = []
+    empty_inputs: list[str] = []  # for the error message if nothing is left
+
+    if cfg.include_train and train is not None:
+        texts.extend(tuple(fields) for fields in train.texts)
+        counts["train"] = len(train.texts)
+        if not train.texts:
+            empty_inputs.append(f"the train split {train.source} holds no examples")
+    else:
+        counts["train"] = 0
+        empty_inputs.append(
+            "include_train is off" if not cfg.include_train else "no train split was given"
+        )
+
+    too_short = 0
+    columns = _transfer_columns(cfg, task)
+    if not cfg.files:
+        empty_inputs.append("no transfer files were given")
+    for path in cfg.files:
+        raw = read_unlabeled(path, columns, task.is_pair)
+        kept, dropped = _prepare(raw, cfg, progress, Path(path).name)
+        counts[path] = counts.get(path, 0) + len(kept)
+        too_short += dropped
+        texts.extend(kept)
+        if not kept:
+            empty_inputs.append(
+                f"{path} kept no texts ({dropped} shorter than {max(cfg.min_words, 1)} words)"
+            )
+    counts["too_short_dropped"] = too_short
+
+    duplicates = 0
+    seen: set[tuple[str, ...]] = set()
+    if cfg.dedup:
+        texts, duplicates = _dedup(texts, seen)
+    copies = augment(texts, cfg.augment, seed)
+    counts["augmented"] = len(copies)
+    if cfg.dedup and copies:
+        # `seen` now holds every original, so copies equal to one of them go too.
+        copies, dropped_copies = _dedup(copies, seen)
+        duplicates += dropped_copies
+    texts.extend(copies)
+    counts["duplicates_dropped"] = duplicates
+
+    if not texts:
+        raise DataError(
+            f"the transfer set for task {task.name} is empty: {'; '.join(empty_inputs)}; "
+            "add unlabeled files with --transfer, turn on include_train with a train split, "
+            "or lower min_words."
+        )
+    n = cfg.max_transfer_samples
+    counts["subset_dropped"] = 0
+    if 0 < n < len(texts):
+        keep = sorted(random.Random(seed).sample(range(len(texts)), n))
+        counts["subset_dropped"] = len(texts) - n
+        texts = [texts[i] for i in keep]
+    counts["total"] = len(texts)
+    return TransferSet(texts, counts)
+
+
+def _check_config(cfg: TransferConfig, task: Task) -> None:
+    if cfg.split_sentences and task.is_pair:
+        raise ConfigError(
+            f"split_sentences cannot be used with the pair task {task.name}, as it would "
+            "break each pair apart; turn it off (--no-split-sentences)."
+        )
+    for name in ("min_words", "max_words", "max_transfer_samples"):
+        if getattr(cfg, name) < 0:
+            flag = name.replace("_", "-")
+            raise ConfigError(f"{name} (--{flag}) must be 0 or more, got {getattr(cfg, name)}.")
+    if cfg.max_words and cfg.max_words < cfg.min_words:
+        raise ConfigError(
+            f"max_words ({cfg.max_words}) is below min_words ({cfg.min_words}), so no file "
+            "text could be kept; raise --max-words, or use 0 for no limit."
+        )
+    check_augment_config(cfg.augment)
+
+
+def _transfer_columns(cfg: TransferConfig, task: Task) -> list[str]:
+    """The columns to read from table files: given ones, else the task's when they are names."""
+    if cfg.columns:
+        return list(cfg.columns)
+    if all(isinstance(c, str) for c in task.text_columns):
+        return [str(c) for c in task.text_columns]
+    tables = [p for p in cfg.files if Path(p).suffix.lower() in TABLE_SUFFIXES]
+    if tables:
+        raise ConfigError(
+            f"{tables[0]}: task {task.name} reads its text from an unnamed column, so the "
+            "transfer file's text column name(s) must be given; pass them with --columns."
+        )
+    return []
+
+
+def _prepare(
+    raw: list[tuple[str, ...]], cfg: TransferConfig, progress: bool, name: str
+) -> tuple[list[tuple[str, ...]], int]:
+    """Clean, split and length-filter one file's texts; returns (kept, number too short)."""
+    from tqdm.auto import tqdm
+
+    kept: list[tuple[str, ...]] = []
+    too_short = 0
+    show = progress and len(raw) >= _PROGRESS_MIN_TEXTS
+    for fields in tqdm(raw, desc=f"reading {name}", unit="text", disable=not show, leave=False):
+        if cfg.split_sentences:
+            # Only single-text tasks get here (_check_config), so each piece is one field.
+            candidates = [(s,) for s in _sentences(fields[0], cfg.clean_markup)]
+        else:
+            candidates = [tuple(_clean(f, cfg.clean_markup) for f in fields)]
+        for candidate in candidates:
+            words = [f.split() for f in candidate]
+            # Empty fields are always dropped, whatever min_words says.
+            if any(len(w) < max(cfg.min_words, 1) for w in words):
+                too_short += 1
+                continue
+            if cfg.max_words:
+                candidate = tuple(
+                    " ".join(w[: cfg.max_words]) if len(w) > cfg.max_words else f
+                    for f, w in zip(candidate, words, strict=True)
+                )
+            kept.append(candidate)
+    return kept, too_short
+
+
+def _clean(text: str, clean_markup: bool) -> str:
+    return clean_text(text) if clean_markup else text.strip()
+
+
+def _sentences(text: str, clean_markup: bool) -> list[str]:
+    paragraphs = _LINE_BREAK.split(text) if clean_markup else text.split("\n")
+    return [
+        sentence
+        for paragraph in paragraphs
+        for sentence in split_into_sentences(_clean(paragraph, clean_markup))
+    ]
+
+
+def _dedup(
+    texts: list[tuple[str, ...]], seen: set[tuple[str, ...]]
+) -> tuple[list[tuple[str, ...]], int]:
+    """`texts` without examples already in `seen` or earlier in the list; adds them to seen."""
+    out = []
+    for fields in texts:
+        if fields not in seen:
+            seen.add(fields)
+            out.append(fields)
+    return out, len(texts) - len(out)

@@ -1,0 +1,251 @@
+"""The on-disk cache of teacher outputs on a transfer set.
+
+The teacher labels the transfer set once. Its logits [N, C] (float32) and the
+representation used by the first distillation stage [N, D] (float16, to halve the disk)
+are written in shards of a fixed number of examples, each shard atomically, under a folder
+named by a fingerprint of everything that changes the outputs: the teacher's weights and
+config, the texts, the tokenizer and its settings, and the representation choice. A second
+run with the same inputs reuses the cache; labelling that was killed resumes at the first
+missing shard. With several processes, shard k is labelled by process k % world_size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from lmshrink.data.batching import bucketed_batches, collate, encode
+from lmshrink.data.splits import Split
+from lmshrink.runs import write_text_atomic
+
+FORMAT_VERSION = 1
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A hash of a model folder's config and weight files (content, not timestamps)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
+            h.update(path.name.encode())
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class TeacherOutputs:
+    """What the teacher said about each transfer example, in transfer-set order."""
+
+    logits: Any  # torch.Tensor [N, C] float32
+    representation: Any  # torch.Tensor [N, D] float32, or None when no stage needs it
+
+
+@dataclasses.dataclass
+class LabelStats:
+    reused: bool  # everything came from an earlier run's cache
+    shards_done_before: int  # shards found on disk when this call started
+    shards_total: int
+    seconds: float
+
+
+class TeacherCache:
+    """A folder of output shards for one fingerprint."""
+
+    def __init__(
+        self, root: str | Path, key: dict[str, Any], num_examples: int, shard_size: int = 4096
+    ) -> None:
+        self.key = {"format": FORMAT_VERSION, **key}
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
+        self.fingerprint = digest[:16]
+        self.folder = Path(root) / self.fingerprint
+        self.num_examples = num_examples
+        self.shard_size = shard_size
+
+    @property
+    def num_shards(self) -> int:
+        return (self.num_examples + self.shard_size - 1) // self.shard_size
+
+    def shard_path(self, index: int) -> Path:
+        return self.folder / f"shard-{index:05d}.safetensors"
+
+    def done_shards(self) -> list[int]:
+        return [k for k in range(self.num_shards) if self.shard_path(k).is_file()]
+
+    def is_complete(self) -> bool:
+        return len(self.done_shards()) == self.num_shards
+
+    def write_manifest(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "key": self.key,
+            "num_examples": self.num_examples,
+            "shard_size": self.shard_size,
+            "num_shards": self.num_shards,
+        }
+        write_text_atomic(self.folder / "manifest.json", json.dumps(manifest, indent=2))
+
+    def write_shard(self, index: int, tensors: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        target = self.shard_path(index)
+        target.parent.mkdir(parents=True, exist_ok=True)  # other processes may not have made it
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, target)
+
+    def load(self) -> TeacherOutputs:
+        import torch
+        from safetensors.torch import load_file
+
+        shards = [load_file(str(self.shard_path(k))) for k in range(self.num_shards)]
+        logits = torch.cat([s["logits"] for s in shards]).float()
+        rep = torch.cat([s["repr"] for s in shards]).float() if "repr" in shards[0] else None
+        return TeacherOutputs(logits, rep)
+
+
+def pooled_representation(hidden: Any, attention_mask: Any, pooling: str) -> Any:
+    """Pool token states [B, T, H] into one vector per example [B, H]."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class ShardCollector(Protocol):
+    """Gathers what one cache shard stores from the teacher's outputs, batch by batch."""
+
+    def teacher_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of the teacher call (output_hidden_states, ...)."""
+
+    def add(self, indices: list[int], batch: dict[str, Any], out: Any) -> None:
+        """Record the outputs of the examples at `indices` (positions within the shard)."""
+
+    def tensors(self) -> dict[str, Any]:
+        """The shard's tensors, once every example was added."""
+
+
+def fill_cache(
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[tuple[str, ...]],
+    cache: TeacherCache,
+    max_length: int,
+    batch_size: int,
+    new_collector: Callable[[int], ShardCollector],
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    desc: str = "teacher labels transfer set",
+) -> LabelStats:
+    """Run the teacher over the shards of `cache` this process owns and are not on disk yet
+    (shard k belongs to process k % world_size), writing each shard atomically.
+
+    `new_collector(n)` makes the collector of a shard of n examples. Inference mode,
+    length-bucketed batches.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    done_before = cache.done_shards()
+    if rank == 0:
+        cache.write_manifest()
+    todo = [k for k in range(cache.num_shards) if k % world_size == rank and k not in done_before]
+    was_training = teacher.training
+    teacher.eval()
+    bar = tqdm(
+        total=sum(min(cache.shard_size, cache.num_examples - k * cache.shard_size) for k in todo),
+        desc=desc,
+        unit="ex",
+        disable=not progress or not todo,
+        mininterval=2.0,
+    )
+    for k in todo:
+        lo, hi = k * cache.shard_size, min((k + 1) * cache.shard_size, cache.num_examples)
+        enc = encode(tokenizer, Split("transfer", "transfer", "", texts[lo:hi], None), max_length)
+        collector = new_collector(hi - lo)
+        with torch.inference_mode():
+            for indices in bucketed_batches(enc.lengths, batch_size, rng=None):
+                batch = collate(enc, indices)
+                out = teacher(**batch, **collector.teacher_kwargs())
+                collector.add(indices, batch, out)
+                bar.update(len(indices))
+        cache.write_shard(k, collector.tensors())
+    bar.close()
+    teacher.train(was_training)
+    return LabelStats(
+        reused=not todo and len(done_before) == cache.num_shards,
+        shards_done_before=len(done_before),
+        shards_total=cache.num_shards,
+        seconds=time.perf_counter() - start,
+    )
+
+
+class _LogitsCollector:
+    """Logits [n, C] float32 and, optionally, a pooled representation [n, H] float16."""
+
+    def __init__(self, n: int, num_labels: int, repr_layer: int | None, repr_pooling: str):
+        import torch
+
+        self.logits = torch.zeros(n, num_labels)
+        self.rep: Any = None
+        self.n, self.repr_layer, self.repr_pooling = n, repr_layer, repr_pooling
+
+    def teacher_kwargs(self) -> dict[str, Any]:
+        return {"output_hidden_states": self.repr_layer is not None}
+
+    def add(self, indices: list[int], batch: dict[str, Any], out: Any) -> None:
+        import torch
+
+        self.logits[indices] = out.logits.float()  # [b, C]
+        if self.repr_layer is None:
+            return
+        pooled = pooled_representation(
+            out.hidden_states[self.repr_layer], batch["attention_mask"], self.repr_pooling
+        )
+        if self.rep is None:
+            self.rep = torch.zeros(self.n, pooled.shape[-1], dtype=torch.float16)
+        self.rep[indices] = pooled.half()  # [b, H]
+
+    def tensors(self) -> dict[str, Any]:
+        return {"logits": self.logits, **({"repr": self.rep} if self.rep is not None else {})}
+
+
+def label_transfer_set(
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[tuple[str, ...]],
+    cache: TeacherCache,
+    max_length: int,
+    batch_size: int,
+    repr_layer: int | None,
+    repr_pooling: str = "cls",
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> LabelStats:
+    """Fill the cache with the teacher's logits on `texts` (this process's shards only).
+
+    `repr_layer` indexes the teacher's hidden states (0 = embeddings, -1 = last layer); None
+    stores no representation. Call `cache.load()` once every process has finished.
+    """
+    num_labels = teacher.config.num_labels
+    return fill_cache(
+        teacher,
+        tokenizer,
+        texts,
+        cache,
+        max_length,
+        batch_size,
+        lambda n: _LogitsCollector(n, num_labels, repr_layer, repr_pooling),
+        rank,
+        world_size,
+        progress,
+    )

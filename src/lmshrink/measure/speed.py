@@ -1,0 +1,82 @@
+"""Measuring CPU inference speed honestly: real texts, dynamic padding, warm-up, and the
+models interleaved in one process, so that a ratio between them is fair on a noisy machine."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from lmshrink.data.batching import Encoded, collate
+
+
+def run_batches(
+    model: Any, enc: Encoded, batch_size: int, limit: int, laps: list[float] | None = None
+) -> float:
+    """Seconds to predict the first `limit` examples in batches of `batch_size`; when `laps`
+    is given, the seconds of each model call are appended to it (for latency percentiles)."""
+    import torch
+
+    n = min(limit, len(enc))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for lo in range(0, n, batch_size):
+            batch = collate(enc, list(range(lo, min(n, lo + batch_size))))
+            batch.pop("labels", None)
+            called = time.perf_counter()
+            model(**batch)
+            if laps is not None:
+                laps.append(time.perf_counter() - called)
+    return time.perf_counter() - start
+
+
+def measure_speed(
+    models: dict[str, tuple[Any, Encoded]],
+    batch_sizes: tuple[int, ...] = (1, 32),
+    limit: dict[int, int] | None = None,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Throughput of each model (examples/s) at each batch size, and ratios to the first.
+
+    `models` maps a name to (model, its encoded inputs). The examples are taken in their
+    dataset order (not sorted by length), batches padded to their longest example. Every
+    model runs once for warm-up, then the models take turns `rounds` times; the median of
+    the rounds is kept. `latency_ms[name][batch size]` gives the p50 and p95 of one call
+    (one batch) over every batch of every round: at batch size 1, per-example latency.
+    """
+    limit = limit or {1: 200, 32: 1024}
+    for model, _ in models.values():
+        model.eval()
+    result: dict[str, Any] = {
+        "batch_sizes": list(batch_sizes),
+        "rounds": rounds,
+        "examples": {},
+        "per_second": {},
+        "ratio": {},
+        "latency_ms": {},
+    }
+    for bs in batch_sizes:
+        n = limit.get(bs, 256)
+        for model, enc in models.values():  # warm-up
+            run_batches(model, enc, bs, min(n, 4 * bs))
+        times: dict[str, list[float]] = {name: [] for name in models}
+        laps: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, (model, enc) in models.items():
+                times[name].append(run_batches(model, enc, bs, n, laps[name]))
+        first = next(iter(models))
+        result["examples"][str(bs)] = min(n, len(next(iter(models.values()))[1]))
+        for name, (_, enc) in models.items():
+            median = statistics.median(times[name])
+            done = min(n, len(enc))  # examples actually predicted per round
+            result["per_second"].setdefault(name, {})[str(bs)] = done / median
+            result["ratio"].setdefault(name, {})[str(bs)] = statistics.median(times[first]) / median
+            ms = 1000 * np.asarray(laps[name])
+            result["latency_ms"].setdefault(name, {})[str(bs)] = {
+                "p50": float(np.percentile(ms, 50)),
+                "p95": float(np.percentile(ms, 95)),
+                "calls": int(ms.size),
+            }
+    return result

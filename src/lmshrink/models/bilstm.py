@@ -1,0 +1,345 @@
+"""The BiLSTM student (XtremeDistil): teacher token ids -> trimmed embeddings -> BiLSTM -> head.
+
+The student reads the *teacher tokenizer's* ids, so it is served with the teacher's saved
+tokenizer whatever its family (WordPiece, BPE, SentencePiece). A persistent buffer
+`token_map [teacher_vocab_size]` maps each teacher id to a row of the student's own, much
+smaller embedding table (only the tokens seen in the transfer data are kept; every other id
+maps to `unk_row`). The buffer is saved with the weights, so a `save_pretrained` folder holds
+everything needed, and `AutoModelForSequenceClassification.from_pretrained(folder)` loads it
+once `register_auto()` has run (`import lmshrink` arranges that).
+
+Each BiLSTM layer is its own `nn.LSTM` so that training stages can unfreeze layer by layer
+(`layer_groups`). Inputs are packed, so a prediction does not depend on how much padding its
+batch has, and pooling looks at valid positions only.
+
+ONNX export (`lmshrink.export`) traces the packed path: the TorchScript exporter turns
+`pack_padded_sequence` around each `nn.LSTM` into one ONNX `LSTM` node whose `sequence_lens`
+input is each row's length, so ONNX Runtime also runs the reverse direction from each row's
+last real token, and an exported student keeps this padding invariance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from lmshrink.models.heads import sequence_classification_loss
+
+POOLINGS = ("max", "mean", "attention")
+
+MODEL_TYPE = "lmshrink_bilstm"
+
+
+@strict
+class BiLSTMConfig(PretrainedConfig):
+    """Shape of a BiLSTM student. Fields are dataclass fields, as transformers 5 requires, so
+    `save_pretrained`/`from_pretrained` round-trip each of them through config.json.
+
+    Two id spaces meet here: `pad_token_id` (like every `*_token_id`) is a *teacher* token id,
+    the id a tokenizer writes into `input_ids`; `pad_row` and `unk_row` are rows of the
+    student's own embedding table (`vocab_size` rows).
+    """
+
+    model_type = MODEL_TYPE
+
+    vocab_size: int = 30522
+    """Rows of the student's own (trimmed) embedding table."""
+    teacher_vocab_size: int | None = None
+    """Size of the teacher tokenizer's id space (length of `token_map`); None: `vocab_size`."""
+    embedding_dim: int = 300
+    hidden_size: int = 300
+    """LSTM hidden size per direction; the pooled vector has 2 * hidden_size entries."""
+    num_layers: int = 1
+    dropout: float | int = 0.2
+    """Dropout on the embeddings, between LSTM layers, and before the classifier."""
+    pooling: str = "max"
+    """How token states become one vector: max, mean, or attention (learned scoring)."""
+    type_vocab_size: int = 2
+    """Segment embeddings added for sentence pairs (token_type_ids); 0 disables them."""
+    pad_token_id: int | None = 0
+    """The teacher tokenizer's pad id (teacher id space, as in every HF config)."""
+    pad_row: int = 0
+    """Student embedding row of the pad token (the embedding's padding_idx)."""
+    unk_row: int = 0
+    """Student embedding row used for teacher ids outside the kept vocabulary."""
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.teacher_vocab_size is None:
+            self.teacher_vocab_size = self.vocab_size
+        # Checked here (not in a strict `validate_*` method) so that bad values raise a plain
+        # ValueError when the config is built.
+        if self.pooling not in POOLINGS:
+            raise ValueError(
+                f"pooling {self.pooling!r} is unknown; use one of {', '.join(POOLINGS)}."
+            )
+        for name in ("vocab_size", "teacher_vocab_size", "embedding_dim", "hidden_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {self.num_layers}.")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size must be >= 0, got {self.type_vocab_size}.")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        for name in ("pad_row", "unk_row"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} is not a row of the {self.vocab_size}-row "
+                    "embedding table."
+                )
+        super().__post_init__(**kwargs)
+
+    def validate_token_ids(self) -> None:
+        """Token ids (`*_token_id`) live in the teacher's id space, not the student's rows;
+        the base check would compare them with `vocab_size` and warn wrongly."""
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
+            value = getattr(self, name, None)
+            if isinstance(value, int) and not 0 <= value < self.teacher_vocab_size:
+                raise ValueError(
+                    f"{name} {value} is outside the teacher's {self.teacher_vocab_size} ids."
+                )
+
+
+@dataclass
+class StudentOutput(ModelOutput):
+    """Output of a student: `loss` (when labels are given), `logits [B, C]`, and `pooled
+    [B, 2H]`, the sentence vector the classifier reads (before its dropout), which
+    representation losses match to the teacher's in the first distillation stage."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+
+
+class BiLSTMForSequenceClassification(PreTrainedModel):
+    """A BiLSTM sentence classifier over the teacher tokenizer's ids (see the module doc)."""
+
+    config_class = BiLSTMConfig
+    main_input_name = "input_ids"
+
+    def __init__(self, config: BiLSTMConfig) -> None:
+        super().__init__(config)
+        if config.pooling not in POOLINGS:  # a config edited after it was built
+            raise ValueError(
+                f"pooling {config.pooling!r} is unknown; use one of {', '.join(POOLINGS)}."
+            )
+        E, H = config.embedding_dim, config.hidden_size
+        # teacher id -> student row; saved with the weights (persistent), set by build_bilstm.
+        self.register_buffer(
+            "token_map", torch.zeros(config.teacher_vocab_size, dtype=torch.long), persistent=True
+        )
+        self.embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_row)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size > 0 else None
+        )
+        self.dropout = nn.Dropout(float(config.dropout))
+        self.lstm = nn.ModuleList(
+            nn.LSTM(E if i == 0 else 2 * H, H, batch_first=True, bidirectional=True)
+            for i in range(config.num_layers)
+        )
+        # Attention pooling scores each position with one learned vector.
+        self.attention = nn.Linear(2 * H, 1, bias=False) if config.pooling == "attention" else None
+        self.classifier = nn.Linear(2 * H, config.num_labels)
+        self.post_init()
+
+    # --- weights ----------------------------------------------------------------------------
+
+    def default_token_map(self) -> torch.Tensor:
+        """Identity for ids below `vocab_size`, `unk_row` above: the map of a student whose
+        table was not trimmed. build_bilstm replaces it with the real map."""
+        ids = torch.arange(self.config.teacher_vocab_size)  # [V_teacher]
+        return torch.where(ids < self.config.vocab_size, ids, self.config.unk_row)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Fresh weights for a model built from a config. `from_pretrained` calls this only
+        for tensors it did not load: the `transformers.initialization` functions skip any
+        tensor marked as loaded, and the slice writes below check that mark themselves."""
+        if module is self:
+            init.copy_(self.token_map, self.default_token_map().to(self.token_map.device))
+        elif module is self.embeddings:
+            # PyTorch's default N(0, 1); build_bilstm overwrites it with the teacher's rows.
+            init.normal_(module.weight, mean=0.0, std=1.0)
+            if module.padding_idx is not None and not _loaded(module.weight):
+                module.weight[module.padding_idx].zero_()
+        elif module is self.token_type_embeddings:
+            # Zero: segments start as a no-op, so teacher-initialised word vectors are unchanged.
+            init.zeros_(module.weight)
+        elif isinstance(module, nn.LSTM):
+            H = module.hidden_size
+            for name, param in module.named_parameters():
+                if name.startswith("weight_ih"):
+                    init.xavier_uniform_(param)
+                elif name.startswith("weight_hh"):
+                    init.orthogonal_(param)
+                elif name.startswith("bias"):
+                    init.zeros_(param)
+                    # Forget-gate bias 1 (gate order i, f, g, o): remember by default.
+                    if name.startswith("bias_ih") and not _loaded(param):
+                        param[H : 2 * H].fill_(1.0)
+        elif module is self.attention:
+            # Zero scores: attention pooling starts as mean pooling, and still gets gradients.
+            init.zeros_(module.weight)
+        elif module is self.classifier:
+            init.normal_(module.weight, mean=0.0, std=0.02)
+            init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, then `realign_weights()`, so that a reloaded
+        student computes bit-identical logits to the one that was saved."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        model.realign_weights()
+        return loaded
+
+    @torch.no_grad()
+    def realign_weights(self) -> None:
+        """Copy CPU weights that sit at addresses not aligned to 64 bytes.
+
+        safetensors loading can leave tensors at odd offsets of the file buffer; the CPU
+        kernels (LSTM, matmul) then take a differently vectorised path that sums in another
+        order, so logits differ from the saved model's in the last bits. A copy is aligned.
+        """
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings = value
+
+    def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
+        """Named groups of modules, bottom-up, for gradual unfreezing: "embeddings" (word and
+        segment), "lstm.0" ... "lstm.{n-1}", "pooler" (only with attention pooling: the
+        scoring vector, which shapes `pooled`), then "classifier" (reads `pooled`, so it gets
+        no gradient from losses on `pooled` alone). Every parameter is in exactly one group;
+        `token_map` is a buffer, never trained."""
+        embeddings: list[nn.Module] = [self.embeddings]
+        if self.token_type_embeddings is not None:
+            embeddings.append(self.token_type_embeddings)
+        groups = [("embeddings", embeddings)]
+        groups += [(f"lstm.{i}", [layer]) for i, layer in enumerate(self.lstm)]
+        if self.attention is not None:
+            groups.append(("pooler", [self.attention]))
+        groups.append(("classifier", [self.classifier]))
+        return groups
+
+    # --- forward ----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **ignored: Any,
+    ) -> StudentOutput | tuple[torch.Tensor, ...]:
+        """input_ids [B, T] (teacher ids, right-padded), attention_mask [B, T] (1 = token),
+        token_type_ids [B, T], labels [B] (class ids, or floats for regression).
+
+        Other keyword arguments (e.g. `output_hidden_states` from generic callers) are
+        accepted and ignored.
+        """
+        T = input_ids.shape[1]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.bool()  # [B, T]
+        counts = mask.sum(dim=1)  # [B]
+        positions = torch.arange(T, device=input_ids.device)  # [T]
+        # While tracing (ONNX export) a data-dependent check or branch would be frozen to the
+        # example batch's outcome: skip the check, and always trace the general packed path.
+        tracing = torch.jit.is_tracing()
+        if not tracing and not torch.equal(positions[None, :] < counts[:, None], mask):
+            raise ValueError(
+                "attention_mask must mark a prefix of each row (right padding); set the "
+                "tokenizer's padding_side to 'right'."
+            )
+        # A row with no tokens at all gets length 1 (packing refuses 0); it reads its first
+        # position, which is harmless and keeps the batch shape.
+        lengths = counts.clamp(min=1)  # [B]
+        valid = positions[None, :] < lengths[:, None]  # [B, T]
+
+        rows = self.token_map[input_ids]  # [B, T] student rows
+        x = self.embeddings(rows)  # [B, T, E]
+        if self.token_type_embeddings is not None and token_type_ids is not None:
+            x = x + self.token_type_embeddings(token_type_ids)  # [B, T, E]
+        x = self.dropout(x)
+
+        if not tracing and bool(valid.all()):
+            # No padding (always so at batch 1, the serving case): packing would only add
+            # overhead, and the plain run is the same computation.
+            states = x
+            for i, lstm in enumerate(self.lstm):
+                if i > 0:
+                    states = self.dropout(states)
+                states, _ = lstm(states)  # [B, T, 2H]
+        else:
+            # Packing runs each sequence for exactly its length, in both directions, so the
+            # result does not depend on the padding that other rows of the batch caused.
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            for i, lstm in enumerate(self.lstm):
+                if i > 0:
+                    packed = _map_packed(packed, self.dropout)
+                packed, _ = lstm(packed)
+            states, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)  # [B, T, 2H]
+
+        pooled = self._pool(states, valid, lengths)  # [B, 2H]
+        logits = self.classifier(self.dropout(pooled))  # [B, C]
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+
+        output = StudentOutput(loss=loss, logits=logits, pooled=pooled)
+        if return_dict is False or (return_dict is None and self.config.return_dict is False):
+            return output.to_tuple()
+        return output
+
+    def _pool(
+        self, states: torch.Tensor, valid: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """states [B, T, 2H], valid [B, T], lengths [B] -> [B, 2H] over valid positions only."""
+        pooling = self.config.pooling
+        if pooling == "max":
+            masked = states.masked_fill(~valid[:, :, None], float("-inf"))  # [B, T, 2H]
+            return masked.max(dim=1).values
+        if pooling == "mean":
+            summed = (states * valid[:, :, None]).sum(dim=1)  # [B, 2H]
+            return summed / lengths[:, None].to(states.dtype)
+        scores = self.attention(states).squeeze(-1)  # [B, T]
+        scores = scores.masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(scores, dim=1)  # [B, T]
+        return torch.einsum("bt,bth->bh", weights, states)
+
+
+def _loaded(tensor: torch.Tensor) -> bool:
+    """Whether from_pretrained filled this tensor from the checkpoint (do not overwrite)."""
+    return bool(getattr(tensor, "_is_hf_initialized", False))
+
+
+def _map_packed(packed: PackedSequence, fn: nn.Module) -> PackedSequence:
+    """Apply an elementwise module to the data of a packed sequence, keeping its layout."""
+    return PackedSequence(
+        fn(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+    )
+
+
+def register_auto() -> None:
+    """Register the BiLSTM student with AutoConfig and AutoModelForSequenceClassification,
+    so `from_pretrained(folder)` on a saved student returns this class. Safe to call again."""
+    from transformers.models.auto.configuration_auto import AutoConfig
+    from transformers.models.auto.modeling_auto import AutoModelForSequenceClassification
+
+    AutoConfig.register(MODEL_TYPE, BiLSTMConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(
+        BiLSTMConfig, BiLSTMForSequenceClassification, exist_ok=True
+    )

@@ -1,0 +1,156 @@
+"""The end of a distillation run: final scores, sizes, speed, the saved model and reports.
+
+`report.json` holds every number; `report.md` shows them for a person: teacher vs student
+dev metric, retention (student score / teacher score), parameters, size on disk, CPU speed
+ratio at batch 1 and 32 measured in one process, and the time spent labelling and training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from lmshrink import __version__
+from lmshrink.measure import metrics
+from lmshrink.runs import write_text_atomic
+
+
+def finish_run(
+    cfg: Any,
+    acc: Any,
+    paths: dict[str, Path],
+    task: Any,
+    teacher: Any,
+    student: Any,
+    tokenizer: Any,
+    student_tokenizer: Any,
+    teacher_dir: str,
+    distiller: Any,
+    transfer: Any,
+    devs: list[Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Score both models on the dev splits `devs`, save the student, write report.json and
+    report.md."""
+    from lmshrink.config import to_dict
+    from lmshrink.data.batching import encode
+    from lmshrink.evaluate import score_model
+    from lmshrink.measure.machine import machine_info
+    from lmshrink.measure.speed import measure_speed
+    from lmshrink.models.loading import METADATA_FILE, count_parameters, size_on_disk
+    from lmshrink.runs import staged_output
+
+    acc.wait_for_everyone()
+    student = acc.unwrap_model(student)
+    if hasattr(student, "final_model"):  # e.g. Theseus: the successor alone is the result
+        student = student.final_model()
+    student = student.cpu().eval()
+    teacher = teacher.cpu().eval()
+    length = cfg.data.max_length
+    # Each model reads the dev texts through its own tokenizer.
+    tokenizers = {"teacher": tokenizer, "student": student_tokenizer}
+    models = {"teacher": teacher, "student": student}
+    scores = {
+        name: score_model(models[name], tokenizers[name], task, devs, length, cfg.eval_batch_size)
+        for name in models
+    }
+    summary = {name: metrics.task_score(s) for name, s in scores.items()}
+    params = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
+    report: dict[str, Any] = {
+        "lmshrink_version": __version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": task.name,
+        "teacher": teacher_dir,
+        "student_kind": cfg.student.kind,
+        "dev": scores,
+        "score": summary,
+        "retention": summary["student"] / summary["teacher"] if summary["teacher"] else None,
+        "parameters": {**params, "ratio": params["teacher"] / params["student"]},
+        "student_vocabulary": student.config.vocab_size,
+        "transfer_set": transfer.counts,
+        "labeled_examples": len(distiller.data["labeled"].enc),
+        "stages": [
+            {
+                "name": s.name,
+                "data": s.data,
+                "losses": [dataclasses.asdict(spec) for spec in s.losses],
+            }
+            for s in cfg.stages
+        ],
+        "history": distiller.history,
+        **{k: round(v, 1) for k, v in timings.items()},
+        "machine": machine_info(),
+    }
+    if not acc.is_main_process:
+        return report
+    if cfg.measure_speed:
+        report["speed"] = measure_speed(
+            {name: (models[name], encode(tokenizers[name], devs[0], length)) for name in models}
+        )
+    meta = {
+        "lmshrink_version": __version__,
+        "kind": f"student-{cfg.student.kind}",
+        "task": task.name,
+        "metrics": list(task.metrics),
+        "dev": scores["student"],
+        "score": summary["student"],
+        "teacher": teacher_dir,
+        "config": to_dict(cfg),
+    }
+    with staged_output(paths["model"]) as stage:
+        student.save_pretrained(stage)
+        student_tokenizer.save_pretrained(stage)
+        (stage / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    report["size_bytes"] = {
+        "teacher": size_on_disk(teacher_dir),
+        "student": size_on_disk(paths["model"]),
+    }
+    out = paths["model"].parent
+    report["model_dir"] = str(paths["model"])
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.md", markdown(report))
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A short human-readable summary of a run's report."""
+    t, s = report["dev"]["teacher"], report["dev"]["student"]
+    lines = [
+        f"# {report['task']}: {report['student_kind']} student distilled from "
+        f"`{report['teacher']}`",
+        "",
+        "| | teacher | student |",
+        "|---|---|---|",
+    ]
+    for name in t:
+        lines.append(f"| dev {name} | {100 * t[name]:.2f} | {100 * s[name]:.2f} |")
+    p = report["parameters"]
+    lines.append(
+        f"| parameters | {p['teacher'] / 1e6:.2f}M | {p['student'] / 1e6:.2f}M "
+        f"({p['ratio']:.1f}x fewer) |"
+    )
+    if "size_bytes" in report:
+        sz = report["size_bytes"]
+        lines.append(
+            f"| size on disk | {sz['teacher'] / 2**20:.1f} MiB | {sz['student'] / 2**20:.1f} MiB |"
+        )
+    if "speed" in report:
+        for bs, ratio in report["speed"]["ratio"]["student"].items():
+            lines.append(f"| CPU speed, batch {bs} | 1x | {ratio:.1f}x faster |")
+    retention = report["retention"]
+    lines += [
+        "",
+        f"Retention (student score / teacher score): **{100 * retention:.1f}%**."
+        if retention is not None
+        else "",
+        f"Transfer set: {report['transfer_set'].get('total', 0):,} examples; gold-labeled "
+        f"rows: {report['labeled_examples']:,}; student vocabulary: "
+        f"{report['student_vocabulary']:,} tokens.",
+        f"Time: labelling {report.get('labelling_seconds', 0):.0f} s, training "
+        f"{report.get('training_seconds', 0):.0f} s, on {report['machine']['cpu']} "
+        f"({report['machine']['torch_threads']} threads).",
+    ]
+    return "\n".join(lines) + "\n"

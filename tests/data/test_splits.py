@@ -1,0 +1,229 @@
+import json
+import random
+
+import pytest
+from conftest import STSB_HEADER, write_tsv
+
+from lmshrink.config import DataConfig
+from lmshrink.data.batching import bucketed_batches, collate, encode
+from lmshrink.data.splits import load_eval_splits, read_split, resolve_task
+from lmshrink.data.tasks import get_task
+from lmshrink.errors import ConfigError, DataError, MissingDependencyError
+
+REAL_COUNTS = {  # (task, split): rows, from the data README
+    ("sst2", "train"): 67349,
+    ("sst2", "dev"): 872,
+    ("cola", "train"): 8551,
+    ("cola", "dev"): 1043,
+    ("mrpc", "train"): 3668,
+    ("mrpc", "dev"): 408,
+    ("rte", "train"): 2490,
+    ("rte", "dev"): 277,
+    ("stsb", "train"): 5749,
+    ("stsb", "dev"): 1500,
+    ("qnli", "dev"): 5463,
+}
+
+
+@pytest.mark.parametrize(("task", "split"), list(REAL_COUNTS))
+def test_real_glue_files_read_completely(shared_glue, task, split):
+    s = read_split(get_task(task), split, DataConfig(task=task, data_dir=str(shared_glue)))
+    assert len(s) == REAL_COUNTS[(task, split)]
+    assert len(s.labels) == len(s)
+    assert all(len(t) == (2 if get_task(task).is_pair else 1) for t in s.texts)
+
+
+def test_real_cola_without_header_and_mrpc_with_bom(shared_glue):
+    cfg = DataConfig(data_dir=str(shared_glue))
+    cola = read_split(get_task("cola"), "dev", cfg)
+    assert cola.texts[0] == ("The sailors rode the breeze clear of the rocks.",)
+    assert cola.labels[0] == 1 and set(cola.labels) == {0, 1}
+    mrpc = read_split(get_task("mrpc"), "dev", cfg)
+    assert mrpc.labels[:2] == [1, 0]
+    assert mrpc.texts[0][1].startswith('"The foodservice pie business')  # bare quote kept
+    stsb = read_split(get_task("stsb"), "dev", cfg)
+    assert stsb.labels[0] == 5.0 and all(0 <= y <= 5 for y in stsb.labels)
+    rte = read_split(get_task("rte"), "train", cfg)
+    assert rte.labels[0] == 1  # not_entailment
+
+
+def test_mnli_and_qqp_from_made_files(tmp_path):
+    mnli_header = [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "sentence1_binary_parse",
+        "sentence2_binary_parse",
+        "sentence1_parse",
+        "sentence2_parse",
+        "sentence1",
+        "sentence2",
+        "label1",
+        "gold_label",
+    ]
+    row = [
+        "0",
+        "1",
+        "1e",
+        "fiction",
+        "(",
+        "(",
+        "(",
+        "(",
+        "A cat sat.",
+        "A cat is here.",
+        "entailment",
+    ]
+    for name, label in (("dev_matched.tsv", "neutral"), ("dev_mismatched.tsv", "contradiction")):
+        write_tsv(tmp_path / "MNLI" / name, mnli_header, [row + [label]])
+    cfg = DataConfig(task="mnli", data_dir=str(tmp_path))
+    matched, mismatched = load_eval_splits(get_task("mnli"), "dev", cfg, seed=0)
+    assert (matched.name, matched.labels) == ("dev", [1])
+    assert (mismatched.name, mismatched.labels) == ("dev_mismatched", [2])
+    write_tsv(
+        tmp_path / "QQP" / "train.tsv",
+        ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+        [["0", "1", "2", "How?", "Why?", "0"], ["1", "3", "4", "Who?", "Who?", "1"]],
+    )
+    qqp = read_split(get_task("qqp"), "train", DataConfig(data_dir=str(tmp_path)))
+    assert qqp.texts == [("How?", "Why?"), ("Who?", "Who?")] and qqp.labels == [0, 1]
+
+
+def _sst2(tmp_path, rows, header=("sentence", "label")):
+    write_tsv(tmp_path / "SST-2" / "train.tsv", list(header) if header else None, rows)
+    return DataConfig(task="sst2", data_dir=str(tmp_path))
+
+
+def test_missing_data_folder_and_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*--data-dir"):
+        read_split(get_task("sst2"), "train", DataConfig(data_dir=str(tmp_path / "nope")))
+    with pytest.raises(DataError, match=r"SST-2/train\.tsv: file not found"):
+        read_split(get_task("sst2"), "train", DataConfig(data_dir=str(tmp_path)))
+
+
+def test_missing_column_names_the_header(tmp_path):
+    cfg = _sst2(tmp_path, [["good", "1"]], header=("text", "label"))
+    with pytest.raises(DataError, match=r"train\.tsv, line 1: missing column\(s\) \['sentence'\]"):
+        read_split(get_task("sst2"), "train", cfg)
+
+
+def test_unknown_label_names_file_and_line(tmp_path):
+    cfg = _sst2(tmp_path, [["good", "1"], ["bad", "0"], ["meh", "2"]])
+    with pytest.raises(DataError, match=r"train\.tsv, line 4: label '2' is not in"):
+        read_split(get_task("sst2"), "train", cfg)
+
+
+def test_short_row_names_the_line(tmp_path):
+    cfg = _sst2(tmp_path, [["good", "1"], ["no label here"]])
+    with pytest.raises(DataError, match=r"line 3: 1 field\(s\) but at least 2"):
+        read_split(get_task("sst2"), "train", cfg)
+
+
+def test_empty_split(tmp_path):
+    cfg = _sst2(tmp_path, [])
+    with pytest.raises(DataError, match="train split has no examples"):
+        read_split(get_task("sst2"), "train", cfg)
+
+
+def test_non_numeric_regression_target(tmp_path):
+    write_tsv(
+        tmp_path / "STS-B" / "train.tsv",
+        STSB_HEADER,
+        [
+            ["0", "g", "f", "y", "0", "n", "n", "a", "b", "4.2"],
+            ["1", "g", "f", "y", "1", "n", "n", "a", "b", "high"],
+        ],
+    )
+    with pytest.raises(DataError, match="line 3: regression target 'high'"):
+        read_split(get_task("stsb"), "train", DataConfig(data_dir=str(tmp_path)))
+
+
+def test_custom_csv_jsonl_and_label_inference(tmp_path):
+    (tmp_path / "train.csv").write_text('text,y\n"good, really",pos\nbad,neg\nfine,pos\n')
+    lines = [{"text": "ok", "y": "pos"}, {"text": "no", "y": "neg"}]
+    (tmp_path / "dev.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cfg = DataConfig(
+        task="custom",
+        train_file=str(tmp_path / "train.csv"),
+        dev_file=str(tmp_path / "dev.jsonl"),
+        text_columns=["text"],
+        label_column="y",
+    )
+    task = resolve_task(cfg)
+    assert task.labels == ("neg", "pos")
+    train = read_split(task, "train", cfg)
+    assert train.texts[0] == ("good, really",) and train.labels == [1, 0, 1]
+    assert read_split(task, "dev", cfg).labels == [1, 0]
+
+
+def test_custom_regression_and_bad_jsonl(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"a": "x", "b": "y", "s": 0.5}\n{"a": "x"\n')
+    cfg = DataConfig(
+        task="custom",
+        train_file=str(tmp_path / "train.jsonl"),
+        text_columns=["a", "b"],
+        label_column="s",
+        regression=True,
+    )
+    with pytest.raises(DataError, match="train.jsonl, line 2: not valid JSON"):
+        read_split(resolve_task(cfg), "train", cfg)
+
+
+def test_custom_task_needs_files_and_columns():
+    with pytest.raises(ConfigError, match="--train-file"):
+        resolve_task(DataConfig(task="custom"))
+    with pytest.raises(ConfigError, match="--text-columns"):
+        resolve_task(DataConfig(task="custom", train_file="x.csv"))
+    with pytest.raises(ConfigError, match="no task given"):
+        resolve_task(DataConfig())
+
+
+def test_subset_is_fixed_by_seed(sst2_dir):
+    split = read_split(get_task("sst2"), "train", DataConfig(data_dir=str(sst2_dir)))
+    a, b, c = split.subset(10, seed=1), split.subset(10, seed=1), split.subset(10, seed=2)
+    assert len(a) == 10 and a.texts == b.texts and a.texts != c.texts
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    assert split.subset(0, seed=1) is split
+
+
+def test_hub_path_gives_a_clear_error_offline():
+    cfg = DataConfig(task="sst2")  # no --data-dir: the hub path, offline in tests
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match="lmshrink\\[hub\\]"):
+            read_split(get_task("sst2"), "train", cfg)
+    else:
+        with pytest.raises(DataError, match="hub:nyu-mll/glue/sst2/train.*--data-dir"):
+            read_split(get_task("sst2"), "train", cfg)
+
+
+def test_bucketed_batches_cover_every_index_once_with_similar_lengths():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 100) for _ in range(1000)]
+    batches = bucketed_batches(lengths, 16, random.Random(1), bucket_batches=10)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(1000))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+    assert spread / len(batches) < 15  # unbucketed random batches spread ~90 tokens
+    assert bucketed_batches(lengths, 16, random.Random(1), 10) == batches  # seeded
+    eval_batches = bucketed_batches(lengths, 16, None)
+    assert [lengths[i] for b in eval_batches for i in b] == sorted(lengths)
+
+
+def test_encode_pairs_and_collate_pads(tiny_encoder):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    from lmshrink.data.splits import Split
+
+    split = Split("rte", "dev", "x", [("the cat sat", "a dog"), ("yes", "no")], [0, 1])
+    enc = encode(tok, split, max_length=32)
+    assert enc.lengths == [8, 5]  # [CLS] the cat sat [SEP] a dog [SEP]; [CLS] yes [SEP] no [SEP]
+    assert enc.features["token_type_ids"][1] == [0, 0, 0, 1, 1]
+    batch = collate(enc, [0, 1])
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"].tolist()[1] == [1] * 5 + [0] * 3
+    assert batch["input_ids"][1, 5:].tolist() == [tok.pad_token_id] * 3
+    assert batch["labels"].tolist() == [0, 1]

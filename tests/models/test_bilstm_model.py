@@ -1,0 +1,314 @@
+"""The BiLSTM student model: config, forward, pooling, losses, save/load, Auto registration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from lmshrink.models.bilstm import (
+    BiLSTMConfig,
+    BiLSTMForSequenceClassification,
+    StudentOutput,
+    register_auto,
+)
+
+TEACHER_VOCAB = 60
+VOCAB = 25
+PAD_ID = 0  # teacher id of the pad token
+
+
+def make_model(seed: int = 0, **overrides) -> BiLSTMForSequenceClassification:
+    """A tiny student with every weight and the token map randomised (in eval mode).
+
+    Randomising everything (zero-initialised attention and segment vectors included) makes
+    a test fail if any tensor were re-initialised on load or ignored in forward.
+    """
+    settings = dict(
+        vocab_size=VOCAB,
+        teacher_vocab_size=TEACHER_VOCAB,
+        embedding_dim=16,
+        hidden_size=8,
+        num_layers=2,
+        dropout=0.1,
+        pooling="max",
+        pad_token_id=PAD_ID,
+        pad_row=0,
+        unk_row=1,
+        num_labels=3,
+    )
+    settings.update(overrides)
+    torch.manual_seed(seed)
+    model = BiLSTMForSequenceClassification(BiLSTMConfig(**settings))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (TEACHER_VOCAB,)))
+    return model.eval()
+
+
+def random_batch(lengths: list[int], seed: int = 1) -> dict[str, torch.Tensor]:
+    """Right-padded teacher ids [B, T], with random garbage ids in the padded positions."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    input_ids = torch.randint(1, TEACHER_VOCAB, (len(lengths), T), generator=g)
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # [B, T]
+    token_type_ids = torch.randint(0, 2, (len(lengths), T), generator=g) * mask
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask.long(),
+        "token_type_ids": token_type_ids,
+    }
+
+
+def take(batch: dict[str, torch.Tensor], row: int, length: int) -> dict[str, torch.Tensor]:
+    """One example of a batch alone, cut to its own length (no padding at all)."""
+    return {k: v[row : row + 1, :length] for k, v in batch.items()}
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+def test_config_round_trips_every_field(tmp_path):
+    config = BiLSTMConfig(
+        vocab_size=11,
+        teacher_vocab_size=40,
+        embedding_dim=7,
+        hidden_size=5,
+        num_layers=3,
+        dropout=0.35,
+        pooling="attention",
+        type_vocab_size=0,
+        pad_token_id=3,
+        pad_row=2,
+        unk_row=4,
+        num_labels=1,
+        problem_type="regression",
+        id2label={0: "score"},
+        label2id={"score": 0},
+    )
+    config.save_pretrained(tmp_path)
+    loaded = BiLSTMConfig.from_pretrained(tmp_path)
+    own = [f.name for f in dataclasses.fields(BiLSTMConfig) if f.name != "transformers_version"]
+    assert "teacher_vocab_size" in own and "unk_row" in own
+    for name in own:
+        assert getattr(loaded, name) == getattr(config, name), name
+    assert loaded.num_labels == 1
+    assert loaded.to_dict() == config.to_dict()
+
+
+def test_config_defaults_teacher_vocab_to_vocab_size():
+    assert BiLSTMConfig(vocab_size=17).teacher_vocab_size == 17
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pooling": "sum"},
+        {"unk_row": 25},
+        {"pad_row": -1},
+        {"num_layers": 0},
+        {"dropout": 1.0},
+    ],
+)
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        BiLSTMConfig(vocab_size=25, **bad)
+
+
+# --- forward --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
+def test_prediction_does_not_depend_on_batch_padding(pooling, num_layers):
+    """A row alone (unpadded: the no-packing fast path) equals it in a padded batch."""
+    model = make_model(pooling=pooling, num_layers=num_layers)
+    batch = random_batch([5, 40, 9])
+    with torch.no_grad():
+        together = model(**batch)
+        for row, length in enumerate([5, 40, 9]):
+            alone = model(**take(batch, row, length))
+            torch.testing.assert_close(alone.logits[0], together.logits[row], rtol=0, atol=1e-6)
+            torch.testing.assert_close(alone.pooled[0], together.pooled[row], rtol=0, atol=1e-6)
+
+
+def test_output_shapes_and_no_loss_without_labels():
+    model = make_model(num_labels=4, hidden_size=6)
+    out = model(**random_batch([3, 7]))
+    assert isinstance(out, StudentOutput)
+    assert out.loss is None
+    assert out.logits.shape == (2, 4)
+    assert out.pooled.shape == (2, 12)
+    as_tuple = model(**random_batch([3, 7]), return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+
+
+def test_token_map_sends_teacher_ids_to_rows():
+    """Two teacher ids mapped to the same row are the same input to the student."""
+    model = make_model()
+    with torch.no_grad():
+        model.token_map[7] = 3
+        model.token_map[8] = 3
+        model.token_map[9] = 4
+        base = torch.tensor([[2, 7, 5]])
+        same = model(input_ids=torch.tensor([[2, 8, 5]])).logits
+        other = model(input_ids=torch.tensor([[2, 9, 5]])).logits
+        torch.testing.assert_close(model(input_ids=base).logits, same, rtol=0, atol=0)
+        assert not torch.allclose(model(input_ids=base).logits, other)
+
+
+def test_segment_embeddings_used_only_when_configured():
+    batch = random_batch([6, 6])
+    no_types = {k: v for k, v in batch.items() if k != "token_type_ids"}
+    with torch.no_grad():
+        with_segments = make_model(type_vocab_size=2)
+        assert not torch.allclose(with_segments(**batch).logits, with_segments(**no_types).logits)
+        without = make_model(type_vocab_size=0)
+        assert without.token_type_embeddings is None
+        torch.testing.assert_close(without(**batch).logits, without(**no_types).logits)
+
+
+def test_left_padding_is_refused():
+    model = make_model()
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    with pytest.raises(ValueError, match="right padding"):
+        model(input_ids=torch.ones(2, 3, dtype=torch.long), attention_mask=mask)
+
+
+def test_pooling_reads_valid_positions_only():
+    # states [1, 4, 2]: two valid positions, two padded ones holding large values.
+    states = torch.tensor([[[-3.0, 1.0], [-1.0, 5.0], [9.0, 9.0], [0.0, 0.0]]])
+    valid = torch.tensor([[True, True, False, False]])
+    lengths = torch.tensor([2])
+    expected = {
+        "max": torch.tensor([[-1.0, 5.0]]),  # a padded 0 or 9 must not win
+        "mean": torch.tensor([[-2.0, 3.0]]),
+        "attention": torch.tensor([[-2.0, 3.0]]),  # zero scores: the mean of valid rows
+    }
+    for pooling, want in expected.items():
+        model = BiLSTMForSequenceClassification(
+            BiLSTMConfig(vocab_size=5, embedding_dim=4, hidden_size=1, pooling=pooling)
+        )
+        torch.testing.assert_close(model._pool(states, valid, lengths), want)
+
+
+def test_attention_pooling_weights_by_learned_scores():
+    model = BiLSTMForSequenceClassification(
+        BiLSTMConfig(vocab_size=5, embedding_dim=4, hidden_size=1, pooling="attention")
+    )
+    with torch.no_grad():
+        model.attention.weight.copy_(torch.tensor([[1.0, 0.0]]))
+    states = torch.tensor([[[0.0, 2.0], [1.0, 4.0], [50.0, 50.0]]])  # [1, 3, 2]
+    valid = torch.tensor([[True, True, False]])
+    weights = torch.softmax(torch.tensor([0.0, 1.0]), dim=0)  # position 2 is padding
+    want = weights[0] * states[0, 0] + weights[1] * states[0, 1]
+    got = model._pool(states, valid, torch.tensor([2]))
+    torch.testing.assert_close(got[0], want)
+
+
+# --- losses ---------------------------------------------------------------------------
+
+
+def test_classification_loss_is_cross_entropy():
+    model = make_model(num_labels=3, problem_type="single_label_classification")
+    batch = random_batch([4, 6, 2])
+    labels = torch.tensor([2, 0, 1])
+    out = model(**batch, labels=labels)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    out.loss.backward()
+    assert model.classifier.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("problem_type", ["regression", None])
+def test_regression_head_and_mse_loss(problem_type):
+    model = make_model(num_labels=1, problem_type=problem_type)
+    batch = random_batch([4, 6, 2])
+    labels = torch.tensor([0.5, 4.2, 2.0])
+    out = model(**batch, labels=labels)
+    assert out.logits.shape == (3, 1)
+    torch.testing.assert_close(out.loss, ((out.logits[:, 0] - labels) ** 2).mean())
+    assert model.config.problem_type == problem_type  # inferred, not written into the config
+
+
+# --- layer groups ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"pooling": "attention", "num_layers": 3}, {"type_vocab_size": 0, "num_layers": 1}],
+)
+def test_layer_groups_cover_every_parameter_once(overrides):
+    model = make_model(**overrides)
+    groups = model.layer_groups()
+    names = [name for name, _ in groups]
+    layers = [f"lstm.{i}" for i in range(model.config.num_layers)]
+    pooler = ["pooler"] if model.config.pooling == "attention" else []
+    assert names == ["embeddings", *layers, *pooler, "classifier"]
+    grouped = [id(p) for _, modules in groups for m in modules for p in m.parameters()]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in model.parameters()}
+    assert dict(groups)["lstm.0"] == [model.lstm[0]]
+    assert dict(groups)["classifier"] == [model.classifier]
+
+
+def test_get_input_embeddings_is_the_trimmed_table():
+    model = make_model()
+    assert model.get_input_embeddings() is model.embeddings
+    assert model.get_input_embeddings().weight.shape == (VOCAB, 16)
+
+
+# --- save / load ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
+def test_save_load_gives_identical_logits(tmp_path, pooling):
+    model = make_model(pooling=pooling)
+    batch = random_batch([5, 11, 3])
+    with torch.no_grad():
+        before = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        saved = list(f.keys())
+    assert "token_map" in saved
+    loaded = BiLSTMForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.token_map, model.token_map)
+    reloaded = loaded.state_dict()
+    assert list(reloaded) == list(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded[name]), name
+    with torch.no_grad():
+        after = loaded(**batch).logits
+    assert torch.equal(before, after)
+
+
+def test_fresh_model_has_sane_weights():
+    config = BiLSTMConfig(
+        vocab_size=30, teacher_vocab_size=40, embedding_dim=6, hidden_size=4, unk_row=5
+    )
+    model = BiLSTMForSequenceClassification(config)
+    expected_map = torch.cat([torch.arange(30), torch.full((10,), 5)])
+    assert torch.equal(model.token_map, expected_map)
+    assert torch.all(model.embeddings.weight[config.pad_row] == 0)
+    assert torch.all(model.token_type_embeddings.weight == 0)
+    bias = model.lstm[0].bias_ih_l0
+    assert torch.equal(bias[4:8], torch.ones(4)) and torch.all(bias[:4] == 0)
+
+
+def test_auto_classes_load_the_student(tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    register_auto()
+    register_auto()  # idempotent
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)) is BiLSTMConfig
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert type(loaded) is BiLSTMForSequenceClassification
+    batch = random_batch([4, 2])
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, loaded.eval()(**batch).logits)

@@ -1,0 +1,187 @@
+"""`lmshrink report`: runs gathered into one table, a Pareto plot and model cards."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmshrink.cli import main
+from lmshrink.report import CARD_MARKER, pareto_front
+
+PNG_HEADER = b"\x89PNG\r\n\x1a\n"
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def bench_json(distilled_run, tmp_path_factory) -> tuple[Path, Path]:
+    """(bench result file, ONNX folder): teacher, student and the student's ONNX export."""
+    pytest.importorskip("onnxruntime")
+    from lmshrink.bench import BenchConfig, bench
+    from lmshrink.config import DataConfig
+    from lmshrink.export import ExportConfig, export
+
+    root = tmp_path_factory.mktemp("gather")
+    data = DataConfig(data_dir=str(distilled_run["glue"]), max_length=32)
+    export(ExportConfig(model=str(distilled_run["run"]), out=str(root / "onnx"), data=data))
+    models = [str(distilled_run["teacher"]), str(distilled_run["run"]), str(root / "onnx")]
+    cfg = BenchConfig(
+        models=models, json=str(root / "bench.json"), speed_examples=12, rounds=2, data=data
+    )
+    bench(cfg)
+    return root / "bench.json", root / "onnx"
+
+
+def table_row(markdown: str, label: str) -> list[str]:
+    """The cells of the table row whose model column is `label`."""
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[1] == label:
+            return cells
+    raise AssertionError(f"no row {label!r} in:\n{markdown}")
+
+
+def test_report_with_bench_table_plot_and_cards(distilled_run, bench_json, tmp_path, capsys):
+    bench_file, onnx = bench_json
+    teacher, run_dir = distilled_run["teacher"], distilled_run["run"]
+    out = tmp_path / "report"
+    code, stdout, err = run(
+        ["report", teacher, run_dir, "--bench", bench_file, "--out", out], capsys
+    )
+    assert code == 0, err
+    report = json.loads((run_dir / "report.json").read_text())
+    timed = {m["kind"] + m["path"]: m for m in json.loads(bench_file.read_text())["models"]}
+    student = timed["torch-fp32" + str((run_dir / "model").resolve())]
+    t = timed["torch-fp32" + str(teacher.resolve())]
+    md = (out / "report.md").read_text()
+    row = table_row(md, run_dir.name)
+    assert row[0] == "sst2" and row[2] == "student-bilstm"
+    assert row[3] == f"accuracy {100 * report['dev']['student']['accuracy']:.2f}"
+    assert row[4] == f"{100 * report['retention']:.1f}%"
+    assert row[5] == f"{report['parameters']['student'] / 1e3:.1f}K"
+    assert row[7] == f"{student['latency_ms']['p50']:.2f}"
+    assert row[8] == f"{t['latency_ms']['p50'] / student['latency_ms']['p50']:.2f}x"
+    assert row[9] == f"{student['per_second']['32'] / t['per_second']['32']:.2f}x"
+    assert row[10] == teacher.name
+    assert table_row(md, teacher.name)[2] == "teacher"
+    assert table_row(md, f"{onnx.parent.name}/onnx")[2] == "onnx-fp32"
+    assert "![dev score against speed](pareto.png)" in md
+    assert table_row(stdout, run_dir.name) == row  # the table is printed too
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [r["role"] for r in rows] == ["teacher", "student", "variant"]
+    png = (out / "pareto.png").read_bytes()
+    assert png.startswith(PNG_HEADER) and len(png) > 1000
+    # Model cards: what it is, how it was made, the numbers, a loading snippet that runs.
+    card = (run_dir / "model" / "README.md").read_text()
+    assert card.startswith(CARD_MARKER)
+    assert "distilled with lmshrink distill" in card and "Stage representation" in card
+    assert "import lmshrink" in card and "AutoModelForSequenceClassification" in card
+    assert f"| parameters | {report['parameters']['student']:,} |" in card
+    teacher_card = (teacher / "README.md").read_text()
+    assert "fine-tuned from" in teacher_card and "import lmshrink" not in teacher_card
+    assert "onnxruntime" in (onnx / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(snippet, "card", "exec"), {})
+    assert capsys.readouterr().out.strip() in {"0", "1"}
+
+
+def test_report_without_bench_uses_the_runs_own_speed(distilled_run, tmp_path, capsys):
+    run_dir = distilled_run["run"]
+    out = tmp_path / "report"
+    code, _, err = run(["report", run_dir, "--out", out, "--no-cards"], capsys)
+    assert code == 0, err
+    report = json.loads((run_dir / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    row = table_row(md, run_dir.name)
+    assert row[7] == "n/a"  # no latency without a bench
+    assert row[8] == f"{report['speed']['ratio']['student']['1']:.2f}x"
+    teacher = table_row(md, distilled_run["teacher"].name)  # from the run's report
+    assert teacher[3] == f"accuracy {100 * report['dev']['teacher']['accuracy']:.2f}"
+    assert (out / "pareto.png").read_bytes().startswith(PNG_HEADER)
+    code, _, err = run(["report", run_dir, "--out", out, "--no-cards"], capsys)
+    assert code == 2 and "already holds another run" in err
+
+
+def test_missing_matplotlib_names_the_install_and_keeps_the_table(
+    distilled_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "report"
+    code, _, err = run(["report", distilled_run["run"], "--out", out, "--no-cards"], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and "pip install 'lmshrink[plot]'" in err
+    assert distilled_run["run"].name in (out / "report.md").read_text()
+    assert not (out / "pareto.png").exists()
+
+
+def test_a_readme_lmshrink_did_not_write_is_kept(distilled_run, tmp_path, capsys):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(distilled_run["teacher"], teacher)
+    (teacher / "README.md").write_text("my own notes\n")
+    code, out, err = run(["report", teacher, "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    assert (teacher / "README.md").read_text() == "my own notes\n"
+    assert "kept (not written by lmshrink)" in out
+
+
+def test_a_run_whose_teacher_folder_moved_joins_the_teacher_given(distilled_run, tmp_path, capsys):
+    """A run folder copied elsewhere whose report names a teacher path that no longer
+    exists: the teacher given by its own folder (same task and dev score) takes its place."""
+    import shutil
+
+    run_dir = tmp_path / "moved-run"
+    shutil.copytree(distilled_run["run"], run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    report["teacher"] = str(tmp_path / "old-place" / "teacher")
+    (run_dir / "report.json").write_text(json.dumps(report))
+    argv = ["report", distilled_run["teacher"], run_dir, "--out", tmp_path / "r", "--no-cards"]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    assert [r["role"] for r in rows] == ["teacher", "student"]
+    assert rows[1]["teacher"] == rows[0]["path"]
+    assert rows[1]["speed"]["vs"] == distilled_run["teacher"].name
+    # Without the teacher's own folder, the report's copy of it stays.
+    code, _, err = run(["report", run_dir, "--out", tmp_path / "r2", "--no-cards"], capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r2" / "report.json").read_text())["rows"]
+    assert [r["role"] for r in rows] == ["student", "teacher"]
+
+
+def test_report_refuses_folders_it_cannot_read(distilled_run, bench_json, tmp_path, capsys):
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("x")
+    cases = [
+        (tmp_path / "missing", "folder does not exist"),
+        (stray, "neither a distill run folder (report.json) nor a model folder"),
+        (bench_json[1], "is an ONNX or int8 folder"),
+        (bench_json[0], "is a file, not a run folder; pass bench results with --bench"),
+    ]
+    for folder, expected in cases:
+        code, out, err = run(["report", folder, "--out", tmp_path / "r"], capsys)
+        assert code == 2, folder
+        assert err.startswith(f"error: {folder}: ") and expected in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+    not_bench = tmp_path / "x.json"
+    not_bench.write_text("{}")
+    argv = ["report", distilled_run["run"], "--bench", not_bench, "--out", tmp_path / "r"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "not a result of lmshrink bench" in err
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    points = [(1.0, 90.0), (2.0, 95.0), (3.0, 93.0), (0.5, 80.0), (1.5, 85.0)]
+    assert pareto_front(points, lower_is_better=True) == [3, 0, 1]
+    assert pareto_front(points, lower_is_better=False) == [2, 1]
