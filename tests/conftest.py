@@ -80,6 +80,23 @@ def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]]) -> Pa
     return path
 
 
+def tiny_bert_config(**overrides):
+    """The tests' one tiny BERT shape (hidden 32, 2 layers, 2 heads, FFN 64), with overrides;
+    pass `vocab_size` for a model that reads a real tokenizer."""
+    from transformers import BertConfig
+
+    settings = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    settings.update(overrides)
+    return BertConfig(**settings)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
     """A folder with a 2-layer, hidden-32 random BERT encoder (no head) and its tokenizer."""
@@ -88,7 +105,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
 
 def build_tiny_encoder(folder: Path) -> Path:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertModel, BertTokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = sorted(
@@ -104,14 +121,7 @@ def build_tiny_encoder(folder: Path) -> Path:
     # transformers 5 takes the vocabulary itself (`vocab_file=` is silently ignored there).
     tokenizer = BertTokenizer(vocab={tok: i for i, tok in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    config = tiny_bert_config(vocab_size=len(vocab))
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -173,14 +183,13 @@ QUICK_STAGES = [
 
 
 @pytest.fixture(scope="session")
-def distilled_run(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
-    """A tiny fine-tuned SST-2 teacher and a complete distill run (BiLSTM student, report.json,
-    model/) made from it; keys: teacher, run, glue. Shared by the bench and report tests."""
-    from lmshrink.config import from_dict
-    from lmshrink.distill import DistillConfig, distill
+def tiny_teacher(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
+    """The tests' one fine-tuned tiny SST-2 teacher (5 epochs on 160 rows), made once per
+    session; keys: teacher, glue (its GLUE folder: train 160, dev 48 rows), transfer (240
+    unlabeled sentences). Tests must not write into these folders."""
     from lmshrink.finetune import finetune
 
-    root = tmp_path_factory.mktemp("distilled")
+    root = tmp_path_factory.mktemp("tiny-teacher")
     glue = root / "glue"
     for split, n, seed in (("train", 160, 1), ("dev", 48, 2)):
         rows = [list(r) for r in make_sentences(n, seed=seed)]
@@ -188,8 +197,20 @@ def distilled_run(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
     finetune(tiny_finetune_config(tiny_encoder, glue, root / "teacher", epochs=5))
     transfer = root / "unlabeled.txt"
     transfer.write_text("\n".join(s for s, _ in make_sentences(240, seed=9)) + "\n")
+    return {"teacher": root / "teacher", "glue": glue, "transfer": transfer}
+
+
+@pytest.fixture(scope="session")
+def distilled_run(tiny_teacher, tmp_path_factory) -> dict[str, Path]:
+    """A complete distill run (BiLSTM student, report.json, model/) from the tiny teacher;
+    keys: teacher, run, glue. Shared by the bench and report tests."""
+    from lmshrink.config import from_dict
+    from lmshrink.distill import DistillConfig, distill
+
+    root = tmp_path_factory.mktemp("distilled")
+    glue, transfer = tiny_teacher["glue"], tiny_teacher["transfer"]
     raw = {
-        "teacher": str(root / "teacher"),
+        "teacher": str(tiny_teacher["teacher"]),
         "out": str(root / "run"),
         "progress": False,
         "measure_speed": True,
@@ -199,4 +220,4 @@ def distilled_run(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
         "stages": QUICK_STAGES,
     }
     distill(from_dict(DistillConfig, raw))
-    return {"teacher": root / "teacher", "run": root / "run", "glue": glue}
+    return {"teacher": tiny_teacher["teacher"], "run": root / "run", "glue": glue}

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-from conftest import make_sentences, tiny_finetune_config
+from conftest import make_sentences
 
 from lmshrink.config import DataConfig, from_dict
-from lmshrink.distill import DistillConfig, StageConfig, distill, validate_stages
+from lmshrink.distill import DistillConfig, distill
+from lmshrink.distillation.stages import StageConfig, validate_stages
 from lmshrink.errors import ConfigError, RunFolderError
-from lmshrink.finetune import finetune
 
 FAST_STAGES = [
     {
@@ -47,26 +47,9 @@ FAST_STAGES = [
 
 
 @pytest.fixture(scope="module")
-def teacher_setup(tiny_encoder, tmp_path_factory):
-    """A tiny fine-tuned SST-2 teacher, its GLUE folder, and a transfer .txt file."""
-    from conftest import write_tsv
-
-    root = tmp_path_factory.mktemp("distill")
-    glue = root / "glue"
-    write_tsv(
-        glue / "SST-2" / "train.tsv",
-        ["sentence", "label"],
-        [list(r) for r in make_sentences(160, seed=1)],
-    )
-    write_tsv(
-        glue / "SST-2" / "dev.tsv",
-        ["sentence", "label"],
-        [list(r) for r in make_sentences(48, seed=2)],
-    )
-    finetune(tiny_finetune_config(tiny_encoder, glue, root / "teacher", epochs=5))
-    transfer = root / "unlabeled.txt"
-    transfer.write_text("\n".join(s for s, _ in make_sentences(240, seed=9)) + "\n")
-    return root / "teacher", glue, transfer
+def teacher_setup(tiny_teacher):
+    """The session's tiny SST-2 teacher, its GLUE folder, and a transfer .txt file."""
+    return tiny_teacher["teacher"], tiny_teacher["glue"], tiny_teacher["transfer"]
 
 
 def make_config(teacher_setup, out, **top):
@@ -218,8 +201,8 @@ def test_resume_refuses_changed_settings_and_missing_runs(teacher_setup, tmp_pat
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
     teacher_setup, tmp_path, monkeypatch
 ):
-    from lmshrink.distill import TrainingError
     from lmshrink.distillation import losses
+    from lmshrink.errors import TrainingError
 
     real = losses.LogitMSELoss.forward
     calls = []
@@ -249,7 +232,7 @@ def test_stage_validation_names_the_stage():
 
 
 def from_dict_loss(name):
-    from lmshrink.distill import LossSpec
+    from lmshrink.distillation.stages import LossSpec
 
     return LossSpec(name=name)
 
@@ -257,7 +240,7 @@ def from_dict_loss(name):
 def test_default_schedule_is_xtremedistil():
     cfg = DistillConfig(data=DataConfig(task="stsb"))
     assert cfg.stages == []
-    from lmshrink.distill import default_stages
+    from lmshrink.distillation.stages import default_stages
 
     stages = default_stages(is_regression=True)
     assert [s.name for s in stages] == ["representation", "logits", "labels"]
@@ -433,7 +416,7 @@ def test_student_settings_of_another_family_are_refused(teacher_setup, tmp_path)
 
 
 def test_per_token_losses_need_a_transformer_student_on_transfer_data(teacher_setup, tmp_path):
-    from lmshrink.distill import LossSpec
+    from lmshrink.distillation.stages import LossSpec
 
     with pytest.raises(ConfigError, match="only 'transfer' stages run"):
         validate_stages([StageConfig("h", "labeled", [LossSpec("hidden_mse")])])

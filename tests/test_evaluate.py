@@ -2,19 +2,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_finetune_config, write_tsv
+from conftest import write_tsv
 
 from lmshrink.config import DataConfig
 from lmshrink.data.tasks import get_task
 from lmshrink.evaluate import EvaluateConfig, evaluate, format_table, split_metrics
-from lmshrink.finetune import finetune
 
 
 @pytest.fixture
-def trained(tiny_encoder, sst2_dir, tmp_path):
-    out = tmp_path / "teacher"
-    finetune(tiny_finetune_config(tiny_encoder, sst2_dir, out, epochs=4))
-    return out
+def trained(tiny_teacher):
+    """The session's tiny teacher (trained on the same rows as `sst2_dir` holds)."""
+    return tiny_teacher["teacher"]
 
 
 def test_evaluate_scores_parameters_size_and_json(trained, sst2_dir, tmp_path):

@@ -10,8 +10,6 @@ logits, then learns from the gold labels. Runs on `accelerate` (one process or m
 from __future__ import annotations
 
 import dataclasses
-import math
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -19,44 +17,16 @@ from typing import Any
 from lmshrink.config import DataConfig, option
 from lmshrink.data.transfer import TransferConfig
 from lmshrink.distillation.layer_map import LayerMapConfig
-from lmshrink.errors import ConfigError, TrainingError
-
-
-@dataclasses.dataclass
-class LossSpec:
-    """One weighted loss of a stage."""
-
-    name: str = option("", "loss name (see lmshrink.distillation.losses.LOSSES).")
-    weight: float = option(1.0, "weight of this loss in the stage's sum.")
-    params: dict[str, Any] = option({}, "loss parameters, e.g. {temperature: 2.0}.")
-
-
-@dataclasses.dataclass
-class StageConfig:
-    """One distillation stage."""
-
-    name: str = option("", "stage name (for logs and the report).")
-    data: str = option(
-        "transfer",
-        "examples: 'transfer' (teacher-labelled transfer set) or "
-        "'labeled' (gold-labelled training rows).",
-    )
-    losses: list[LossSpec] = option([], "the losses of this stage.")
-    epochs: float = option(3.0, "passes over the stage's examples (at most).")
-    lr: float = option(1e-3, "peak learning rate (AdamW).")
-    batch_size: int = option(64, "batch size (per process).")
-    weight_decay: float = option(0.0, "AdamW weight decay.")
-    warmup_ratio: float = option(0.0, "share of the stage's steps with linear warmup.")
-    unfreeze: str = option(
-        "all",
-        "'all' trains every layer; 'gradual' starts with the top "
-        "layer group and unfreezes one more group each epoch.",
-    )
-    patience: int = option(
-        2,
-        "stop the stage after this many evaluations without dev improvement (0: never stop early).",
-    )
-    eval_every: int = option(0, "evaluate every N steps (0: once per epoch).")
+from lmshrink.distillation.stages import (
+    PER_TOKEN,
+    StageConfig,
+    default_stages,
+    loss_inputs,
+    spec_inputs,
+    validate_stages,
+)
+from lmshrink.distillation.trainer import DevData, Distiller, StageData, main_process_logger
+from lmshrink.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -183,110 +153,6 @@ class DistillConfig:
     )
 
 
-def default_stages(is_regression: bool) -> list[StageConfig]:
-    """XtremeDistil: representation, then logits, then gold labels."""
-    gold = "gold_mse" if is_regression else "gold_ce"
-    return [
-        StageConfig(
-            "representation",
-            "transfer",
-            [LossSpec("representation")],
-            epochs=4,
-            lr=1e-3,
-            unfreeze="gradual",
-        ),
-        StageConfig(
-            "logits", "transfer", [LossSpec("logit_mse")], epochs=6, lr=1e-3, unfreeze="gradual"
-        ),
-        StageConfig("labels", "labeled", [LossSpec(gold)], epochs=3, lr=2e-4, batch_size=32),
-    ]
-
-
-TEACHER_INPUTS = {"teacher_logits", "teacher_repr"}
-PER_TOKEN = {
-    "student_hidden_states",
-    "teacher_hidden_states",
-    "student_attentions",
-    "teacher_attentions",
-    "student_values",
-    "teacher_values",
-    "attention_mask",
-}
-LOOP_INPUTS = {"student_logits", "student_repr", "labels"} | TEACHER_INPUTS | PER_TOKEN
-
-
-def validate_stages(stages: list[StageConfig]) -> None:
-    """Check names and the data each loss needs before anything slow starts."""
-
-    if not stages:
-        raise ConfigError("the run has no stages; give at least one under 'stages'.")
-    for i, stage in enumerate(stages):
-        where = f"stages[{i}] ({stage.name or 'unnamed'})"
-        if stage.data not in ("transfer", "labeled"):
-            raise ConfigError(f"{where}: data must be 'transfer' or 'labeled', not {stage.data!r}.")
-        if stage.unfreeze not in ("all", "gradual"):
-            raise ConfigError(f"{where}: unfreeze must be 'all' or 'gradual'.")
-        if not stage.losses:
-            raise ConfigError(f"{where}: a stage needs at least one loss.")
-        for spec in stage.losses:
-            inputs = _spec_inputs(spec)
-            if inputs - LOOP_INPUTS:
-                raise ConfigError(
-                    f"{where}: loss {spec.name!r} reads {', '.join(sorted(inputs - LOOP_INPUTS))}, "
-                    "which the distillation loop does not provide."
-                )
-            if stage.data == "labeled" and inputs & PER_TOKEN:
-                raise ConfigError(
-                    f"{where}: loss {spec.name!r} compares per-token states with "
-                    "the teacher, which only 'transfer' stages run."
-                )
-            if stage.data == "labeled" and inputs & TEACHER_INPUTS:
-                raise ConfigError(
-                    f"{where}: loss {spec.name!r} needs teacher outputs, which "
-                    "only 'transfer' stages have."
-                )
-            if stage.data == "transfer" and "labels" in inputs:
-                raise ConfigError(
-                    f"{where}: loss {spec.name!r} needs gold labels, which only "
-                    "'labeled' stages have."
-                )
-
-
-def unfreeze_plan(student: Any, stage: StageConfig, uses_logits: bool) -> list[list[Any]]:
-    """Parameter groups, top first, in the order gradual unfreezing releases them."""
-    from lmshrink.students import transformer_layer_groups
-
-    own = getattr(student, "unfreeze_groups", None) or getattr(student, "layer_groups", None)
-    groups = list(reversed(own() if own else transformer_layer_groups(student)))
-    if not uses_logits:  # the classifier gets no gradient from representation losses
-        groups = [g for g in groups if g[0] != "classifier"]
-    return [[p for m in mods for p in m.parameters()] for _, mods in groups]
-
-
-def frozen_params(plan: list[list[Any]], stage: StageConfig, epoch: int) -> list[Any]:
-    if stage.unfreeze == "all":
-        return []
-    return [p for group in plan[epoch + 1 :] for p in group]
-
-
-def epoch_batches(
-    lengths: list[int], stage: StageConfig, seed: int, stage_index: int, epoch: int, world: int
-) -> list[list[list[int]]]:
-    """Per step, one index batch per process; the same on every process for a seed."""
-    from lmshrink.data.batching import bucketed_batches
-
-    rng = random.Random(f"{seed}/{stage_index}/{epoch}")
-    batches = bucketed_batches(lengths, stage.batch_size, rng)
-    steps = len(batches) // world or 1
-    return [batches[s * world : (s + 1) * world] for s in range(steps)]
-
-
-def stage_steps(n_examples: int, stage: StageConfig, world: int) -> tuple[int, int]:
-    """(steps per epoch, total steps) of a stage."""
-    per_epoch = max(1, math.ceil(n_examples / stage.batch_size) // world)
-    return per_epoch, max(1, math.ceil(stage.epochs * per_epoch))
-
-
 def run_folder_paths(out: Path) -> dict[str, Path]:
     return {
         "cache": out / "cache",
@@ -295,243 +161,6 @@ def run_folder_paths(out: Path) -> dict[str, Path]:
         "config": out / "config.yaml",
         "best": out / "checkpoints" / "stage-best.safetensors",
     }
-
-
-# --- the run ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class StageData:
-    """What a stage iterates: encoded inputs and, per example, its targets."""
-
-    enc: Any  # lmshrink.data.splits.Encoded
-    targets: dict[str, Any]  # name -> tensor [N, ...] indexed like enc
-    layers: Any = (
-        None  # lmshrink.distillation.layer_cache.LayerTargets: cached per-token teacher targets
-    )
-
-
-class Distiller:
-    """One run: the prepared data, teacher outputs, student, and the stage loop."""
-
-    def __init__(
-        self,
-        cfg: DistillConfig,
-        accelerator: Any,
-        paths: dict[str, Path],
-        task: Any,
-        student: Any,
-        transfer: StageData,
-        labeled: StageData,
-        dev: Any,
-        dev_targets: dict[str, Any],
-        teacher: Any,
-        pairs: list[tuple[int, int]] | None,
-    ) -> None:
-        self.cfg, self.acc, self.paths, self.task = cfg, accelerator, paths, task
-        self.student, self.teacher, self.pairs = student, teacher, pairs
-        self.teacher_dim = teacher.config.hidden_size  # of its pooled representation
-        self.data = {"transfer": transfer, "labeled": labeled}
-        self.dev, self.dev_targets = dev, dev_targets
-        self.history: list[dict[str, Any]] = []
-
-    # -- evaluation ---------------------------------------------------------------------
-
-    def best_task_score(self) -> float:
-        """The best dev task score reached by any stage so far (-inf before any)."""
-        scores = [h["dev"] for h in self.history if h["metric"] == "score"]
-        return max(scores, default=-math.inf)
-
-    def dev_score(self, objective: Any, stage: StageConfig) -> float:
-        """Higher is better: the dev task score, or minus the dev loss for stages that do
-        not train the classifier (representation matching)."""
-        import torch
-
-        from lmshrink.evaluate import split_metrics
-        from lmshrink.measure import metrics
-        from lmshrink.training.inference import predict
-
-        if "student_logits" in objective.needs:
-            outputs = predict(self.student, self.dev.enc, self.cfg.eval_batch_size)
-            return metrics.task_score(split_metrics(self.task, outputs, self.dev.split))
-        from lmshrink.data.batching import bucketed_batches, collate
-
-        total, count = 0.0, 0
-        objective.eval()
-        with torch.inference_mode():
-            for idx in bucketed_batches(self.dev.enc.lengths, self.cfg.eval_batch_size, None):
-                batch = collate(self.dev.enc, idx)
-                batch.pop("labels", None)
-                targets = {k: v[idx] for k, v in self.dev_targets.items()}
-                loss, _ = objective(batch, targets)
-                total, count = total + loss.item() * len(idx), count + len(idx)
-        objective.train()
-        return -total / count
-
-    # -- one stage ----------------------------------------------------------------------
-
-    def run_stage(self, index: int, stage: StageConfig, resume: Path | None) -> None:
-        import torch
-        from tqdm.auto import tqdm
-
-        from lmshrink.data.batching import collate
-        from lmshrink.distillation.objective import Objective
-        from lmshrink.training.checkpoint import load_checkpoint, save_checkpoint, save_weights
-        from lmshrink.training.optim import build_optimizer
-
-        acc, cfg = self.acc, self.cfg
-        data = self.data[stage.data]
-        objective = Objective(
-            self.student, stage.losses, self.teacher, self.teacher_dim, self.pairs
-        )
-        per_epoch, total = stage_steps(len(data.enc), stage, acc.num_processes)
-        optimizer, scheduler = build_optimizer(objective, _as_train_config(stage), total)
-        plan = unfreeze_plan(self.student, stage, "student_logits" in objective.needs)
-        scores_task = "student_logits" in objective.needs
-        state = {"stage": index, "step": 0, "best": -math.inf, "bad_evals": 0, "done": False}
-        best_path = self.paths["best"]
-        if scores_task and resume is None:
-            # A stage must beat the best dev score of earlier stages, or its start weights
-            # (the earlier stages' best) are kept: a short gold-label stage cannot undo them.
-            state["best"] = self.best_task_score()
-            if state["best"] > -math.inf and acc.is_main_process:
-                save_weights(best_path, objective.state_dict())
-        if resume is not None:
-            weights, optim, state = load_checkpoint(resume)
-            self.history = state.pop("history")
-            objective.load_state_dict(weights)
-            optimizer.load_state_dict(optim["optimizer"])
-            scheduler.load_state_dict(optim["scheduler"])
-            torch.set_rng_state(optim["torch_rng"])
-        wrapped, optimizer = acc.prepare(objective, optimizer)
-
-        def checkpoint() -> None:
-            if acc.is_main_process:
-                save_checkpoint(
-                    self.paths["checkpoints"],
-                    f"{index}-{state['step']:07d}",
-                    objective.state_dict(),
-                    optimizer,
-                    scheduler,
-                    {**state, "history": self.history},
-                )
-            acc.wait_for_everyone()
-
-        bar = tqdm(
-            total=total,
-            initial=state["step"],
-            desc=f"stage {index + 1} {stage.name}",
-            disable=not (cfg.progress and acc.is_local_main_process),
-            mininterval=2.0,
-        )
-        wrapped.train()
-        while state["step"] < total and not state["done"]:
-            epoch, offset = divmod(state["step"], per_epoch)
-            frozen = frozen_params(plan, stage, epoch)
-            steps = epoch_batches(
-                data.enc.lengths, stage, cfg.seed, index, epoch, acc.num_processes
-            )
-            for step_batches in steps[offset:per_epoch]:
-                idx = step_batches[acc.process_index]
-                batch = {k: v.to(acc.device) for k, v in collate(data.enc, idx).items()}
-                targets = {k: v[idx].to(acc.device) for k, v in data.targets.items()}
-                if data.layers is not None:
-                    targets.update(data.layers.take(idx, batch["input_ids"].shape[1], acc.device))
-                if "labels" in batch:  # gold labels are a loss target, not a model input
-                    targets["labels"] = batch.pop("labels")
-                loss, parts = wrapped(batch, targets)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"stage {stage.name!r}: loss became {loss.item()} at step "
-                        f"{state['step'] + 1}; the last good checkpoint is kept in "
-                        f"{self.paths['checkpoints']}; lower the stage's lr and rerun with "
-                        "--resume, or check the data."
-                    )
-                acc.backward(loss)
-                for p in frozen:  # frozen groups: drop their gradient so AdamW skips them
-                    p.grad = None
-                if cfg.max_grad_norm > 0:
-                    acc.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v.item():.4f}" for k, v in parts.items()}, refresh=False)
-                end_of_epoch = state["step"] % per_epoch == 0 or state["step"] == total
-                if end_of_epoch or (stage.eval_every and state["step"] % stage.eval_every == 0):
-                    self._evaluate(objective, stage, index, state, best_path)
-                    if state["done"] or state["step"] == total:
-                        break
-                if state["step"] % cfg.checkpoint_every == 0:
-                    checkpoint()
-                _maybe_kill_for_test(index, state["step"])
-        bar.close()
-        if best_path.is_file():  # end the stage with its best weights
-            from safetensors.torch import load_file
-
-            objective.load_state_dict(load_file(str(best_path)))
-        state["done"] = True
-        checkpoint()
-        if acc.is_main_process:
-            best_path.unlink(missing_ok=True)
-
-    def _evaluate(
-        self, objective: Any, stage: StageConfig, index: int, state: dict[str, Any], best_path: Path
-    ) -> None:
-        from lmshrink.training.checkpoint import save_weights
-
-        score = self.dev_score(objective, stage)
-        improved = score > state["best"]
-        metric = "score" if "student_logits" in objective.needs else "minus_loss"
-        self.history.append(
-            {
-                "stage": stage.name,
-                "step": state["step"],
-                "metric": metric,
-                "dev": score,
-                "improved": improved,
-            }
-        )
-        if improved:
-            state["best"], state["bad_evals"] = score, 0
-            if self.acc.is_main_process:
-                save_weights(best_path, objective.state_dict())
-            self.acc.wait_for_everyone()
-        else:
-            state["bad_evals"] += 1
-            if stage.patience and state["bad_evals"] >= stage.patience:
-                state["done"] = True
-        if self.acc.is_local_main_process:  # one line per evaluation, also in logs
-            label = "dev score" if "student_logits" in objective.needs else "dev -loss"
-            print(
-                f"  {stage.name} step {state['step']}: {label} {score:.4f}"
-                + (" (best)" if improved else ""),
-                flush=True,
-            )
-
-
-def _as_train_config(stage: StageConfig) -> Any:
-    from lmshrink.config import TrainConfig
-
-    return TrainConfig(
-        lr=stage.lr, weight_decay=stage.weight_decay, warmup_ratio=stage.warmup_ratio
-    )
-
-
-def _maybe_kill_for_test(stage_index: int, step: int) -> None:
-    """Tests kill a run hard (no cleanup, like SIGKILL) at LMSHRINK_TEST_KILL_AT=STAGE:STEP
-    to check that --resume gives the same result as an uninterrupted run."""
-    import os
-
-    if os.environ.get("LMSHRINK_TEST_KILL_AT") == f"{stage_index}:{step}":
-        os._exit(137)
-
-
-@dataclasses.dataclass
-class DevData:
-    split: Any  # lmshrink.data.splits.Split
-    enc: Any  # lmshrink.data.splits.Encoded
 
 
 def _prepare_out(cfg: DistillConfig, out: Path) -> None:
@@ -614,7 +243,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, paths["config"])
     acc.wait_for_everyone()
-    log = _logger(acc)
+    log = main_process_logger(acc)
 
     timings: dict[str, float] = {}
     train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, cfg.seed)
@@ -655,7 +284,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     pairs, compares_attention = _check_layer_losses(cfg, student, student_tok is tokenizer, teacher)
 
     # The teacher labels the transfer set (and dev, for representation stages) once.
-    needs_repr = any("teacher_repr" in _loss_inputs(s) for s in cfg.stages)
+    needs_repr = any("teacher_repr" in loss_inputs(s) for s in cfg.stages)
     lab = cfg.labelling
     key = {
         "teacher": folder_fingerprint(teacher_dir),
@@ -796,7 +425,7 @@ def _cached_layer_targets(
         {
             spec.name
             for spec in specs
-            if _spec_inputs(spec) & TEACHER_TOKEN_TARGETS and spec.name not in KNOWN_LOSSES
+            if spec_inputs(spec) & TEACHER_TOKEN_TARGETS and spec.name not in KNOWN_LOSSES
         }
     )
     if unknown:
@@ -865,7 +494,7 @@ def _check_layer_losses(
     )
 
     specs = [spec for stage in cfg.stages for spec in stage.losses]
-    per_token = [spec for spec in specs if _spec_inputs(spec) & PER_TOKEN]
+    per_token = [spec for spec in specs if spec_inputs(spec) & PER_TOKEN]
     if not per_token:
         return None, False
     names = sorted({spec.name for spec in per_token})
@@ -880,19 +509,13 @@ def _check_layer_losses(
         LayerShape.from_config(teacher.config),
     )
     pairs = map_layers(cfg.layer_map, s_shape, t_shape)
-    compares_attention = any("student_attentions" in _spec_inputs(spec) for spec in per_token)
+    compares_attention = any("student_attentions" in spec_inputs(spec) for spec in per_token)
     if compares_attention:
         check_attention_heads(s_shape, t_shape)
     for spec in per_token:
         if spec.name == "value_relation":
             check_relation_heads(s_shape, t_shape, int(spec.params.get("relation_heads", 0)))
     return pairs, compares_attention
-
-
-def _spec_inputs(spec: LossSpec) -> set[str]:
-    from lmshrink.distillation.losses import LOSSES
-
-    return set(LOSSES.get(spec.name).inputs)
 
 
 def _without_eval_texts(transfer: Any, devs: list[Any]) -> Any:
@@ -906,15 +529,3 @@ def _without_eval_texts(transfer: Any, devs: list[Any]) -> Any:
         "total": len(kept),
     }
     return dataclasses.replace(transfer, texts=kept, counts=counts)
-
-
-def _loss_inputs(stage: StageConfig) -> set[str]:
-    return {name for spec in stage.losses for name in _spec_inputs(spec)}
-
-
-def _logger(acc: Any) -> Any:
-    def log(message: str) -> None:
-        if acc.is_local_main_process:
-            print(message, flush=True)
-
-    return log

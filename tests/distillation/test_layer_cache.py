@@ -7,7 +7,6 @@ from conftest import make_sentences
 from lmshrink.data.batching import collate, encode
 from lmshrink.data.splits import Split
 from lmshrink.data.tasks import get_task
-from lmshrink.distill import LossSpec
 from lmshrink.distillation.layer_cache import (
     LayerNeeds,
     LayerTargets,
@@ -17,6 +16,7 @@ from lmshrink.distillation.layer_cache import (
 )
 from lmshrink.distillation.objective import Objective, prepare_for_attention_losses
 from lmshrink.distillation.probes import capture_values
+from lmshrink.distillation.stages import LossSpec
 from lmshrink.distillation.teacher_cache import TeacherCache
 from lmshrink.models.loading import load_for_training
 

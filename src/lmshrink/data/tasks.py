@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from lmshrink.data.task_kinds import REGRESSION, SEQUENCE_CLASSIFICATION, TaskKind
 from lmshrink.errors import ConfigError
 
 
@@ -44,8 +45,13 @@ class Task:
     hub_text_columns: tuple[str, ...] = ()
 
     @property
+    def kind(self) -> TaskKind:
+        """What the task predicts; the one place that decides it (see task_kinds)."""
+        return REGRESSION if not self.labels else SEQUENCE_CLASSIFICATION
+
+    @property
     def is_regression(self) -> bool:
-        return not self.labels
+        return self.kind.is_regression
 
     @property
     def num_labels(self) -> int:

@@ -1,7 +1,10 @@
-"""Running a model over an encoded split in length-sorted batches (evaluation and labelling)."""
+"""Running a model over an encoded split in batches: the one place that turns an `Encoded`
+split into model-call batches outside training (evaluation, teacher labelling, importance
+estimation, speed measurement, export parity)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -9,21 +12,51 @@ import numpy as np
 from lmshrink.data.batching import Encoded, bucketed_batches, collate
 
 
+def eval_batches(
+    enc: Encoded,
+    batch_size: int,
+    *,
+    order: str = "length",
+    limit: int | None = None,
+    device: Any = None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> Iterator[tuple[list[int], dict[str, Any], Any]]:
+    """(indices, model inputs, gold labels or None) per batch, without gradients' concerns.
+
+    `order="length"` sorts the examples by length, so that batches waste little padding
+    (scores, labelling); `order="dataset"` keeps the split's order, so that batches hold real
+    padding (speed, parity). `limit` takes only the first examples in that order. Inputs go to
+    `device` when given; the labels never go into the inputs.
+    """
+    from tqdm.auto import tqdm
+
+    if order not in ("length", "dataset"):
+        raise ValueError(f"order must be 'length' or 'dataset', not {order!r}")
+    n = len(enc) if limit is None else min(limit, len(enc))
+    if order == "length":
+        index_batches = bucketed_batches(enc.lengths[:n], batch_size, rng=None)
+    else:
+        index_batches = [list(range(lo, min(n, lo + batch_size))) for lo in range(0, n, batch_size)]
+    for indices in tqdm(index_batches, desc=desc, disable=not progress, leave=False):
+        batch = collate(enc, indices)
+        labels = batch.pop("labels", None)
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        yield indices, batch, labels
+
+
 def predict(
     model: Any, enc: Encoded, batch_size: int, progress: bool = False, desc: str = "predict"
 ) -> np.ndarray:
     """Model outputs for every example, in the split's order: logits [N, C] (C=1: score)."""
     import torch
-    from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
-    batches = bucketed_batches(enc.lengths, batch_size, rng=None)
     out: np.ndarray | None = None
     with torch.inference_mode():
-        for indices in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            batch = collate(enc, indices)
-            batch.pop("labels", None)
+        for indices, batch, _ in eval_batches(enc, batch_size, progress=progress, desc=desc):
             logits = model(**batch).logits.float().numpy()  # [b, C]
             if out is None:
                 out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32)

@@ -1,0 +1,79 @@
+"""What kind of prediction a task asks for, and everything that follows from it.
+
+Heads, losses, metrics, batching and export ask `task.kind` (one of the `TaskKind`s below)
+instead of testing `is_regression` on their own, so a new kind of task (token
+classification comes next) is added here, with its answers, and not in a dozen `if`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+    """One kind of task and its answers to the questions the pipeline asks of it."""
+
+    name: str
+    # transformers' `config.problem_type` of the model's head
+    problem_type: str
+    # distillation losses (names in lmshrink.distillation.losses) that fit the kind
+    gold_loss: str  # on gold labels
+    logit_loss: str  # on the teacher's outputs, used where no recipe chooses (prune recovery)
+    # whether labels are class ids (long) or real values (float)
+    label_dtype: str
+    # largest |difference| of two models' outputs that still counts as the same prediction
+    agreement_tolerance: float | None = None
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_dtype == "float"
+
+    def predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """Model outputs [N, C] -> predictions [N]: class ids, or the score in column 0."""
+        return outputs[:, 0] if self.is_regression else outputs.argmax(axis=1)
+
+    def same_prediction(
+        self, a: np.ndarray, b: np.ndarray, tolerance: float | None = None
+    ) -> np.ndarray:
+        """Per row of two models' outputs [N, C]: whether they predict the same (a class, or a
+        score within `tolerance`, default the kind's own)."""
+        if self.is_regression:
+            limit = self.agreement_tolerance if tolerance is None else tolerance
+            return np.abs(a[:, 0].astype(np.float64) - b[:, 0].astype(np.float64)) <= limit
+        return a.argmax(axis=1) == b.argmax(axis=1)
+
+    def head_settings(self, labels: tuple[str, ...]) -> dict[str, Any]:
+        """Config entries of the model head: number of outputs, label names, problem type."""
+        names = ("score",) if self.is_regression else labels
+        return {
+            "num_labels": len(names),
+            "problem_type": self.problem_type,
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: i for i, name in enumerate(names)},
+        }
+
+    def output_names(self, labels: tuple[str, ...]) -> list[str]:
+        """What each output column means (for exported models' metadata)."""
+        return ["score"] if self.is_regression else [str(label) for label in labels]
+
+
+SEQUENCE_CLASSIFICATION = TaskKind(
+    name="sequence_classification",
+    problem_type="single_label_classification",
+    gold_loss="gold_ce",
+    logit_loss="soft_kl",
+    label_dtype="long",
+)
+REGRESSION = TaskKind(
+    name="regression",
+    problem_type="regression",
+    gold_loss="gold_mse",
+    logit_loss="score_mse",
+    label_dtype="float",
+    agreement_tolerance=0.05,
+)
+KINDS = {kind.name: kind for kind in (SEQUENCE_CLASSIFICATION, REGRESSION)}
