@@ -163,7 +163,9 @@ def low_resource_teacher() -> Path:
                     max_length=MAX_LENGTH,
                     num_labeled=NUM_LABELED,
                 ),
-                train=TrainConfig(epochs=10, lr=5e-5, batch_size=32, seed=SEED, progress=False),
+                seed=SEED,
+                progress=False,
+                train=TrainConfig(epochs=10, lr=5e-5, batch_size=32),
             )
         )
     return out

@@ -51,13 +51,10 @@ def train_teacher(task: str) -> dict:
         model="packaged:minilm",
         out=str(out),
         data=DataConfig(task=task, data_dir=str(glue_dir()), max_length=s["max_length"]),
+        seed=SEED,
+        progress=False,
         train=TrainConfig(
-            epochs=s["epochs"],
-            lr=s["lr"],
-            batch_size=BATCH_SIZE,
-            seed=SEED,
-            eval_every=s["eval_every"],
-            progress=False,
+            epochs=s["epochs"], lr=s["lr"], batch_size=BATCH_SIZE, eval_every=s["eval_every"]
         ),
     )
     print(f"[{task}] fine-tuning: {s}", flush=True)

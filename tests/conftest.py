@@ -146,16 +146,18 @@ def shared_glue() -> Path:
     return SHARED_GLUE
 
 
-def tiny_finetune_config(model: Path, data_dir: Path, out: Path, **train):
+def tiny_finetune_config(model: Path, data_dir: Path, out: Path, seed: int = 42, **train):
     """A FinetuneConfig for a few fast steps on the tiny model."""
     from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
 
     # A random tiny BERT needs ~30 steps at a high rate before the sentiment word takes hold.
-    settings = dict(epochs=2, batch_size=16, lr=4e-3, eval_batch_size=32, progress=False)
+    settings = dict(epochs=2, batch_size=16, lr=4e-3, eval_batch_size=32)
     settings.update(train)
     return FinetuneConfig(
         model=str(model),
         out=str(out),
+        seed=seed,
+        progress=False,
         data=DataConfig(task="sst2", data_dir=str(data_dir), max_length=32),
         train=TrainConfig(**settings),
     )

@@ -70,7 +70,7 @@ def test_finetune_and_evaluate_from_the_command_line(tiny_encoder, sst2_dir, tmp
 def test_config_file_with_flag_precedence(tiny_encoder, sst2_dir, tmp_path, capsys):
     (tmp_path / "run.yaml").write_text(
         f"model: {tiny_encoder}\ndata: {{task: sst2, data_dir: {sst2_dir}}}\n"
-        "train: {epochs: 1, lr: 4.0e-3, progress: false}\n"
+        "progress: false\ntrain: {epochs: 1, lr: 4.0e-3}\n"
     )
     out = tmp_path / "t"
     code, _, err = run(

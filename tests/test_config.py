@@ -53,7 +53,7 @@ def test_dotted_overrides_parse_yaml_scalars():
 
 def test_yaml_round_trip(tmp_path):
     cfg = FinetuneConfig(model="packaged:minilm", out="runs/x")
-    cfg.train.seed = 7
+    cfg.seed = 7
     cfg.data.labels = ["neg", "pos"]
     dump_yaml(cfg, tmp_path / "c.yaml")
     assert to_dict(load_yaml(FinetuneConfig, tmp_path / "c.yaml")) == to_dict(cfg)
@@ -90,3 +90,15 @@ def test_lists_of_sections_and_mappings_are_typed():
         from_dict(Whole, {"parts": [{"nme": "x"}]})
     with pytest.raises(ConfigError, match="parts.params.*mapping"):
         from_dict(Whole, {"parts": [{"params": [1]}]})
+
+
+def test_a_renamed_key_is_an_error_that_names_its_new_key(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("train: {seed: 7, lr: 1.0e-4}\n")
+    with pytest.raises(ConfigError, match="'train.seed' is now 'seed'"):
+        load_yaml(FinetuneConfig, path)
+    with pytest.raises(ConfigError, match="'train.progress' is now 'progress'"):
+        set_dotted(FinetuneConfig(), "train.progress", False)
+    # a key that was never valid keeps the unknown-key message
+    with pytest.raises(ConfigError, match="unknown config key 'train.sed'"):
+        set_dotted(FinetuneConfig(), "train.sed", 1)

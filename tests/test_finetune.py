@@ -104,4 +104,4 @@ def test_num_labeled_trains_on_the_same_rows_distill_keeps(tiny_encoder, sst2_di
     assert meta["train_examples"] == 20
     # distill selects its gold rows as train.subset(num_labeled, seed): the same rows
     train = read_split(get_task("sst2"), "train", DataConfig(data_dir=str(sst2_dir)))
-    assert meta["data_fingerprint"]["train"] == train.subset(20, cfg.train.seed).fingerprint()
+    assert meta["data_fingerprint"]["train"] == train.subset(20, cfg.seed).fingerprint()

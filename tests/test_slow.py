@@ -20,7 +20,8 @@ def test_packaged_minilm_learns_sst2_from_a_few_hundred_rows(shared_glue, tmp_pa
             max_train_samples=500,
             max_eval_samples=300,
         ),
-        train=TrainConfig(epochs=4, lr=1e-4, batch_size=16, progress=False),
+        progress=False,
+        train=TrainConfig(epochs=4, lr=1e-4, batch_size=16),
     )
     meta = finetune(cfg)
     # Chance is ~50%; a pretrained encoder on 500 rows gets well past 75%.

@@ -65,29 +65,69 @@ class DataConfig:
     )
 
 
+# --- blocks shared by the commands: each idea is described once, under one key ----------
+
+
 @dataclasses.dataclass
-class TrainConfig:
-    """Optimiser, schedule and loop settings shared by every training workflow."""
+class RunSettings:
+    """What every command that writes an output folder takes (inherited, so these keys sit at
+    the top level of each command's config: `out`, `seed`, ...)."""
+
+    out: str = option("", "output folder.")
+    overwrite: bool = option(False, "replace --out if it already holds another run.")
+    seed: int = option(42, "random seed (initialisation, data order, subsets).")
+    progress: bool = option(True, "show progress bars.")
+    threads: int = option(0, "CPU threads for PyTorch (0: its default).")
+
+
+@dataclasses.dataclass
+class ResumableRunSettings(RunSettings):
+    """A run settings block for commands that train (and so can be killed and resumed)."""
+
+    resume: bool = option(False, "continue the run in --out from its last checkpoint.")
+    checkpoint_every: int = option(200, "write a resumable checkpoint every N training steps.")
+
+
+@dataclasses.dataclass
+class OptimSettings:
+    """The optimiser and schedule of one training phase (finetune's `train`, each distill
+    stage, prune's recovery): AdamW with linear warmup, then linear decay."""
 
     epochs: float = option(3.0, "number of passes over the training data.")
-    batch_size: int = option(32, "training batch size.")
-    eval_batch_size: int = option(128, "evaluation batch size.")
+    batch_size: int = option(32, "training batch size (per process).")
     lr: float = option(5e-5, "peak learning rate (AdamW).")
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and norms).")
     warmup_ratio: float = option(0.1, "share of steps with linear warmup before linear decay.")
-    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off).")
-    seed: int = option(42, "random seed for initialisation, data order and subsets.")
-    eval_every: int = option(0, "also evaluate on dev every N steps (0: once per epoch).")
-    progress: bool = option(True, "show progress bars.")
 
 
 @dataclasses.dataclass
-class FinetuneConfig:
+class TrainConfig(OptimSettings):
+    """Optimiser, schedule and loop settings of a training command."""
+
+    eval_batch_size: int = option(128, "evaluation batch size.")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off).")
+    eval_every: int = option(0, "also evaluate on dev every N steps (0: once per epoch).")
+
+
+@dataclasses.dataclass
+class SpeedSettings:
+    """How CPU speed is measured: models interleaved on the dev texts, the median kept."""
+
+    speed_examples: int = option(256, "dev examples per timing round at each batch size.")
+    rounds: int = option(3, "timing rounds (models take turns; the median is kept).")
+
+
+@dataclasses.dataclass
+class FinetuneConfig(ResumableRunSettings):
     """`lmshrink finetune`: train a task head (and the encoder) on a task."""
 
+    # Keys of earlier versions, and where their setting lives now.
+    RENAMED: typing.ClassVar[dict[str, str]] = {
+        "train.seed": "seed",
+        "train.progress": "progress",
+    }
+
     model: str = option("", "encoder to fine-tune: hub id, local folder, or packaged:minilm.")
-    out: str = option("", "output folder (a stock Hugging Face model folder).")
-    overwrite: bool = option(False, "replace --out if it already holds another run.")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
@@ -154,26 +194,37 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The config fields' types (class-level tables such as `RENAMED` are not fields)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", root: type | None = None) -> T:
     """Build a config from a nested dict, rejecting unknown keys and mistyped values."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix or '<root>'}' must be a mapping.")
+    root = root or cls
     types_ = _field_types(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in types_:
+            _raise_renamed(root, dotted)
             known = ", ".join(sorted(types_))
             raise ConfigError(f"unknown config key '{dotted}'; known keys here: {known}.")
         tp = types_[key]
         if _is_config(tp):
-            kwargs[key] = from_dict(tp, value or {}, prefix=f"{dotted}.")
+            kwargs[key] = from_dict(tp, value or {}, prefix=f"{dotted}.", root=root)
         else:
             kwargs[key] = _coerce(value, tp, dotted)
     return cls(**kwargs)
+
+
+def _raise_renamed(root: type, key: str) -> None:
+    """An old key (a config class's `RENAMED` table) is an error that names its new key."""
+    new = getattr(root, "RENAMED", {}).get(key)
+    if new is not None:
+        raise ConfigError(f"config key '{key}' is now '{new}'; rename it (the value is the same).")
 
 
 def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
@@ -196,6 +247,7 @@ def set_dotted(cfg: Any, key: str, raw: Any) -> None:
     for depth, part in enumerate(parts):
         hints = _field_types(type(target))
         if part not in hints:
+            _raise_renamed(type(cfg), key)
             where = ".".join(parts[:depth]) or "<root>"
             known = ", ".join(sorted(hints))
             raise ConfigError(f"unknown config key '{key}'; keys under {where}: {known}.")

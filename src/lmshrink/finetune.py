@@ -34,18 +34,18 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = check_out(cfg.out, cfg.overwrite)
     task = resolve_task(cfg.data)
     tc = cfg.train
-    train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, tc.seed)
+    train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, cfg.seed)
     # Low-resource mode: the same seed picks the same labeled rows as `lmshrink distill`.
-    train = train.subset(cfg.data.num_labeled, tc.seed)
-    devs = load_eval_splits(task, "dev", cfg.data, tc.seed)
+    train = train.subset(cfg.data.num_labeled, cfg.seed)
+    devs = load_eval_splits(task, "dev", cfg.data, cfg.seed)
 
-    set_seed(tc.seed)
+    set_seed(cfg.seed)
     tokenizer, model = load_for_training(cfg.model, task)
     enc = encode(tokenizer, train, cfg.data.max_length)
     steps_per_epoch = math.ceil(len(enc) / tc.batch_size)
     total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
     optimizer, scheduler = build_optimizer(model, tc, total_steps)
-    order_rng = random.Random(tc.seed)
+    order_rng = random.Random(cfg.seed)
 
     def evaluate_now() -> dict[str, float]:
         return score_model(model, tokenizer, task, devs, cfg.data.max_length, tc.eval_batch_size)
@@ -56,7 +56,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     step = 0
     model.train()
     bar = tqdm(
-        total=total_steps, desc=f"finetune {task.name}", disable=not tc.progress, mininterval=2.0
+        total=total_steps, desc=f"finetune {task.name}", disable=not cfg.progress, mininterval=2.0
     )
     while step < total_steps:
         for indices in bucketed_batches(enc.lengths, tc.batch_size, order_rng):
