@@ -55,3 +55,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def apply_threads(threads: int) -> None:
+    """Set PyTorch's intra-op thread count when a command's `threads` asks for one (> 0);
+    0 leaves PyTorch's default (all cores)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
