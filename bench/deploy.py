@@ -35,7 +35,8 @@ from lmshrink.config import DataConfig
 from lmshrink.measure.machine import machine_info
 from lmshrink.models.loading import read_metadata
 from lmshrink.quantize import RESULT_FILE, QuantizeConfig, quantize
-from lmshrink.report import PLOT_FILE, ReportConfig, gather
+from lmshrink.report import PLOT_FILE, ReportConfig
+from lmshrink.report import report as report_runs
 
 TASK = "sst2"
 MAX_LENGTH = 64
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     # `lmshrink report` draws the Pareto plot (dev accuracy against batch-1 latency) from the
     # run folders and the bench file.
     runs = [str(p.parent if p.name == "model" else p) for p in sources.values()]
-    gather(
+    report_runs(
         ReportConfig(
             runs=runs, bench=[str(bench_file)], out=str(deploy_dir() / "report"), overwrite=True
         )

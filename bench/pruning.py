@@ -39,7 +39,7 @@ from common import (
     write_results,
 )
 
-from lmshrink.config import DataConfig
+from lmshrink.config import DataConfig, TrainConfig
 from lmshrink.measure.machine import machine_info
 from lmshrink.models.loading import read_metadata
 from lmshrink.prune import REPORT_FILE, SPARSITY_DEFINITION, PruneConfig, prune
@@ -112,7 +112,8 @@ def run_row(row: dict) -> None:
         data=DataConfig(task=task, data_dir=str(glue_dir()), max_length=budget["max_length"]),
         recovery_steps=budget["recovery_steps"],
         final_recovery_steps=budget["final_recovery_steps"],
-        **PRUNE,
+        train=TrainConfig(lr=PRUNE["lr"], batch_size=PRUNE["batch_size"]),
+        **{k: v for k, v in PRUNE.items() if k not in ("lr", "batch_size")},
     )
     print(f"[{row['id']}] pruning the {task} teacher to {row['target']:g}x", flush=True)
     start = time.perf_counter()

@@ -25,6 +25,30 @@ def test_each_subcommand_has_help(command, capsys):
     assert "--task" in out and "--data-dir" in out and "--set KEY=VALUE" in out
 
 
+def help_flags(command: str, capsys) -> set[str]:
+    import re
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", capsys.readouterr().out))
+
+
+def test_run_settings_flags_where_a_command_uses_them(capsys):
+    """--threads on every command that runs a model; --out/--overwrite where a command
+    writes a folder; no flag a command would ignore (report runs no model)."""
+    for command in ("evaluate", "bench"):
+        flags = help_flags(command, capsys)
+        assert {"--seed", "--progress", "--threads", "--eval-batch-size"} <= flags, command
+        assert not {"--out", "--overwrite", "--batch-size"} & flags, command
+    for command in ("export", "quantize"):
+        flags = help_flags(command, capsys)
+        assert {"--out", "--overwrite", "--seed", "--progress", "--threads"} <= flags, command
+    assert "--eval-batch-size" in help_flags("quantize", capsys)
+    report = help_flags("report", capsys)
+    assert {"--out", "--overwrite", "--bench", "--cards"} <= report
+    assert not {"--seed", "--progress", "--threads"} & report
+
+
 def test_top_level_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

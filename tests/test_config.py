@@ -102,3 +102,58 @@ def test_a_renamed_key_is_an_error_that_names_its_new_key(tmp_path):
     # a key that was never valid keeps the unknown-key message
     with pytest.raises(ConfigError, match="unknown config key 'train.sed'"):
         set_dotted(FinetuneConfig(), "train.sed", 1)
+
+
+def test_command_configs_share_one_key_per_idea():
+    """The run, evaluation and speed blocks are inherited, never redeclared: each of these
+    keys is declared by one class of lmshrink.config, whatever command takes it."""
+    import dataclasses
+
+    from lmshrink import config
+    from lmshrink.bench import BenchConfig
+    from lmshrink.evaluate import EvaluateConfig
+    from lmshrink.export import ExportConfig
+    from lmshrink.quantize import QuantizeConfig
+    from lmshrink.report import ReportConfig
+
+    blocks = {
+        "out": config.OutputSettings,
+        "overwrite": config.OutputSettings,
+        "seed": config.ProcessSettings,
+        "progress": config.ProcessSettings,
+        "threads": config.ProcessSettings,
+        "eval_batch_size": config.EvalSettings,
+        "speed_examples": config.SpeedSettings,
+        "rounds": config.SpeedSettings,
+        "speed_batch_sizes": config.BatchSpeedSettings,
+    }
+    commands = (ExportConfig, QuantizeConfig, EvaluateConfig, BenchConfig, ReportConfig)
+    for cls in (*commands, FinetuneConfig):
+        for field in dataclasses.fields(cls):
+            if field.name in blocks:
+                assert issubclass(cls, blocks[field.name]), (cls.__name__, field.name)
+                # the inherited field object itself: same help text, same default
+                assert field is blocks[field.name].__dataclass_fields__[field.name]
+    names = {cls.__name__: {f.name for f in dataclasses.fields(cls)} for cls in commands}
+    assert all("batch_size" not in fields for fields in names.values())
+    assert all("eval_batch_size" in names[c] for c in ("QuantizeConfig", "EvaluateConfig"))
+    assert not {"seed", "progress", "threads"} & names["ReportConfig"]
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new"),
+    [
+        ("evaluate", "batch_size", "eval_batch_size"),
+        ("quantize", "batch_size", "eval_batch_size"),
+        ("bench", "batch_size", "eval_batch_size"),
+        ("bench", "batch_sizes", "speed_batch_sizes"),
+    ],
+)
+def test_renamed_command_keys_name_their_new_key(command, old, new):
+    import importlib
+
+    cls = getattr(importlib.import_module(f"lmshrink.{command}"), f"{command.title()}Config")
+    with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
+        from_dict(cls, {old: 1})
+    with pytest.raises(ConfigError, match=f"'{old}' is now '{new}'"):
+        set_dotted(cls(), old, 1)

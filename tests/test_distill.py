@@ -1,5 +1,6 @@
 """End-to-end distillation on tiny models: stages, cache reuse, resume, errors, CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_sentences
+from conftest import make_sentences, tiny_bert_config
 
 from lmshrink.config import DataConfig, from_dict
 from lmshrink.distill import DistillConfig, distill
@@ -146,46 +147,31 @@ def tiny_cli_args(teacher_setup, out):
     ]
 
 
-def _cli(teacher_setup, out, *extra, env=None):
-    teacher, glue, transfer = teacher_setup
-    stages = out.parent / "stages.yaml"
-    import yaml
-
-    stages.write_text(yaml.safe_dump({"stages": FAST_STAGES}))
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmshrink",
-        *tiny_cli_args(teacher_setup, out),
-        "--config",
-        str(stages),
-        "--checkpoint-every",
-        "4",
-        *extra,
-    ]
-    return subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )
-
-
-def test_killed_run_resumes_to_the_same_result(teacher_setup, tmp_path):
-    whole = _cli(teacher_setup, tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
-    killed = _cli(teacher_setup, tmp_path / "killed", env={"LMSHRINK_TEST_KILL_AT": "1:22"})
-    assert killed.returncode == 137
-    assert not (tmp_path / "killed" / "model").exists()
-    resumed = _cli(teacher_setup, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from step-1-0000020" in resumed.stdout
-    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("whole", "killed"))
-    assert a["dev"]["student"] == b["dev"]["student"]
+def test_killed_run_resumes_to_the_same_result(teacher_setup, tmp_path, capsys):
+    """Killed inside a stage, and between two stages: --resume ends with the weights and
+    dev history of an uninterrupted run."""
     from safetensors.torch import load_file
 
-    wa, wb = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("whole", "killed"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    from lmshrink.training.callbacks import KillAt, SimulatedKill
+
+    whole = distill(make_config(teacher_setup, tmp_path / "whole", checkpoint_every=4))
+    expected = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    cases = [  # (the kill: step, stage; the checkpoint it leaves)
+        (KillAt(22, phase="1"), "step-1-0000020"),  # the logits stage, 150 steps
+        (KillAt(3, phase="2"), "step-1-0000150"),  # the logits stage is over
+    ]
+    for i, (kill, left) in enumerate(cases):
+        out = tmp_path / f"killed{i}"
+        with pytest.raises(SimulatedKill):
+            distill(make_config(teacher_setup, out, checkpoint_every=4), callbacks=[kill])
+        assert not (out / "model").exists()
+        capsys.readouterr()
+        resumed = distill(make_config(teacher_setup, out, checkpoint_every=4, resume=True))
+        assert f"resuming from {left}" in capsys.readouterr().out
+        assert resumed["history"] == whole["history"]
+        assert resumed["dev"]["student"] == whole["dev"]["student"]
+        got = load_file(out / "model" / "model.safetensors")
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
 
 
 def test_resume_refuses_changed_settings_and_missing_runs(teacher_setup, tmp_path):
@@ -219,32 +205,108 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
     assert not (tmp_path / "run" / "model").exists()
 
 
+def one_loss_stage(name, data, loss):
+    from lmshrink.distillation.stages import LossSpec
+
+    return StageConfig(name=name, data=data, losses=[LossSpec(name=loss)])
+
+
 def test_stage_validation_names_the_stage():
-    bad_data = [StageConfig("a", "transfer", [from_dict_loss("gold_ce")])]
+    bad_data = [one_loss_stage("a", "transfer", "gold_ce")]
     with pytest.raises(ConfigError, match=r"stages\[0\] \(a\).*needs gold labels"):
         validate_stages(bad_data)
     with pytest.raises(ConfigError, match="needs teacher outputs"):
-        validate_stages([StageConfig("b", "labeled", [from_dict_loss("soft_kl")])])
+        validate_stages([one_loss_stage("b", "labeled", "soft_kl")])
     with pytest.raises(ConfigError, match="unknown loss"):
-        validate_stages([StageConfig("c", "transfer", [from_dict_loss("sofkl")])])
+        validate_stages([one_loss_stage("c", "transfer", "sofkl")])
     with pytest.raises(ConfigError, match="data must be"):
-        validate_stages([StageConfig("d", "gold", [from_dict_loss("gold_ce")])])
+        validate_stages([one_loss_stage("d", "gold", "gold_ce")])
 
 
-def from_dict_loss(name):
-    from lmshrink.distillation.stages import LossSpec
-
-    return LossSpec(name=name)
+def test_a_stage_keeps_its_own_optimiser_defaults():
+    """A stage takes OptimSettings' keys, with the defaults stages always had."""
+    stage = from_dict(StageConfig, {"name": "x"})
+    assert (stage.epochs, stage.lr, stage.batch_size) == (3.0, 1e-3, 64)
+    assert (stage.weight_decay, stage.warmup_ratio) == (0.0, 0.0)
+    with pytest.raises(TypeError):
+        StageConfig("x", "transfer")  # keyword-only: the optimiser fields come first
 
 
 def test_default_schedule_is_xtremedistil():
     cfg = DistillConfig(data=DataConfig(task="stsb"))
     assert cfg.stages == []
+    from lmshrink.data.task_kinds import REGRESSION, SEQUENCE_CLASSIFICATION
     from lmshrink.distillation.stages import default_stages
 
-    stages = default_stages(is_regression=True)
+    stages = default_stages(REGRESSION)
     assert [s.name for s in stages] == ["representation", "logits", "labels"]
     assert stages[-1].losses[0].name == "gold_mse" and stages[0].unfreeze == "gradual"
+    assert [(s.epochs, s.lr, s.batch_size) for s in stages] == [
+        (4, 1e-3, 64),
+        (6, 1e-3, 64),
+        (3, 2e-4, 32),
+    ]
+    assert default_stages(SEQUENCE_CLASSIFICATION)[-1].losses[0].name == "gold_ce"
+
+
+def test_the_saved_config_is_the_config_the_run_used(teacher_setup, tmp_path):
+    """With no stages given, the run fills in the task's default schedule (and the teacher's
+    mask token) before it writes config.yaml: loading it back gives exactly the config the
+    run used, the one saved with the model, and --resume compares against it."""
+    from lmshrink.config import load_yaml, to_dict
+    from lmshrink.data.task_kinds import SEQUENCE_CLASSIFICATION
+    from lmshrink.distill import _prepare_out, resolve_config
+    from lmshrink.distillation.stages import default_stages
+    from lmshrink.models.loading import METADATA_FILE
+
+    out = tmp_path / "run"
+    small = {"task": "sst2", "data_dir": str(teacher_setup[1]), "max_length": 32}
+    cfg = make_config(
+        teacher_setup,
+        out,
+        stages=[],
+        data={**small, "max_train_samples": 40},
+        transfer={"files": [], "min_words": 1},
+    )
+    report = distill(cfg)
+    assert cfg.stages == []  # the caller's config is left as it was
+    saved = to_dict(load_yaml(DistillConfig, out / "config.yaml"))
+    used = json.loads((out / "model" / METADATA_FILE).read_text())["config"]
+    assert saved == used
+    assert saved["stages"] == [to_dict(s) for s in default_stages(SEQUENCE_CLASSIFICATION)]
+    assert [s["name"] for s in report["stages"]] == ["representation", "logits", "labels"]
+    assert saved["transfer"]["augment"]["mask_token"] == "[MASK]"  # the teacher's own
+    again = dataclasses.replace(cfg, resume=True)
+    _prepare_out(resolve_config(again, SEQUENCE_CLASSIFICATION, "[MASK]"), out)  # same run
+    with pytest.raises(RunFolderError, match="seed differ"):
+        changed = dataclasses.replace(again, seed=cfg.seed + 1)
+        _prepare_out(resolve_config(changed, SEQUENCE_CLASSIFICATION, "[MASK]"), out)
+
+
+def test_resolving_a_config_fills_the_stages_and_the_teachers_mask_token():
+    from lmshrink.data.task_kinds import REGRESSION
+    from lmshrink.distill import resolve_config
+
+    cfg = DistillConfig()
+    resolved = resolve_config(cfg, REGRESSION, "<mask>")  # e.g. a RoBERTa teacher
+    assert resolved.transfer.augment.mask_token == "<mask>"
+    assert [s.name for s in resolved.stages] == ["representation", "logits", "labels"]
+    assert resolved.stages[-1].losses[0].name == "gold_mse"
+    assert cfg.stages == [] and cfg.transfer.augment.mask_token == "[MASK]"
+    assert resolve_config(cfg, REGRESSION, None).transfer.augment.mask_token == "[MASK]"
+    cfg.transfer.augment.mask_token = "[BLANK]"  # the user's choice stays
+    assert resolve_config(cfg, REGRESSION, "<mask>").transfer.augment.mask_token == "[BLANK]"
+    given = [{"name": "only", "data": "labeled", "losses": [{"name": "gold_mse"}]}]
+    chosen = from_dict(DistillConfig, {"stages": given})
+    assert [s.name for s in resolve_config(chosen, REGRESSION, None).stages] == ["only"]
+
+
+def test_distill_config_takes_the_shared_run_settings():
+    from lmshrink.config import ResumableRunSettings
+
+    assert issubclass(DistillConfig, ResumableRunSettings)
+    cfg = from_dict(DistillConfig, {"out": "x", "seed": 3, "threads": 2, "checkpoint_every": 7})
+    assert (cfg.out, cfg.seed, cfg.threads, cfg.checkpoint_every) == ("x", 3, 2, 7)
 
 
 def test_two_cpu_processes_with_accelerate(teacher_setup, tmp_path):
@@ -372,25 +434,21 @@ def test_every_shipped_recipe_fits_the_packaged_minilm_teacher(path):
     import yaml
     from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
-    from lmshrink.distill import _check_layer_losses, student_settings
+    from lmshrink.distillation.layer_map import check_layer_losses
+    from lmshrink.distillation.stages import loss_entries
     from lmshrink.models.loading import resolve_model_source
-    from lmshrink.students import STUDENTS, student_tokenizer
+    from lmshrink.students import STUDENTS, student_settings
 
     cfg = from_dict(DistillConfig, yaml.safe_load(path.read_text()))
     folder = resolve_model_source("packaged:minilm")
     teacher = BertForSequenceClassification(AutoConfig.from_pretrained(folder, num_labels=2))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    build = STUDENTS.get(cfg.student.kind)
+    family = STUDENTS.get(cfg.student.kind)
     texts = [(text,) for text, _ in make_sentences(20, seed=0)]
     head = {"num_labels": 2, "problem_type": "single_label_classification"}
-    student = build(teacher, tokenizer, texts, head, 64, **student_settings(cfg.student))
-    same_tokenizer = student_tokenizer(student, tokenizer) is tokenizer
-    pairs, _ = _check_layer_losses(cfg, student, same_tokenizer, teacher)
-    per_token = any(
-        loss.name in {"hidden_mse", "attention_kl", "attention_mse", "value_relation"}
-        for stage in cfg.stages
-        for loss in stage.losses
-    )
+    student = family.make(teacher, tokenizer, texts, head, 64, student_settings(cfg.student))
+    pairs, _ = check_layer_losses(cfg.layer_map, cfg.stages, student, teacher.config)
+    per_token = any(entry.per_token for entry in loss_entries(cfg.stages))
     assert (pairs is not None) == per_token
 
 
@@ -419,7 +477,7 @@ def test_per_token_losses_need_a_transformer_student_on_transfer_data(teacher_se
     from lmshrink.distillation.stages import LossSpec
 
     with pytest.raises(ConfigError, match="only 'transfer' stages run"):
-        validate_stages([StageConfig("h", "labeled", [LossSpec("hidden_mse")])])
+        validate_stages([StageConfig(name="h", data="labeled", losses=[LossSpec("hidden_mse")])])
     stages = [{"name": "hidden", "data": "transfer", "losses": [{"name": "hidden_mse"}]}]
     with pytest.raises(ConfigError, match="needs a transformer student reading the teacher's"):
         distill(make_config(teacher_setup, tmp_path / "run", stages=stages))
@@ -459,7 +517,7 @@ def test_layer_subset_student_is_a_stock_folder(teacher_setup, tmp_path):
 
 
 def test_pretrained_student_keeps_its_own_tokenizer(teacher_setup, tmp_path):
-    from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
+    from transformers import AutoTokenizer, BertModel, BertTokenizer
 
     own = tmp_path / "other-bert"
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
@@ -468,12 +526,12 @@ def test_pretrained_student_keeps_its_own_tokenizer(teacher_setup, tmp_path):
     BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(own)
     torch.manual_seed(1)
     BertModel(
-        BertConfig(
+        tiny_bert_config(
             vocab_size=len(words),
             hidden_size=24,
             num_hidden_layers=1,
-            num_attention_heads=2,
             intermediate_size=48,
+            max_position_embeddings=512,
         )
     ).save_pretrained(own)
     out = tmp_path / "run"
@@ -540,22 +598,21 @@ def test_layer_wise_stages_read_the_teachers_targets_from_the_cache(
 
 
 def test_a_loss_the_layer_cache_does_not_know_gets_the_online_teacher(
-    teacher_setup, tmp_path, capsys, monkeypatch
+    teacher_setup, tmp_path, capsys, request
 ):
     from torch import nn
 
-    from lmshrink.distillation.losses import LOSSES
+    from lmshrink.distillation.loss_registry import LOSSES, register_loss
 
     class FirstLayerClsMSE(nn.Module):
         """A user's loss on the teacher's first layer, which hidden_mse's uniform map (1, 2)
-        does not read and `layer_needs` does not know about."""
-
-        inputs = ("student_hidden_states", "teacher_hidden_states")
+        does not read; its entry declares no teacher layers, so the cache cannot hold them."""
 
         def forward(self, student_hidden_states, teacher_hidden_states):
             return ((student_hidden_states[1][:, 0] - teacher_hidden_states[1][:, 0]) ** 2).mean()
 
-    monkeypatch.setitem(LOSSES._items, "first_cls_mse", FirstLayerClsMSE)
+    register_loss("first_cls_mse")(FirstLayerClsMSE)
+    request.addfinalizer(lambda: LOSSES.remove("first_cls_mse"))
     stages = [{**LAYER_STAGES[0], "losses": [{"name": "hidden_mse"}, {"name": "first_cls_mse"}]}]
     cfg = make_config(
         teacher_setup,

@@ -1,12 +1,12 @@
 import json
 
-import numpy as np
 import pytest
 from conftest import write_tsv
 
 from lmshrink.config import DataConfig
 from lmshrink.data.tasks import get_task
-from lmshrink.evaluate import EvaluateConfig, evaluate, format_table, split_metrics
+from lmshrink.errors import ConfigError
+from lmshrink.evaluate import EvaluateConfig, evaluate, format_table
 
 
 @pytest.fixture
@@ -45,15 +45,28 @@ def test_max_eval_samples_takes_a_subset(trained, sst2_dir):
     assert evaluate(cfg)["examples"] == 10
 
 
-def test_split_metrics_for_mnli_mismatched_and_regression():
-    from lmshrink.data.splits import Split
+def test_threads_setting_reaches_torch(trained, sst2_dir):
+    import torch
 
-    mm = Split("mnli", "dev_mismatched", "x", [("a", "b")] * 3, [0, 1, 2])
-    logits = np.array([[3, 0, 0], [0, 3, 0], [3, 0, 0]], dtype=np.float32)
-    assert split_metrics(get_task("mnli"), logits, mm) == {"accuracy_mm": pytest.approx(2 / 3)}
-    sts = Split("stsb", "dev", "x", [("a", "b")] * 3, [1.0, 2.0, 3.0])
-    scores = split_metrics(get_task("stsb"), np.array([[0.1], [0.2], [0.4]]), sts)
-    assert scores["spearman"] == pytest.approx(1.0) and scores["pearson"] < 1.0
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = EvaluateConfig(
+            model=str(trained), threads=1, progress=False, data=DataConfig(data_dir=str(sst2_dir))
+        )
+        evaluate(cfg)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_old_batch_size_key_names_its_new_one(tmp_path):
+    from lmshrink.config import from_dict, load_yaml
+
+    with pytest.raises(ConfigError, match="'batch_size' is now 'eval_batch_size'"):
+        from_dict(EvaluateConfig, {"model": "m", "batch_size": 64})
+    (tmp_path / "e.yaml").write_text("eval_batch_size: 64\nprogress: false\n")
+    assert load_yaml(EvaluateConfig, tmp_path / "e.yaml").eval_batch_size == 64
 
 
 def test_mnli_dev_scores_matched_and_mismatched(tiny_encoder, tmp_path):

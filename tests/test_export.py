@@ -19,17 +19,17 @@ import torch  # noqa: E402
 from conftest import make_sentences, tiny_finetune_config, write_tsv  # noqa: E402
 
 from lmshrink.cli import main  # noqa: E402
-from lmshrink.config import DataConfig  # noqa: E402
-from lmshrink.errors import ConfigError  # noqa: E402
-from lmshrink.export import (  # noqa: E402
-    ExportConfig,
+from lmshrink.compress.onnx import (  # noqa: E402
     OnnxClassifier,
     OnnxSettings,
     ParityError,
     check_parity,
-    export,
     export_onnx,
 )
+from lmshrink.config import DataConfig  # noqa: E402
+from lmshrink.data.task_kinds import REGRESSION, SEQUENCE_CLASSIFICATION  # noqa: E402
+from lmshrink.errors import ConfigError  # noqa: E402
+from lmshrink.export import ExportConfig, export  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -61,11 +61,12 @@ def models(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
         DistilBertForSequenceClassification,
     )
 
+    from lmshrink.compress.pruning import prune_to
     from lmshrink.data.tasks import get_task
     from lmshrink.finetune import finetune
     from lmshrink.models.loading import load_for_eval, task_head_settings
-    from lmshrink.prune import prune_to
-    from lmshrink.students import build_bilstm, build_layer_subset
+    from lmshrink.students.bilstm import BiLSTMSettings, build_bilstm
+    from lmshrink.students.layers import LayerSubsetSettings, build_layer_subset
 
     root = tmp_path_factory.mktemp("export")
     glue = glue_folder(root)
@@ -76,10 +77,9 @@ def models(tiny_encoder, tmp_path_factory) -> dict[str, Path]:
     texts = [(s,) for s, _ in make_sentences(160, seed=1)]
 
     torch.manual_seed(0)
-    bilstm = build_bilstm(
-        teacher, tokenizer, texts, head, 32, embedding_dim=16, hidden_size=12, num_layers=2
-    )
-    layers = build_layer_subset(teacher, tokenizer, texts, head, 32, layers=1)
+    shape = BiLSTMSettings(embedding_dim=16, hidden_size=12, num_layers=2)
+    bilstm = build_bilstm(teacher, tokenizer, texts, head, 32, shape).model
+    layers = build_layer_subset(teacher, tokenizer, texts, head, 32, LayerSubsetSettings(1)).model
     distil = DistilBertForSequenceClassification(
         DistilBertConfig(
             vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, **head
@@ -226,7 +226,7 @@ def test_a_corrupted_onnx_weight_fails_parity_and_writes_nothing(
 ):
     """The real export path, with one weight of the written graph changed: the parity check
     must catch it, and --out must not appear."""
-    import lmshrink.export as export_module
+    import lmshrink.compress.onnx as export_module
 
     real_export = export_module.export_onnx
 
@@ -256,10 +256,10 @@ def test_a_corrupted_onnx_weight_fails_parity_and_writes_nothing(
 def test_parity_reports_the_difference_it_sees(models, tmp_path):
     """check_parity's numbers are those of the graph: an exact copy passes, a shifted
     classifier bias gives that shift as the max difference."""
+    from lmshrink.compress.onnx import example_batch, onnx_input_names
     from lmshrink.data.batching import encode
     from lmshrink.data.splits import read_split
     from lmshrink.data.tasks import get_task
-    from lmshrink.export import example_batch, onnx_input_names
     from lmshrink.models.loading import load_for_eval
 
     task = get_task("sst2")
@@ -268,7 +268,7 @@ def test_parity_reports_the_difference_it_sees(models, tmp_path):
     enc = encode(tokenizer, split, 32)
     path = tmp_path / "model.onnx"
     export_onnx(model, example_batch(enc, onnx_input_names(model, tokenizer)), path)
-    ok = check_parity(model, OnnxClassifier(path), enc, [4], 0, 1e-3, False)
+    ok = check_parity(model, OnnxClassifier(path), enc, [4], 0, 1e-3, SEQUENCE_CLASSIFICATION)
     assert ok["passed"] and ok["by_batch_size"]["4"]["examples"] == 48
 
     graph = onnx.load(path)
@@ -276,10 +276,45 @@ def test_parity_reports_the_difference_it_sees(models, tmp_path):
     shifted = onnx.numpy_helper.to_array(bias) + np.array([0.25, 0.0], dtype=np.float32)
     bias.CopyFrom(onnx.numpy_helper.from_array(shifted, bias.name))
     onnx.save(graph, path)
-    bad = check_parity(model, OnnxClassifier(path), enc, [1, 4], 0, 1e-3, False)
+    bad = check_parity(model, OnnxClassifier(path), enc, [1, 4], 0, 1e-3, SEQUENCE_CLASSIFICATION)
     assert not bad["passed"]
     assert bad["max_abs_diff"] == pytest.approx(0.25, abs=1e-4)
     assert bad["worst"]["batch_size"] in (1, 4)
+
+
+class Scores:
+    """A stand-in model (PyTorch or ONNX side) whose score is the first token id of each row
+    plus `shift`; it records the batches it is given."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        self.shift, self.batches = shift, []
+
+    def eval(self):
+        return self
+
+    def __call__(self, input_ids, attention_mask, **_):
+        import types
+
+        self.batches.append(input_ids.tolist())
+        return types.SimpleNamespace(logits=input_ids[:, :1].float() + self.shift)  # [b, 1]
+
+
+def test_regression_parity_counts_scores_within_the_tolerance_as_identical():
+    """Regression (the task kind's `same_prediction`): a score is identical within the
+    tolerance; batches follow the dev order, padded to each batch's longest row."""
+    from lmshrink.data.batching import Encoded
+
+    rows = [[5, 1], [7], [2, 3, 4], [9]]
+    enc = Encoded({"input_ids": rows}, [0.5, 1.0, 2.0, 3.0], 0)
+    reference, shifted = Scores(), Scores(shift=0.004)
+    ok = check_parity(reference, shifted, enc, [3], 0, 0.005, REGRESSION)
+    assert ok["passed"] and ok["agreement"] == 1.0
+    assert ok["max_abs_diff"] == pytest.approx(0.004, abs=1e-6)
+    # dev order, not sorted by length; the last batch holds the rest
+    assert reference.batches == [[[5, 1, 0], [7, 0, 0], [2, 3, 4]], [[9]]]
+    bad = check_parity(Scores(), Scores(shift=0.004), enc, [3], 2, 0.003, REGRESSION)
+    assert not bad["passed"] and bad["agreement"] == 0.0
+    assert bad["by_batch_size"]["3"]["examples"] == 2  # parity_examples takes the first rows
 
 
 @pytest.mark.parametrize(

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmshrink.data.batching import Encoded, collate
-from lmshrink.prune import (
+from lmshrink.compress.pruning import (
     Importance,
-    PruneConfig,
     choose_keep,
     compute_importance,
     encoder_parameters,
     from_bert,
-    prune,
     prune_to,
     unit_costs,
 )
+from lmshrink.data.batching import Encoded, collate
+from lmshrink.prune import PruneConfig, prune
 
 # The tiny teachers' sizes: 4 layers of 4 heads (width 8), FFN 64; two labels (SST-2).
 TINY = dict(
@@ -35,12 +34,13 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def teacher_dir(tiny_encoder, tmp_path_factory) -> Path:
     """A 4-layer, 4-head tiny BERT classifier for SST-2 (random head) with the tiny tokenizer."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from conftest import tiny_bert_config
+    from transformers import BertForSequenceClassification, BertTokenizer
 
     folder = tmp_path_factory.mktemp("teacher4")
     tokenizer = BertTokenizer.from_pretrained(tiny_encoder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=64, **TINY)
+    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=64, **TINY)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -168,7 +168,7 @@ def test_encoder_parameter_count_matches_unit_costs(teacher_dir):
 
 
 def prune_config(teacher: Path, glue: Path, out: Path, **overrides) -> PruneConfig:
-    from lmshrink.config import DataConfig
+    from lmshrink.config import DataConfig, TrainConfig
 
     settings = dict(
         model=str(teacher),
@@ -176,10 +176,8 @@ def prune_config(teacher: Path, glue: Path, out: Path, **overrides) -> PruneConf
         target_params=0.4,
         steps=2,
         recovery_steps=4,
-        lr=1e-3,
-        batch_size=16,
+        train=TrainConfig(lr=1e-3, batch_size=16, eval_batch_size=64),
         importance_examples=32,
-        eval_batch_size=64,
         speed_examples=8,
         rounds=1,
         progress=False,
@@ -258,7 +256,33 @@ def test_prune_a_roberta_then_load_it(roberta_dir, sst2_dir, tmp_path):
     assert loaded(**batch).logits.shape == (2, 2)
 
 
-def test_prune_towards_a_speedup_stops_when_measured(teacher_dir, sst2_dir, tmp_path):
+def scripted_speed(monkeypatch, ratios: list[float]) -> None:
+    """Replace the speed measurement by one answering `ratios` in turn (the pruned model's
+    ratio to the unpruned one at every batch size), so that when a speed target is reached
+    does not depend on the machine."""
+    import lmshrink.measure.speed as speed
+
+    answers = iter(ratios)
+
+    def measure(models, batch_sizes=(1, 32), limit=None, rounds=3):
+        ratio = next(answers)
+        return {
+            "batch_sizes": list(batch_sizes),
+            "rounds": rounds,
+            "ratio": {
+                "unpruned": {str(b): 1.0 for b in batch_sizes},
+                "pruned": {str(b): ratio for b in batch_sizes},
+            },
+        }
+
+    monkeypatch.setattr(speed, "measure_speed", measure)
+
+
+def test_prune_towards_a_speedup_stops_at_the_first_step_that_reaches_it(
+    teacher_dir, sst2_dir, tmp_path, monkeypatch
+):
+    # Measured after steps 1, 2 and 3, then once more for the report.
+    scripted_speed(monkeypatch, [1.1, 1.2, 1.4, 1.45])
     cfg = prune_config(
         teacher_dir,
         sst2_dir,
@@ -269,16 +293,25 @@ def test_prune_towards_a_speedup_stops_when_measured(teacher_dir, sst2_dir, tmp_
     )
     report = prune(cfg)
     history = report["history"]
-    assert 1 <= len(history) <= 3 * cfg.steps
+    assert [h["speedup_32"] for h in history] == [1.1, 1.2, 1.4]
     # The longer final recovery follows the last pruning step only.
-    assert [h["recovery_steps"] for h in history] == [4] * (len(history) - 1) + [6]
-    assert all(h["speedup_32"] < 1.3 for h in history[:-1])  # it stops at the first success
-    if history[-1]["speedup_32"] < 1.3:
-        assert len(history) == 3 * cfg.steps  # gave up only after the last allowed step
-    shares = [h["target_share"] for h in history]
-    assert shares == sorted(shares, reverse=True) and shares[0] < 1.0
-    assert isinstance(report["target_reached"], bool)
+    assert [h["recovery_steps"] for h in history] == [4, 4, 6]
+    # Each step keeps (1/1.3)^(1/steps) of the previous step's share.
+    assert [h["target_share"] for h in history] == [round(1.3 ** (-k / 2), 4) for k in (1, 2, 3)]
+    assert report["target_reached"] is True and report["speedup"] == {"1": 1.45, "32": 1.45}
     assert report["target"] == {"params": None, "speedup": 1.3}
+
+
+def test_an_unmet_speedup_gives_up_after_three_times_the_steps(
+    teacher_dir, sst2_dir, tmp_path, monkeypatch
+):
+    scripted_speed(monkeypatch, [1.05] * 7)
+    cfg = prune_config(
+        teacher_dir, sst2_dir, tmp_path / "slow", target_params=0.0, target_speedup=1.3
+    )
+    report = prune(cfg)
+    assert [h["step"] for h in report["history"]] == [1, 2, 3, 4, 5, 6]  # 3 x steps
+    assert report["target_reached"] is False
 
 
 def test_an_unreachable_speedup_stops_when_nothing_is_left_to_prune(
@@ -314,7 +347,11 @@ def test_prune_refuses_bad_targets(teacher_dir, sst2_dir, tmp_path):
         prune(prune_config(teacher_dir, sst2_dir, tmp_path / "b", target_speedup=2.0))
     with pytest.raises(ConfigError, match="LayerNorms and output biases"):
         prune(prune_config(teacher_dir, sst2_dir, tmp_path / "c", target_params=0.001))
-    assert not (tmp_path / "c").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.work").exists()
+    cfg = prune_config(teacher_dir, sst2_dir, tmp_path / "d")
+    cfg.train.epochs = 2
+    with pytest.raises(ConfigError, match=r"^train.epochs: not used by prune"):
+        prune(cfg)
 
 
 def test_cli_refuses_a_bilstm_folder(tiny_encoder, sst2_dir, tmp_path, capsys):
@@ -340,3 +377,74 @@ def test_cli_refuses_a_bilstm_folder(tiny_encoder, sst2_dir, tmp_path, capsys):
     assert "Traceback" not in err
     assert "use distill with a smaller student" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_killed_prune_resumes_to_the_same_model(teacher_dir, sst2_dir, tmp_path):
+    """Killed inside a recovery phase, and between two pruning steps: --resume ends with the
+    model and report of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from lmshrink.errors import RunFolderError
+    from lmshrink.training.callbacks import Callback, KillAt, SimulatedKill
+
+    class StepLog(Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_step_end(self, phase, state):
+            self.steps.append((phase.tag, state.step))
+
+    def comparable(report):
+        history = [{k: v for k, v in h.items() if k != "seconds"} for h in report["history"]]
+        keys = ("dev", "encoder_parameters", "heads_per_layer", "intermediate_per_layer")
+        return history, [report[k] for k in keys]
+
+    settings = dict(recovery_steps=6, checkpoint_every=4)
+    whole = prune(prune_config(teacher_dir, sst2_dir, tmp_path / "whole", **settings))
+    expected = load_file(tmp_path / "whole" / "model.safetensors")
+    cases = [
+        # (where the kill comes, the checkpoint left, the steps the resumed run trains)
+        (
+            KillAt(5, phase="1"),
+            "step-1-0000004",
+            [("1", 5), ("1", 6)] + [("2", i) for i in range(1, 7)],
+        ),
+        (KillAt(2, phase="2"), "step-1-0000006", [("2", i) for i in range(1, 7)]),
+    ]
+    for i, (kill, left, trained) in enumerate(cases):
+        out = tmp_path / f"killed{i}"
+        cfg = prune_config(teacher_dir, sst2_dir, out, **settings)
+        with pytest.raises(SimulatedKill):
+            prune(cfg, callbacks=[kill])
+        assert not out.exists()
+        assert (tmp_path / f"killed{i}.work" / "checkpoints" / "latest").read_text() == left
+        cfg.resume = True
+        log = StepLog()
+        report = prune(cfg, callbacks=[log])
+        assert log.steps == trained
+        assert comparable(report) == comparable(whole)
+        got = load_file(out / "model.safetensors")
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+        assert not (tmp_path / f"killed{i}.work").exists()
+    with pytest.raises(RunFolderError, match="no run to resume"):
+        prune(cfg)  # finished: nothing left to resume
+
+
+def test_old_prune_keys_name_their_new_place():
+    from lmshrink.config import ConfigError, from_dict
+
+    for old, new in (("lr", "train.lr"), ("batch_size", "train.batch_size")):
+        with pytest.raises(ConfigError, match=f"config key '{old}' is now '{new}'"):
+            from_dict(PruneConfig, {old: 1})
+    cfg = from_dict(PruneConfig, {"train": {"lr": 1e-4}})
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.weight_decay) == (1e-4, 32, 0.01)
+    assert (cfg.train.warmup_ratio, cfg.train.max_grad_norm) == (0.1, 1.0)
+
+
+def test_prune_flags_keep_their_names(tmp_path):
+    from lmshrink.cli import _build_config, build_parser
+
+    parser, dests = build_parser()
+    argv = ["prune", "m", "--lr", "2e-4", "--batch-size", "8", "--resume", "--threads", "1"]
+    cfg = _build_config(PruneConfig, parser.parse_args(argv), dests["prune"])
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.resume, cfg.threads) == (2e-4, 8, True, 1)

@@ -14,18 +14,12 @@ import torch  # noqa: E402
 from test_export import models  # noqa: E402, F401  (the module-scoped model folders)
 
 from lmshrink.cli import main  # noqa: E402
+from lmshrink.compress.int8 import agreement, choose_best, quantize_torch, verdict  # noqa: E402
+from lmshrink.compress.onnx import OnnxSettings  # noqa: E402
 from lmshrink.config import DataConfig  # noqa: E402
 from lmshrink.errors import ModelError  # noqa: E402
-from lmshrink.export import OnnxSettings  # noqa: E402
 from lmshrink.measure import machine  # noqa: E402
-from lmshrink.quantize import (  # noqa: E402
-    QuantizeConfig,
-    choose_best,
-    load_quantized,
-    quantize,
-    quantize_torch,
-    verdict,
-)
+from lmshrink.quantize import QuantizeConfig, load_quantized, quantize  # noqa: E402
 
 ALL = ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"]
 
@@ -128,6 +122,7 @@ def test_torch_only_from_the_command_line(models, tmp_path, capsys):  # noqa: F8
         (["--out", str(out)], "already holds another run"),
         (["--backends", "tensorrt", "--out", str(tmp_path / "x")], "--backends tensorrt"),
         (["--speed-batch-sizes", "0", "--out", str(tmp_path / "y")], "--speed-batch-sizes"),
+        (["--batch-size", "8", "--out", str(tmp_path / "z")], "--batch-size is now --eval-batch"),
     ]:
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
@@ -141,6 +136,27 @@ def test_load_quantized_refuses_other_folders(models, tmp_path):  # noqa: F811
     (tmp_path / "quantization.json").write_text(json.dumps({"format": "pickle"}))
     with pytest.raises(ModelError, match="format 'pickle'"):
         load_quantized(tmp_path)
+
+
+def test_load_quantized_is_public_where_readme_says():
+    import lmshrink.compress.int8
+    import lmshrink.quantize
+
+    assert lmshrink.quantize.load_quantized is lmshrink.compress.int8.load_quantized
+
+
+def test_agreement_asks_the_task_kind():
+    """Classes agree when the argmax does; regression scores when within 0.05 (the
+    regression kind's agreement tolerance), whatever the other columns hold."""
+    import numpy as np
+
+    from lmshrink.data.task_kinds import REGRESSION, SEQUENCE_CLASSIFICATION
+
+    ref = np.array([[2.0, 0.0], [0.0, 1.0], [0.3, 0.2], [1.0, 5.0]], dtype=np.float32)
+    out = np.array([[2.03, 0.0], [0.0, -1.0], [0.2, 0.3], [1.04, 9.0]], dtype=np.float32)
+    assert agreement(ref, out, SEQUENCE_CLASSIFICATION) == 0.5  # rows 0 and 3
+    assert agreement(ref, out, REGRESSION) == 0.75  # column 0 within 0.05: all but row 2
+    assert REGRESSION.agreement_tolerance == 0.05
 
 
 # --- choosing the best backend ----------------------------------------------------------

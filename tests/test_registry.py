@@ -91,3 +91,34 @@ def test_registry_module_does_not_import_torch():
     code = "import sys, lmshrink.registry; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_items_keep_the_registration_order_and_remove_unregisters():
+    reg: Registry[int] = Registry("loss")
+    for i, name in enumerate(["zeta", "alpha"]):
+        reg.register(name)(i)
+    assert reg.items() == [("zeta", 0), ("alpha", 1)]
+    assert reg.remove("zeta") == 0
+    assert reg.names() == ["alpha"] and "zeta" not in reg
+    with pytest.raises(ConfigError, match="unknown loss 'zeta'"):
+        reg.remove("zeta")
+    reg.register("zeta")(2)  # the name is free again
+    assert reg.get("zeta") == 2
+
+
+def test_the_builtins_module_is_imported_on_the_first_lookup(tmp_path, monkeypatch):
+    """A registry can live in a light module and name the heavy one that fills it."""
+    import types
+
+    holder = types.ModuleType("registry_holder_for_test")
+    holder.REG = Registry("loss", builtins="registry_builtins_for_test")
+    monkeypatch.setitem(sys.modules, "registry_holder_for_test", holder)
+    (tmp_path / "registry_builtins_for_test.py").write_text(
+        "import registry_holder_for_test as h\nh.REG.register('from_builtins')(7)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "registry_builtins_for_test", raising=False)
+    assert "registry_builtins_for_test" not in sys.modules  # not imported by making it
+    assert holder.REG.get("from_builtins") == 7
+    assert "registry_builtins_for_test" in sys.modules
+    assert holder.REG.names() == ["from_builtins"]  # imported once: no duplicate error

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lmshrink.cli import main
-from lmshrink.report import CARD_MARKER, pareto_front
+from lmshrink.reporting.cards import CARD_MARKER
+from lmshrink.reporting.plot import pareto_front
 
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +90,21 @@ def test_report_with_bench_table_plot_and_cards(distilled_run, bench_json, tmp_p
     assert "onnxruntime" in (onnx / "README.md").read_text()
     snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(snippet, "card", "exec"), {})
-    assert capsys.readouterr().out.strip() in {"0", "1"}
+    printed = capsys.readouterr().out.strip()
+    assert printed == student_label(run_dir / "model", "a gripping, funny film")
+
+
+def student_label(folder: Path, text: str) -> str:
+    """The label lmshrink's own loading predicts for `text` (what the card's snippet prints)."""
+    import torch
+
+    from lmshrink.data.tasks import get_task
+    from lmshrink.models.loading import load_for_eval
+
+    tokenizer, model = load_for_eval(str(folder), get_task("sst2"))
+    with torch.inference_mode():
+        logits = model(**tokenizer([text], return_tensors="pt")).logits
+    return model.config.id2label[int(logits.argmax(-1))]
 
 
 def test_report_without_bench_uses_the_runs_own_speed(distilled_run, tmp_path, capsys):

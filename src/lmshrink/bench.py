@@ -1,12 +1,10 @@
-"""Measuring CPU inference speed honestly: real texts, dynamic padding, warm-up, and the
-models interleaved in one process, so that a ratio between them is fair on a noisy machine.
+"""`lmshrink bench`: models of any kind timed and scored side by side on the dev texts.
 
-`lmshrink bench` (`bench`) compares any mix of model folders on the task's dev texts: a Hugging
-Face or distill-run folder (PyTorch eager, fp32), a `torch-int8/` folder from `lmshrink
-quantize` (PyTorch dynamic int8) and an ONNX folder from `lmshrink export` or `quantize`
-(ONNX Runtime, fp32 or int8 as written). Each model reads the texts through its own tokenizer.
-The result holds batch-1 latency (p50, p95 per example), throughput at each batch size, the dev
-metric, parameters, size, thread count, the CPU and its flags, and ratios to the first model.
+Any mix of model folders (PyTorch fp32, PyTorch int8, ONNX fp32 or int8: see
+`lmshrink.compress.formats`) runs in one process, interleaved (`measure.speed`), each model
+reading the texts through its own tokenizer. The result holds batch-1 latency (p50, p95 per
+example), throughput at each batch size, the dev metric, parameters, size, thread count, the
+CPU and its flags, and ratios to the first model.
 """
 
 from __future__ import annotations
@@ -14,24 +12,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lmshrink.config import DataConfig, option
-from lmshrink.errors import ConfigError, ModelError
-from lmshrink.measure.speed import measure_speed
-
-BENCH_FORMAT = "lmshrink-bench"
-
-
-# --- lmshrink bench ---------------------------------------------------------------------
+from lmshrink.config import BatchSpeedSettings, DataConfig, EvalSettings, ProcessSettings, option
+from lmshrink.errors import ConfigError
+from lmshrink.measure.speed import BENCH_FORMAT
+from lmshrink.reporting.text import aligned, human_count, human_size
 
 
 @dataclasses.dataclass
-class BenchConfig:
+class BenchConfig(BatchSpeedSettings, EvalSettings, ProcessSettings):
     """`lmshrink bench`: time and score models side by side on the dev set, interleaved."""
+
+    # Keys of earlier versions, and where their setting lives now.
+    RENAMED: typing.ClassVar[dict[str, str]] = {
+        "batch_size": "eval_batch_size",
+        "batch_sizes": "speed_batch_sizes",
+    }
 
     models: list[str] = option(
         [],
@@ -41,183 +40,21 @@ class BenchConfig:
         positional=True,
     )
     json: str = option("", "also write every number to this JSON file.")
-    batch_sizes: list[int] = option(
-        [1, 32], "batch sizes timed (latency percentiles come from batch size 1)."
-    )
-    speed_examples: int = option(256, "dev examples per timing round at each batch size.")
-    rounds: int = option(3, "timing rounds (models take turns; the median is kept).")
-    threads: int = option(0, "intra-op threads for PyTorch and ONNX Runtime (0: torch's default).")
-    batch_size: int = option(128, "evaluation batch size (the dev metric).")
-    seed: int = option(42, "seed of the --max-eval-samples subset.")
-    progress: bool = option(False, "show progress bars while scoring.")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
-
-@dataclasses.dataclass
-class BenchModel:
-    """One model to bench: where it is, how it runs, and what it costs to store."""
-
-    name: str
-    path: str
-    kind: str  # torch-fp32, torch-int8, onnx-fp32, onnx-int8
-    model: Any
-    tokenizer: Any
-    parameters: int
-    parameters_source: str
-    size_bytes: int  # the weights as served (torch-int8: its int8 state serialized)
-    disk_bytes: int  # weight files in the folder
-
-
-def model_kind(arg: str) -> tuple[str, str]:
-    """(kind, folder) of a model argument: "onnx", "torch-int8" or "torch-fp32" (a model
-    folder, or a run folder holding model/); a clear error for anything else."""
-    from lmshrink.export import MODEL_FILE
-    from lmshrink.models.loading import resolve_model_source
-    from lmshrink.quantize import QUANT_FILE, RESULT_FILE
-
-    path = Path(arg).expanduser()
-    if not path.exists():
-        raise ModelError(
-            f"{path}: model folder does not exist; pass a folder written by lmshrink "
-            "finetune, distill, export or quantize."
-        )
-    if not path.is_dir():
-        raise ModelError(f"{path}: is a file, not a model folder; pass the folder holding it.")
-    if (path / MODEL_FILE).is_file():
-        return "onnx", str(path)
-    if (path / QUANT_FILE).is_file():
-        return "torch-int8", str(path)
-    if (path / RESULT_FILE).is_file():
-        inside = ", ".join(str(p) for p in sorted(path.iterdir()) if p.is_dir())
-        raise ModelError(
-            f"{path}: is the output of lmshrink quantize, which holds several models; pass "
-            f"the ones to bench: {inside}."
-        )
-    try:
-        return "torch-fp32", resolve_model_source(str(path))
-    except ModelError:
-        raise ModelError(
-            f"{path}: neither a model folder (config.json), a run folder (model/), an ONNX "
-            f"folder (model.onnx) nor a torch-int8 folder (quantization.json); pass a folder "
-            "written by lmshrink finetune, distill, export or quantize."
-        ) from None
-
-
-def saved_task(folder: str) -> str:
-    """The task a model folder was made for (lmshrink.json, or export.json for ONNX), or ""."""
-    from lmshrink.export import EXPORT_FILE
-    from lmshrink.models.loading import read_metadata
-
-    task = read_metadata(folder).get("task", "")
-    export = Path(folder) / EXPORT_FILE
-    if not task and export.is_file():
-        task = json.loads(export.read_text()).get("task", "")
-    return task
-
-
-def resolve_bench_data(cfg: BenchConfig, folders: list[str]) -> DataConfig:
-    """The data settings: --task if given, else the first model's saved task (with its
-    custom-task settings); every model that names its task must name the same one."""
-    from lmshrink.evaluate import with_saved_task
-
-    data = cfg.data
-    for folder in folders:
-        if data.task:
-            break
-        data = with_saved_task(data, folder)
-        if not data.task and saved_task(folder):
-            data = dataclasses.replace(data, task=saved_task(folder))
-    if not data.task:
-        raise ConfigError("no task given and none saved with the models; pass --task.")
-    for folder in folders:
-        made_for = saved_task(folder)
-        if made_for and made_for != data.task:
+    def check(self) -> None:
+        """Refuse settings that cannot work, before any model is loaded."""
+        if not self.models:
+            raise ConfigError("no models given; pass one or more model folders.")
+        if not self.speed_batch_sizes or min(self.speed_batch_sizes) < 1:
             raise ConfigError(
-                f"{folder}: this model was made for task {made_for}, not {data.task}; bench "
-                "models of one task together."
+                f"--speed-batch-sizes must list sizes of at least 1, got {self.speed_batch_sizes}."
             )
-    return data
-
-
-def onnx_parameters(path: Path) -> int:
-    """Elements of every initializer of an ONNX graph: its weights (int8 graphs: the int8
-    weights plus their scales and zero points)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sum(int(np.prod(t.dims)) for t in graph.initializer)
-
-
-def load_bench_model(name: str, kind: str, folder: str, task: Any) -> BenchModel:
-    """Load one model to bench the way it is served (see `model_kind` for the kinds)."""
-    from lmshrink.export import EXPORT_FILE, MODEL_FILE, OnnxClassifier
-    from lmshrink.models.loading import (
-        count_parameters,
-        load_for_eval,
-        load_tokenizer,
-        size_on_disk,
-    )
-    from lmshrink.quantize import load_quantized, serialized_bytes
-
-    disk = size_on_disk(folder)
-    if kind == "onnx":
-        meta = json.loads((Path(folder) / EXPORT_FILE).read_text())
-        labels = meta.get("labels", [])
-        if labels and len(labels) != task.num_labels:
-            raise ModelError(
-                f"{folder}: the ONNX model has {len(labels)} output(s) but task {task.name} "
-                f"needs {task.num_labels}; bench it with the task it was exported for."
+        if min(self.speed_examples, self.rounds, self.eval_batch_size) < 1 or self.threads < 0:
+            raise ConfigError(
+                "--speed-examples, --rounds and --eval-batch-size must be at least 1, "
+                "--threads 0 or more."
             )
-        weights = "int8" if str(meta.get("weights", "")).startswith("int8") else "fp32"
-        return BenchModel(
-            name,
-            folder,
-            f"onnx-{weights}",
-            OnnxClassifier.from_folder(folder),
-            load_tokenizer(folder),
-            onnx_parameters(Path(folder) / MODEL_FILE),
-            "onnx initializers",
-            disk,
-            disk,
-        )
-    tokenizer, model = load_for_eval(folder, task)  # also checks the head against the task
-    parameters = count_parameters(model)
-    if kind == "torch-int8":
-        model = load_quantized(folder)
-        return BenchModel(
-            name,
-            folder,
-            kind,
-            model,
-            tokenizer,
-            parameters,
-            "torch (before int8)",
-            serialized_bytes(model),
-            disk,
-        )
-    return BenchModel(name, folder, kind, model, tokenizer, parameters, "torch", disk, disk)
-
-
-def check_bench_config(cfg: BenchConfig) -> None:
-    if not cfg.models:
-        raise ConfigError("no models given; pass one or more model folders.")
-    if not cfg.batch_sizes or min(cfg.batch_sizes) < 1:
-        raise ConfigError(f"--batch-sizes must list sizes of at least 1, got {cfg.batch_sizes}.")
-    if cfg.speed_examples < 1 or cfg.rounds < 1 or cfg.batch_size < 1 or cfg.threads < 0:
-        raise ConfigError(
-            "--speed-examples, --rounds and --batch-size must be at least 1, --threads 0 or more."
-        )
-
-
-def unique_names(args: list[str]) -> list[str]:
-    """The arguments as given, made unique (a model given twice gets #2)."""
-    names: list[str] = []
-    for arg in args:
-        name, k = arg, 2
-        while name in names:
-            name, k = f"{arg}#{k}", k + 1
-        names.append(name)
-    return names
 
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -226,38 +63,39 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     import torch
 
     from lmshrink import __version__
+    from lmshrink.compress.formats import load_served, model_kind, task_data
+    from lmshrink.compress.onnx import require_onnx
     from lmshrink.data.batching import encode
     from lmshrink.data.splits import load_eval_splits, resolve_task
-    from lmshrink.evaluate import score_model
     from lmshrink.measure import metrics
     from lmshrink.measure.machine import cpu_flags, int8_flags, machine_info
+    from lmshrink.measure.scoring import score_model
+    from lmshrink.measure.speed import measure_speed
+    from lmshrink.runs import apply_threads, write_text_atomic
 
-    check_bench_config(cfg)
+    cfg.check()
     kinds = [model_kind(arg) for arg in cfg.models]  # every argument checked before loading
     if any(kind == "onnx" for kind, _ in kinds):
-        from lmshrink.export import require_onnx
-
         require_onnx()
-    data = resolve_bench_data(cfg, [folder for _, folder in kinds])
+    data = task_data(cfg.data, [folder for _, folder in kinds])
     task = resolve_task(data)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    names = unique_names(cfg.models)
+    apply_threads(cfg.threads)
+    names = _unique_names(cfg.models)
     loaded = [
-        load_bench_model(name, kind, folder, task)
+        load_served(name, kind, folder, task)
         for name, (kind, folder) in zip(names, kinds, strict=True)
     ]
     splits = load_eval_splits(task, "dev", data, cfg.seed)
     entries = []
     for m in loaded:
         scores = score_model(
-            m.model, m.tokenizer, task, splits, data.max_length, cfg.batch_size, cfg.progress
+            m.model, m.tokenizer, task, splits, data.max_length, cfg.eval_batch_size, cfg.progress
         )
         entries.append({"scores": scores, "score": metrics.task_score(scores)})
     speed = measure_speed(
         {m.name: (m.model, encode(m.tokenizer, splits[0], data.max_length)) for m in loaded},
-        batch_sizes=tuple(cfg.batch_sizes),
-        limit={bs: cfg.speed_examples for bs in cfg.batch_sizes},
+        batch_sizes=tuple(cfg.speed_batch_sizes),
+        limit={bs: cfg.speed_examples for bs in cfg.speed_batch_sizes},
         rounds=cfg.rounds,
     )
     first = loaded[0].name
@@ -300,7 +138,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "examples": sum(len(s) for s in splits),
         "reference": first,
         "settings": {
-            "batch_sizes": list(cfg.batch_sizes),
+            "batch_sizes": list(cfg.speed_batch_sizes),
             "speed_examples": cfg.speed_examples,
             "rounds": cfg.rounds,
             "max_length": data.max_length,
@@ -313,12 +151,21 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "speed": speed,
     }
     if cfg.json:
-        from lmshrink.runs import write_text_atomic
-
         out = Path(cfg.json).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _unique_names(args: list[str]) -> list[str]:
+    """The arguments as given, made unique (a model given twice gets #2)."""
+    names: list[str] = []
+    for arg in args:
+        name, k = arg, 2
+        while name in names:
+            name, k = f"{arg}#{k}", k + 1
+        names.append(name)
+    return names
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -340,8 +187,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{human_size(m['size_bytes'])} ({ratio['size']:.1f}x)",
         ]
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines = aligned(rows)
     flags = ", ".join(n for n, has in result["cpu"]["int8_flags"].items() if has) or "none"
     lines += [
         f"ratios (x) against {result['reference']}: speed (>1 is faster), parameters and size "
@@ -350,13 +196,3 @@ def format_table(result: dict[str, Any]) -> str:
         f"({result['threads']} threads; int8 flags: {flags})",
     ]
     return "\n".join(lines)
-
-
-def human_count(n: int) -> str:
-    """A parameter count as 12.3M or 4.9K."""
-    return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n / 1e3:.1f}K"
-
-
-def human_size(n: int) -> str:
-    """Bytes as MiB or KiB."""
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"

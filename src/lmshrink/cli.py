@@ -22,9 +22,14 @@ from lmshrink.config import (
 )
 from lmshrink.errors import LmshrinkError
 
+# Destinations of the flags of renamed keys (a config class's `RENAMED` table); their entry in
+# `dests` is the error message naming the new flag.
+RENAMED = "renamed__"
+
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str, str]:
-    """Add one option per config field, grouped by section; returns {dest: dotted key}."""
+    """Add one option per config field, grouped by section, and a hidden one per renamed flag;
+    returns {dest: dotted key, or for a renamed flag its error message}."""
     dests: dict[str, str] = {}
     groups: dict[str, Any] = {}
     for key, field, tp in leaf_fields(cls):
@@ -66,6 +71,18 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
                 help=help_text + shown,
             )
         dests[dest] = key
+    for old_key, new_key in getattr(cls, "RENAMED", {}).items():
+        old_flag = "--" + old_key.rsplit(".", 1)[-1].replace("_", "-")
+        new_flags = [
+            a.option_strings for a in parser._actions if a.dest == new_key.replace(".", "__")
+        ]
+        if not new_flags or any(old_flag in a.option_strings for a in parser._actions):
+            continue  # the flag still exists (its key moved between sections, e.g. train.seed)
+        # A flag of an earlier version: accepted by the parser, refused by `_build_config`
+        # with an error that names its new flag.
+        dest = f"{RENAMED}{old_key}"
+        parser.add_argument(old_flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        dests[dest] = f"{old_flag} is now {new_flags[0][0]}; rename it (the value is the same)."
     return dests
 
 
@@ -80,6 +97,8 @@ def _build_config(cls: type, args: argparse.Namespace, dests: dict[str, str]) ->
     cfg = load_yaml(cls, args.config) if args.config else cls()
     for dest, key in dests.items():
         if dest in vars(args):
+            if dest.startswith(RENAMED):
+                raise ConfigError(key)
             set_dotted(cfg, key, getattr(args, dest))
     apply_overrides(cfg, args.set or [])
     return cfg
@@ -115,17 +134,9 @@ def _cmd_distill(cfg: Any) -> None:
 
 
 def _cmd_export(cfg: Any) -> None:
-    from lmshrink.export import export
+    from lmshrink.export import export, format_summary
 
-    result = export(cfg)
-    parity = result["parity"]
-    sizes = ", ".join(parity["by_batch_size"])
-    print(
-        f"saved {result['out']}/model.onnx (opset {result['opset']}, inputs "
-        f"{', '.join(result['inputs'])}); parity on dev at batch sizes {sizes}: max |logit "
-        f"difference| {parity['max_abs_diff']:.2g}, {100 * parity['agreement']:.2f}% identical "
-        "predictions"
-    )
+    print(format_summary(export(cfg)))
 
 
 def _cmd_quantize(cfg: Any) -> None:
@@ -145,9 +156,9 @@ def _cmd_bench(cfg: Any) -> None:
 
 
 def _cmd_report(cfg: Any) -> None:
-    from lmshrink.report import format_summary, gather
+    from lmshrink.report import format_summary, report
 
-    print(format_summary(gather(cfg)))
+    print(format_summary(report(cfg)))
 
 
 def _cmd_prune(cfg: Any) -> None:

@@ -69,15 +69,28 @@ class DataConfig:
 
 
 @dataclasses.dataclass
-class RunSettings:
-    """What every command that writes an output folder takes (inherited, so these keys sit at
-    the top level of each command's config: `out`, `seed`, ...)."""
+class OutputSettings:
+    """Where a command writes its output folder (`lmshrink report` takes only this block)."""
 
     out: str = option("", "output folder.")
     overwrite: bool = option(False, "replace --out if it already holds another run.")
+
+
+@dataclasses.dataclass
+class ProcessSettings:
+    """How a command that runs models runs: seed, progress bars, CPU threads (`evaluate` and
+    `bench`, which write no output folder, take only this block)."""
+
     seed: int = option(42, "random seed (initialisation, data order, subsets).")
     progress: bool = option(True, "show progress bars.")
     threads: int = option(0, "CPU threads for PyTorch (0: its default).")
+
+
+@dataclasses.dataclass
+class RunSettings(ProcessSettings, OutputSettings):
+    """What every command that writes an output folder takes (inherited, so these keys sit at
+    the top level of each command's config: `out`, `seed`, ...), in this order: out,
+    overwrite, seed, progress, threads."""
 
 
 @dataclasses.dataclass
@@ -101,10 +114,17 @@ class OptimSettings:
 
 
 @dataclasses.dataclass
-class TrainConfig(OptimSettings):
-    """Optimiser, schedule and loop settings of a training command."""
+class EvalSettings:
+    """How a model is scored on dev: one key for the evaluation batch size in every command."""
 
     eval_batch_size: int = option(128, "evaluation batch size.")
+
+
+@dataclasses.dataclass
+class TrainConfig(EvalSettings, OptimSettings):
+    """Optimiser, schedule and loop settings of a training command (fields in this order:
+    OptimSettings', eval_batch_size, then the loop's)."""
+
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off).")
     eval_every: int = option(0, "also evaluate on dev every N steps (0: once per epoch).")
 
@@ -115,6 +135,17 @@ class SpeedSettings:
 
     speed_examples: int = option(256, "dev examples per timing round at each batch size.")
     rounds: int = option(3, "timing rounds (models take turns; the median is kept).")
+
+
+@dataclasses.dataclass
+class BatchSpeedSettings(SpeedSettings):
+    """Speed measured at batch sizes the user chooses (`quantize`, `bench`)."""
+
+    speed_batch_sizes: list[int] = option(
+        [1, 32],
+        "batch sizes timed (latency percentiles come from batch size 1; quantize's best "
+        "backend is the fastest at the first size).",
+    )
 
 
 @dataclasses.dataclass

@@ -4,118 +4,61 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lmshrink.config import DataConfig, option
-from lmshrink.data.batching import encode
-from lmshrink.data.splits import Split, load_eval_splits, resolve_task
-from lmshrink.data.tasks import METRIC_SUFFIX, Task
-from lmshrink.errors import DataError
+from lmshrink.config import DataConfig, EvalSettings, ProcessSettings, option
 from lmshrink.measure import metrics
-from lmshrink.models.loading import (
-    count_parameters,
-    load_for_eval,
-    read_metadata,
-    resolve_model_source,
-    size_on_disk,
-)
-from lmshrink.training.inference import predict
 
 
 @dataclasses.dataclass
-class EvaluateConfig:
+class EvaluateConfig(EvalSettings, ProcessSettings):
     """`lmshrink evaluate`: score a fine-tuned model on a task split."""
+
+    # Keys of earlier versions, and where their setting lives now.
+    RENAMED: typing.ClassVar[dict[str, str]] = {"batch_size": "eval_batch_size"}
 
     model: str = option(
         "", "model folder (or run folder holding model/) to evaluate.", positional=True
     )
     split: str = option("dev", "split to evaluate (dev; MNLI dev also scores dev_mismatched).")
     json: str = option("", "also write the results to this JSON file.")
-    batch_size: int = option(128, "evaluation batch size.")
-    seed: int = option(42, "seed of the --max-eval-samples subset.")
-    progress: bool = option(True, "show progress bars.")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-
-
-def split_metrics(task: Task, outputs: np.ndarray, split: Split) -> dict[str, float]:
-    """Official metrics of model outputs [N, C] on a labelled split."""
-    if split.labels is None:
-        raise DataError(
-            f"{split.source}: the {split.name} split has no labels, so it cannot "
-            "be scored; evaluate on dev."
-        )
-    preds = outputs[:, 0] if task.is_regression else outputs.argmax(axis=1)
-    suffix = METRIC_SUFFIX.get(split.name, "")
-    return {
-        f"{k}{suffix}": v for k, v in metrics.compute(task.metrics, preds, split.labels).items()
-    }
-
-
-def score_model(
-    model: Any,
-    tokenizer: Any,
-    task: Task,
-    splits: list[Split],
-    max_length: int,
-    batch_size: int,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Metrics over a split and its companions (e.g. MNLI matched + mismatched)."""
-    result: dict[str, float] = {}
-    for split in splits:
-        outputs = predict(
-            model,
-            encode(tokenizer, split, max_length),
-            batch_size,
-            progress,
-            desc=f"eval {split.name}",
-        )
-        result.update(split_metrics(task, outputs, split))
-    return result
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Score a model on a split; returns metrics, the GLUE task score, parameters and size."""
-    folder = resolve_model_source(cfg.model)
-    data_cfg = with_saved_task(cfg.data, folder)
-    task = resolve_task(data_cfg)
-    tokenizer, model = load_for_eval(folder, task)
-    splits = load_eval_splits(task, cfg.split, data_cfg, cfg.seed)
+    from lmshrink.measure.scoring import score_model
+    from lmshrink.models.loading import count_parameters, size_on_disk
+    from lmshrink.models.sources import read_model
+    from lmshrink.runs import apply_threads
+
+    apply_threads(cfg.threads)
+    src = read_model(cfg.model, cfg.data, cfg.seed, split=cfg.split)
     scores = score_model(
-        model, tokenizer, task, splits, data_cfg.max_length, cfg.batch_size, cfg.progress
+        src.model,
+        src.tokenizer,
+        src.task,
+        src.splits,
+        src.data.max_length,
+        cfg.eval_batch_size,
+        cfg.progress,
     )
     result = {
-        "model": str(folder),
-        "task": task.name,
+        "model": str(src.folder),
+        "task": src.task.name,
         "split": cfg.split,
-        "examples": sum(len(s) for s in splits),
+        "examples": sum(len(s) for s in src.splits),
         "metrics": scores,
         "score": metrics.task_score(scores),
-        "parameters": count_parameters(model),
-        "size_bytes": size_on_disk(folder),
+        "parameters": count_parameters(src.model),
+        "size_bytes": size_on_disk(src.folder),
     }
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def with_saved_task(data: DataConfig, folder: str) -> DataConfig:
-    """Fill the task (and custom-task settings) from the model's metadata when not given."""
-    if data.task:
-        return data
-    saved = read_metadata(folder).get("config", {}).get("data", {})
-    if not saved.get("task"):
-        return data
-    keep = {
-        k: v
-        for k, v in saved.items()
-        if k not in ("data_dir", "max_train_samples", "max_eval_samples")
-    }
-    return dataclasses.replace(data, **keep)
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -1,37 +1,49 @@
-"""Fine-tuning a teacher: an encoder plus a task head, trained on the task's gold labels.
+"""`lmshrink finetune`: an encoder plus a task head, trained on the task's gold labels.
 
 The output folder is a stock Hugging Face model folder (weights, config with
 `id2label`/`label2id`, tokenizer) plus `lmshrink.json` (task, metric, data fingerprints,
-dev history) and `config.yaml` (the resolved config). The weights of the epoch with the
-best dev score are the ones saved.
+dev history) and `config.yaml` (the resolved config). The weights of the evaluation with
+the best dev score are the ones saved.
+
+Training runs on the one loop (`lmshrink.training.loop`): the data order of epoch e is the
+(e+1)-th draw of `random.Random(seed)` over length-bucketed batches; dev is scored at the
+end of each epoch (and every `train.eval_every` steps). **Resuming**: the run keeps its
+resumable state in a work folder beside `--out`, `<out>.work/` (`config.yaml`,
+`checkpoints/` written every `checkpoint_every` steps and at the end, the best weights so
+far); `--out` itself is written only once training is over, through a staging folder
+renamed into place, so a failed or killed run never leaves a half-written model. The work
+folder goes once the model is in place, or when a failed run leaves no checkpoint in it;
+`--resume` continues from its last checkpoint to the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
-import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lmshrink import __version__
 from lmshrink.config import FinetuneConfig, dump_yaml, to_dict
-from lmshrink.data.batching import bucketed_batches, collate, encode
+from lmshrink.data.batching import collate, encode
 from lmshrink.data.splits import load_eval_splits, read_split, resolve_task
-from lmshrink.errors import TrainingError
-from lmshrink.evaluate import score_model
 from lmshrink.measure import metrics
+from lmshrink.measure.scoring import score_model
 from lmshrink.models.loading import METADATA_FILE, count_parameters, load_for_training
-from lmshrink.runs import check_out, staged_output
-from lmshrink.training.optim import build_optimizer, set_seed
+from lmshrink.runs import apply_threads, staged_output
+from lmshrink.training.callbacks import Callback
+from lmshrink.training.checkpoint import end_work, save_work_config, start_work
+from lmshrink.training.loop import LoopState, Phase, ShuffleStream, run
+from lmshrink.training.optim import set_seed
 
 
-def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune `cfg.model` on `cfg.data.task`; returns the metadata written to the folder."""
-    import torch
-    from tqdm.auto import tqdm
-
-    out = check_out(cfg.out, cfg.overwrite)
+def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Fine-tune `cfg.model` on `cfg.data.task`; returns the metadata written to the folder.
+    `callbacks` reach the training loop (`lmshrink.training.callbacks`)."""
+    apply_threads(cfg.threads)
+    work, resume_from = start_work(cfg, FinetuneConfig)
+    out = Path(cfg.out).expanduser()
     task = resolve_task(cfg.data)
     tc = cfg.train
     train = read_split(task, "train", cfg.data).subset(cfg.data.max_train_samples, cfg.seed)
@@ -42,66 +54,57 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     tokenizer, model = load_for_training(cfg.model, task)
     enc = encode(tokenizer, train, cfg.data.max_length)
-    steps_per_epoch = math.ceil(len(enc) / tc.batch_size)
-    total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
-    optimizer, scheduler = build_optimizer(model, tc, total_steps)
-    order_rng = random.Random(cfg.seed)
+    order = ShuffleStream(enc.lengths, tc.batch_size, cfg.seed)
+    per_epoch = order.per_epoch()
 
-    def evaluate_now() -> dict[str, float]:
-        return score_model(model, tokenizer, task, devs, cfg.data.max_length, tc.eval_batch_size)
+    def evaluate(state: LoopState) -> float:
+        from tqdm.auto import tqdm
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"score": -math.inf}
-    start = time.perf_counter()
-    step = 0
-    model.train()
-    bar = tqdm(
-        total=total_steps, desc=f"finetune {task.name}", disable=not cfg.progress, mininterval=2.0
+        scores = score_model(model, tokenizer, task, devs, cfg.data.max_length, tc.eval_batch_size)
+        entry = {
+            "step": state.step,
+            "epoch": round(state.step / per_epoch, 3),
+            "loss": state.loss,
+            "dev": scores,
+            "score": metrics.task_score(scores),
+            "seconds": round(state.seconds, 1),
+        }
+        state.meta["history"].append(entry)
+        tqdm.write(
+            f"step {state.step} (epoch {entry['epoch']}): dev "
+            + ", ".join(f"{k} {100 * v:.2f}" for k, v in scores.items())
+        )
+        return entry["score"]
+
+    phase = Phase(
+        name=f"finetune {task.name}",
+        model=model,
+        step=lambda m, indices: _gold_loss(m, collate(enc, indices)),
+        batches=order.epochs(),
+        steps_per_epoch=per_epoch,
+        total_steps=max(1, math.ceil(tc.epochs * per_epoch)),
+        optim=tc,
+        max_grad_norm=tc.max_grad_norm,
+        evaluate=evaluate,
+        eval_every=tc.eval_every,
+        checkpoints=work / "checkpoints",
+        checkpoint_every=cfg.checkpoint_every,
+        best_path=work / "best.safetensors",
+        meta={"history": []},
+        progress=cfg.progress,
+        nan_hint="lower --lr or check the labels",
     )
-    while step < total_steps:
-        for indices in bucketed_batches(enc.lengths, tc.batch_size, order_rng):
-            loss = model(**collate(enc, indices)).loss
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step + 1}; lower --lr "
-                    "or check the labels (nothing was written)."
-                )
-            loss.backward()
-            if tc.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            epoch_end = step % steps_per_epoch == 0 or step == total_steps
-            if epoch_end or (tc.eval_every and step % tc.eval_every == 0):
-                scores = evaluate_now()
-                entry = {
-                    "step": step,
-                    "epoch": round(step / steps_per_epoch, 3),
-                    "loss": loss.item(),
-                    "dev": scores,
-                    "score": metrics.task_score(scores),
-                    "seconds": round(time.perf_counter() - start, 1),
-                }
-                history.append(entry)
-                bar.write(
-                    f"step {step} (epoch {entry['epoch']}): dev "
-                    + ", ".join(f"{k} {100 * v:.2f}" for k, v in scores.items())
-                )
-                if entry["score"] > best["score"]:
-                    best = {
-                        **entry,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                    }
-            if step == total_steps:
-                break
-    bar.close()
-    train_seconds = time.perf_counter() - start
-
-    model.load_state_dict(best.pop("state"))
+    save_work_config(cfg, work)
+    try:
+        state = run(phase, callbacks, resume_from)
+    except BaseException as error:
+        end_work(work, error)
+        raise
+    history = state.meta["history"]
+    best, top = history[-1], -math.inf
+    for entry in history:  # the first of the best scores: the weights the loop kept
+        if entry["score"] > top:
+            best, top = entry, entry["score"]
     meta = {
         "lmshrink_version": __version__,
         "kind": "teacher",
@@ -120,7 +123,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             "train": train.fingerprint(),
             **{s.name: s.fingerprint() for s in devs},
         },
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(state.seconds, 1),
         "config": to_dict(cfg),
     }
     with staged_output(out) as stage:
@@ -128,4 +131,11 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         tokenizer.save_pretrained(stage)
         dump_yaml(cfg, stage / "config.yaml")
         (stage / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    end_work(work)
     return meta
+
+
+def _gold_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The model's own loss on the gold labels (cross-entropy, or MSE for regression)."""
+    loss = model(**batch).loss
+    return loss, {"loss": loss.detach()}

@@ -11,12 +11,17 @@ typo in a config or flag) and raises a `ConfigError` that lists the known names.
 
     LOSSES.get("soft_kl")  # -> SoftKLLoss
 
+A registry may name the module that registers its built-in entries (`builtins`); it is
+imported on the first lookup, so a light module can hold the registry and ask it questions
+without importing the heavy modules that fill it until it must.
+
 This module imports nothing heavy (no torch), so `import lmshrink` stays fast.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -35,9 +40,20 @@ def _plural(word: str) -> str:
 class Registry(Generic[T]):
     """Names to objects of one kind (e.g. "loss" or "student"), with checked names."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        # The module that registers the built-in entries, imported before the first lookup.
+        self._builtins = builtins
+
+    def _load_builtins(self) -> None:
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None  # once, even if it looks things up
+            try:
+                importlib.import_module(module)
+            except BaseException:
+                self._builtins = module  # a failed import is tried again on the next lookup
+                raise
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator that registers its target under `name` and returns it unchanged.
@@ -68,6 +84,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The object registered under `name`; an unknown name raises `ConfigError`."""
+        self._load_builtins()
         try:
             return self._items[name]
         except (KeyError, TypeError):
@@ -83,9 +100,23 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
+        self._load_builtins()
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, object) pairs in the order they were registered."""
+        self._load_builtins()
+        return list(self._items.items())
+
+    def remove(self, name: str) -> T:
+        """Unregister `name` and return its object (for tests and plugins that register an
+        entry for a while); an unknown name raises `ConfigError`."""
+        obj = self.get(name)
+        del self._items[name]
+        return obj
+
     def __contains__(self, name: object) -> bool:
+        self._load_builtins()
         return isinstance(name, str) and name in self._items
 
     def __repr__(self) -> str:

@@ -151,3 +151,14 @@ def test_copies_identical_to_their_source_are_kept():
 def test_invalid_settings_name_the_option(kwargs, names):
     with pytest.raises(ConfigError, match=re.escape(names)):
         augment(distinct_words(2, 3), config(**kwargs), seed=0)
+
+
+def test_the_default_mask_token_becomes_the_teachers_own():
+    from lmshrink.data.augment import with_mask_token
+
+    default = AugmentConfig()
+    roberta = with_mask_token(default, "<mask>")
+    assert roberta.mask_token == "<mask>" and default.mask_token == "[MASK]"
+    assert with_mask_token(default, None) is default  # a tokenizer without one
+    chosen = AugmentConfig(mask_token="[BLANK]")
+    assert with_mask_token(chosen, "<mask>").mask_token == "[BLANK]"

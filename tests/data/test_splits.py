@@ -227,3 +227,21 @@ def test_encode_pairs_and_collate_pads(tiny_encoder):
     assert batch["attention_mask"].tolist()[1] == [1] * 5 + [0] * 3
     assert batch["input_ids"][1, 5:].tolist() == [tok.pad_token_id] * 3
     assert batch["labels"].tolist() == [0, 1]
+
+
+def test_label_dtype_follows_the_task_kind(tmp_path, sst2_dir):
+    """Regression targets are read as floats even when they look like integers ("3"), and
+    batch as float tensors; class labels batch as long tensors (the kind's label_dtype)."""
+    import torch
+
+    from lmshrink.data.batching import Encoded
+
+    rows = [["0", "g", "f", "y", "0", "n", "n", "a", "b", score] for score in ("3", "4.5")]
+    write_tsv(tmp_path / "STS-B" / "dev.tsv", STSB_HEADER, rows)
+    stsb = read_split(get_task("stsb"), "dev", DataConfig(data_dir=str(tmp_path)))
+    assert get_task("stsb").kind.label_dtype == "float" and stsb.labels == [3.0, 4.5]
+    assert all(isinstance(y, float) for y in stsb.labels)
+    sst2 = read_split(get_task("sst2"), "dev", DataConfig(data_dir=str(sst2_dir)))
+    for split, dtype in ((stsb, torch.float), (sst2, torch.long)):
+        enc = Encoded({"input_ids": [[1, 2]] * len(split)}, split.labels, 0)
+        assert collate(enc, [0, 1])["labels"].dtype == dtype

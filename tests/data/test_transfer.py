@@ -407,3 +407,20 @@ def test_real_imdb_reviews_cleaned_and_split_into_sentences(imdb_file):
     assert len(set(sentences.texts)) == len(sentences)
     sub = build([imdb_file], include_train=False, split_sentences=True, max_transfer_samples=1000)
     assert len(sub) == 1000 and set(sub.texts) <= set(sentences.texts)
+
+
+def test_without_texts_drops_what_the_dev_splits_hold_and_counts_it():
+    from lmshrink.data.transfer import without_texts
+
+    transfer = TransferSet(
+        [("a film",), ("dev text",), ("another",), ("dev text",), ("pair", "dev")],
+        {"train": 5, "total": 5},
+    )
+    devs = [
+        Split("t", "dev", "", [("dev text",)], None),
+        Split("t", "m", "", [("pair", "dev")], None),
+    ]
+    kept = without_texts(transfer, devs)
+    assert kept.texts == [("a film",), ("another",)]
+    assert kept.counts == {"train": 5, "total": 2, "dev_overlap_dropped": 3}
+    assert transfer.counts["total"] == 5  # the given set is left as it was

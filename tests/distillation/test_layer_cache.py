@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_sentences
+from conftest import make_sentences, tiny_bert_config
 
 from lmshrink.data.batching import collate, encode
 from lmshrink.data.splits import Split
@@ -97,18 +97,16 @@ def test_estimated_size_is_the_stored_size(teacher, cached):
 
 
 def test_layer_losses_on_cached_targets_equal_those_on_the_online_teacher(teacher, cached):
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     tok, model = teacher
     _, layers = cached
     torch.manual_seed(1)
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=model.config.vocab_size,
         hidden_size=16,
         num_hidden_layers=1,
-        num_attention_heads=2,
         intermediate_size=32,
-        max_position_embeddings=128,
         hidden_dropout_prob=0.0,
     )
     student = BertForSequenceClassification._from_config(config)

@@ -1,40 +1,30 @@
 """Layer-wise losses and the Sinkhorn logit loss, pinned against plain-Python loops.
 
 Every expected value here is computed element by element in plain Python (lists and
-`math`), not by the vectorised expressions of `lmshrink.distillation.losses`. Padding must
+`math`), not by the vectorised expressions of `lmshrink.distillation.layer_losses`. Padding must
 not change a token-level loss: each such loss is also run with extra padded positions full of
 garbage.
 """
 
-import inspect
 import math
 import random
 
 import pytest
 import torch
+from conftest import tiny_bert_config
 from torch import nn
 
-from lmshrink.distillation.losses import (
-    LOSSES,
+from lmshrink.distillation.layer_losses import (
     AttentionKLLoss,
     AttentionMSELoss,
     EmbeddingMSELoss,
     HiddenStateMSELoss,
-    SinkhornLoss,
     ValueRelationLoss,
-    build_loss,
 )
+from lmshrink.distillation.loss_registry import forward_inputs
+from lmshrink.distillation.losses import LOSSES, SinkhornLoss, build_loss
 from lmshrink.distillation.probes import capture_values
 from lmshrink.errors import ConfigError, ModelError
-
-NEW_LOSSES = [
-    "attention_kl",
-    "attention_mse",
-    "embedding_mse",
-    "hidden_mse",
-    "sinkhorn",
-    "value_relation",
-]
 
 # Two sequences of length 3; the second has one padded position.
 MASK = [[1, 1, 1], [1, 1, 0]]
@@ -671,13 +661,42 @@ def test_sinkhorn_refuses_bad_parameters_and_regression_outputs():
 # --- registry and build_loss ------------------------------------------------------------
 
 
-def test_the_new_losses_are_registered_with_inputs_matching_forward():
-    assert set(NEW_LOSSES) <= set(LOSSES.names())
-    for name in NEW_LOSSES:
-        cls = LOSSES.get(name)
-        assert issubclass(cls, nn.Module)
-        forward = inspect.signature(cls.forward).parameters
-        assert cls.inputs == tuple(p for p in forward if p != "self"), name
+@pytest.mark.parametrize(
+    ("name", "cls", "needs_pairs", "widths", "teacher_layers", "targets"),
+    [
+        ("hidden_mse", HiddenStateMSELoss, True, "hidden", "mapped", ("hidden",)),
+        ("embedding_mse", EmbeddingMSELoss, False, "hidden", "embeddings", ("hidden",)),
+        ("attention_kl", AttentionKLLoss, True, None, "mapped", ("attentions",)),
+        ("attention_mse", AttentionMSELoss, True, None, "mapped", ("attentions",)),
+        ("value_relation", ValueRelationLoss, True, None, "mapped", ("values",)),
+    ],
+)
+def test_layer_losses_declare_what_they_read_and_need(
+    name, cls, needs_pairs, widths, teacher_layers, targets
+):
+    entry = LOSSES.get(name)
+    assert entry.cls is cls and entry.per_token and entry.inputs[-1] == "attention_mask"
+    assert (entry.needs_pairs, entry.widths, entry.teacher_layers) == (
+        needs_pairs,
+        widths,
+        teacher_layers,
+    )
+    assert entry.teacher_targets == targets
+    assert entry.reads_attentions == (targets == ("attentions",))
+    assert not entry.reads_teacher and not entry.reads_labels
+
+
+def test_shape_checks_run_from_the_entries():
+    from lmshrink.distillation.layer_map import LayerShape
+
+    student, teacher = LayerShape(2, 32, 2), LayerShape(4, 48, 4)
+    with pytest.raises(ConfigError, match="attention losses compare head by head"):
+        LOSSES.get("attention_kl").check({}, student, teacher)
+    LOSSES.get("attention_kl").check({}, student, LayerShape(4, 48, 2))  # equal heads: fine
+    with pytest.raises(ConfigError, match="cannot split the value vectors into 3 relation"):
+        LOSSES.get("value_relation").check({"relation_heads": 3}, student, teacher)
+    LOSSES.get("value_relation").check({"relation_heads": 8}, student, teacher)
+    assert LOSSES.get("hidden_mse").check is None
 
 
 def test_build_loss_constructs_each_new_loss_with_its_params():
@@ -705,18 +724,16 @@ def test_build_loss_constructs_each_new_loss_with_its_params():
 @pytest.fixture(scope="module")
 def tiny_models(tiny_encoder):
     """The tiny BERT as teacher (eager attention, eval) and a 1-layer, hidden-16 student."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     teacher = BertModel.from_pretrained(tiny_encoder, attn_implementation="eager").eval()
     torch.manual_seed(0)
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=teacher.config.vocab_size,
         hidden_size=16,
         num_hidden_layers=1,
-        num_attention_heads=2,
         intermediate_size=32,
         attention_probs_dropout_prob=0.0,
-        max_position_embeddings=128,
     )
     student = BertModel._from_config(config, attn_implementation="eager")
     return teacher, student
@@ -774,7 +791,9 @@ def test_layer_losses_run_on_real_models_and_reach_the_student(tiny_models):
         AttentionMSELoss(pairs=[(1, 2)]),
         ValueRelationLoss(pairs=[(1, 2)], relation_heads=2),
     ]
-    total = sum(loss_fn(**{k: named[k] for k in loss_fn.inputs}) for loss_fn in losses)
+    total = sum(
+        loss_fn(**{k: named[k] for k in forward_inputs(type(loss_fn))}) for loss_fn in losses
+    )
     assert torch.isfinite(total) and total.item() > 0
     total.backward()
     grads = [p.grad for p in student.encoder.layer[0].attention.self.parameters()]
@@ -788,7 +807,7 @@ def test_layer_losses_run_on_real_models_and_reach_the_student(tiny_models):
         AttentionMSELoss(pairs=[(2, 2)]),
         ValueRelationLoss(pairs=[(1, 1)], relation_heads=4),
     ):
-        value = loss_fn(**{k: self_named[k] for k in loss_fn.inputs})
+        value = loss_fn(**{k: self_named[k] for k in forward_inputs(type(loss_fn))})
         assert value.item() == pytest.approx(0.0, abs=1e-5), type(loss_fn).__name__
 
 

@@ -11,6 +11,7 @@ from lmshrink.distillation.layer_map import (
     LayerShape,
     attention_compatible,
     check_attention_heads,
+    check_layer_losses,
     check_relation_heads,
     map_layers,
     relation_compatible,
@@ -214,3 +215,50 @@ def test_layer_map_imports_no_torch():
     code = "import sys, lmshrink.distillation.layer_map; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- a run's layer-wise losses, checked before labelling ----------------------------------
+
+
+def run_stages(*losses: dict) -> list:
+    from lmshrink.distillation.stages import LossSpec, StageConfig
+
+    specs = [LossSpec(name=loss["name"], params=loss.get("params", {})) for loss in losses]
+    return [StageConfig(name="layers", data="transfer", losses=specs)]
+
+
+def built(hidden: int, heads: int, token_states: bool = True, teacher_tokenizer: bool = True):
+    from transformers import BertConfig
+
+    from lmshrink.students import Student
+
+    class Model:
+        config = BertConfig(num_hidden_layers=3, hidden_size=hidden, num_attention_heads=heads)
+
+    return Student(Model(), "tok", [], token_states, teacher_tokenizer)
+
+
+def test_check_layer_losses_maps_layers_only_for_per_token_losses():
+    from transformers import BertConfig
+
+    teacher = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12)
+    cfg = LayerMapConfig()
+    assert check_layer_losses(cfg, run_stages({"name": "soft_kl"}), built(96, 4), teacher) == (
+        None,
+        False,
+    )
+    stages = run_stages({"name": "hidden_mse"}, {"name": "soft_kl"})
+    assert check_layer_losses(cfg, stages, built(96, 4), teacher) == (
+        [(1, 2), (2, 4), (3, 6)],
+        False,
+    )
+    stages = run_stages({"name": "attention_kl"})
+    assert check_layer_losses(cfg, stages, built(96, 12), teacher)[1] is True
+    with pytest.raises(ConfigError, match="attention losses compare head by head"):
+        check_layer_losses(cfg, stages, built(96, 4), teacher)
+    stages = run_stages({"name": "value_relation", "params": {"relation_heads": 5}})
+    with pytest.raises(ConfigError, match="into 5 relation heads"):
+        check_layer_losses(cfg, stages, built(96, 4), teacher)
+    for student in (built(96, 4, token_states=False), built(96, 4, teacher_tokenizer=False)):
+        with pytest.raises(ConfigError, match="hidden_mse compare per-token states"):
+            check_layer_losses(cfg, run_stages({"name": "hidden_mse"}), student, teacher)

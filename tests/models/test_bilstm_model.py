@@ -141,7 +141,8 @@ def test_output_shapes_and_no_loss_without_labels():
     assert isinstance(out, StudentOutput)
     assert out.loss is None
     assert out.logits.shape == (2, 4)
-    assert out.pooled.shape == (2, 12)
+    assert out.pooled.shape == (2, 12) and model.config.pooled_size == 12
+    assert "pooled_size" not in model.config.to_dict()  # derived, not saved
     as_tuple = model(**random_batch([3, 7]), return_dict=False)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], out.logits)

@@ -14,8 +14,8 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
+from lmshrink.compress.pruning import from_bert, prune_to, unit_costs
 from lmshrink.models.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
-from lmshrink.prune import from_bert, prune_to, unit_costs
 
 # Stock classifier families: (config class, model class). RoBERTa's are as released:
 # one token type, padding id 1, positions counted from 2 (so 2 more position embeddings).

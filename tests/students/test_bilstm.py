@@ -1,13 +1,17 @@
-"""Teacher-derived student embeddings: vocabulary, PCA reduction, building a BiLSTM student."""
+"""The BiLSTM student family: vocabulary, PCA reduction of the teacher's embeddings, building."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
+from lmshrink.errors import ConfigError
 from lmshrink.models.bilstm import BiLSTMForSequenceClassification, register_auto
+from lmshrink.students import STUDENTS
 from lmshrink.students import bilstm as emb
-from lmshrink.students.bilstm import build_bilstm, collect_vocab, reduce_embeddings
+from lmshrink.students.bilstm import BiLSTMSettings, build_bilstm, collect_vocab, reduce_embeddings
 
 TEXTS = [
     ("the movie was good",),
@@ -128,6 +132,7 @@ def test_reduce_pads_wider_than_teacher_with_small_columns():
 
 
 def build(teacher, **config):
+    """The BiLSTM student model of the registered family, its settings as keywords."""
     from lmshrink.data.tasks import get_task
     from lmshrink.models.loading import task_head_settings
 
@@ -136,7 +141,9 @@ def build(teacher, **config):
     settings.update(config)
     torch.manual_seed(0)
     head = task_head_settings(get_task("sst2"))
-    return build_bilstm(model, tokenizer, TEXTS, head, max_length=12, **settings)
+    built = STUDENTS.get("bilstm").build(model, tokenizer, TEXTS, head, 12, **settings)
+    assert built.tokenizer is tokenizer and built.teacher_tokenizer and not built.token_states
+    return built.model
 
 
 def test_build_maps_kept_ids_to_rows_and_others_to_unk(teacher):
@@ -192,5 +199,15 @@ def test_built_student_reads_teacher_tokenizer_and_trains_embeddings(teacher, tm
 
 
 def test_build_refuses_fields_it_derives(teacher):
-    with pytest.raises(TypeError, match="vocab_size"):
+    with pytest.raises(ConfigError, match="vocab_size do not apply to the bilstm student"):
         build(teacher, vocab_size=10)
+
+
+def test_registered_with_settings_whose_defaults_are_the_models():
+    from lmshrink.models.bilstm import BiLSTMConfig
+
+    family = STUDENTS.get("bilstm")
+    assert (family.make, family.settings) == (build_bilstm, BiLSTMSettings)
+    config = BiLSTMConfig()
+    for name, value in dataclasses.asdict(BiLSTMSettings()).items():
+        assert getattr(config, name) == value, name

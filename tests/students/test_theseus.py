@@ -12,14 +12,15 @@ import textwrap
 
 import pytest
 import torch
-from conftest import make_sentences
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from conftest import make_sentences, tiny_bert_config
+from transformers import AutoTokenizer, BertForSequenceClassification
 
 from lmshrink.data.tasks import get_task
 from lmshrink.errors import ConfigError
 from lmshrink.models.loading import task_head_settings
-from lmshrink.students import STUDENTS
-from lmshrink.students.theseus import TheseusModel, build_theseus
+from lmshrink.models.theseus import TheseusModel
+from lmshrink.students import STUDENTS, Student
+from lmshrink.students.theseus import TheseusSettings, build_theseus
 
 SST2 = task_head_settings(get_task("sst2"))
 
@@ -33,7 +34,7 @@ def bert_teacher(vocab_size: int, layers: int = 4, seed: int = 0) -> BertForSequ
     """A random 4-layer BERT classifier (hidden 48, 4 heads), every tensor drawn afresh so a
     layer taken from the wrong place shows, and no dropout so train-mode outputs are exact."""
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=vocab_size,
         hidden_size=48,
         num_hidden_layers=layers,
@@ -65,13 +66,28 @@ def batch(tokenizer):
     return dict(enc)
 
 
+def build(teacher, tokenizer, seed=None, **settings) -> Student:
+    """A Theseus student of `teacher`, its settings as keywords (checked as a config's are)."""
+    chosen = STUDENTS.get("theseus").settings_from(settings)
+    return build_theseus(teacher, tokenizer, [], SST2, 32, chosen, seed=seed)
+
+
 def theseus(teacher, tokenizer, **settings) -> TheseusModel:
     settings = {"layers": 2, "seed": 0, **settings}
-    return build_theseus(teacher, tokenizer, [], SST2, 32, **settings)
+    return build(teacher, tokenizer, **settings).model
 
 
 def test_registered_as_theseus():
-    assert STUDENTS.get("theseus") is build_theseus
+    family = STUDENTS.get("theseus")
+    assert (family.make, family.settings) == (build_theseus, TheseusSettings)
+
+
+def test_the_record_trains_the_wrapper_and_saves_the_successor(teacher, tokenizer):
+    built = build(teacher, tokenizer, layers=2, seed=0)
+    assert isinstance(built.model, TheseusModel) and built.model.training
+    assert built.final_model is built.model.successor
+    assert built.tokenizer is tokenizer and built.compares_tokens
+    assert built.layer_groups == built.model.layer_groups()
 
 
 # --- the schedule -----------------------------------------------------------------------------
@@ -116,7 +132,7 @@ def test_draws_depend_only_on_seed_and_step(teacher, tokenizer):
 def test_default_seed_follows_the_runs_torch_seed(teacher, tokenizer):
     def seed_after(torch_seed: int) -> int:
         torch.manual_seed(torch_seed)
-        return build_theseus(teacher, tokenizer, [], SST2, 32, layers=2).seed
+        return build(teacher, tokenizer, layers=2).model.seed
 
     assert seed_after(1) == seed_after(1) != seed_after(2)
 
@@ -228,9 +244,9 @@ def test_train_eval_and_to_reach_the_predecessor(teacher, tokenizer):
     assert all(p.dtype == torch.float64 for p in model.predecessor.parameters())
 
 
-def test_unfreeze_groups_are_the_successors(teacher, tokenizer):
+def test_layer_groups_are_the_successors(teacher, tokenizer):
     model = theseus(teacher, tokenizer)
-    groups = model.unfreeze_groups()
+    groups = model.layer_groups()
     assert [name for name, _ in groups] == ["embeddings", "layer.0", "layer.1", "classifier"]
     grouped = {id(p) for _, mods in groups for m in mods for p in m.parameters()}
     assert grouped == {id(p) for p in model.successor.parameters()}
@@ -306,9 +322,9 @@ def test_layers_must_split_the_teacher_into_equal_groups(teacher, tokenizer):
     model = theseus(teacher, tokenizer, layers=1)  # one group of all 4 layers
     assert model.group_size == 4 and model.successor.config.num_hidden_layers == 1
     six = bert_teacher(len(tokenizer), layers=6)
-    default = build_theseus(six, tokenizer, [], SST2, 32)  # layers defaults to 3
-    assert (default.num_groups, default.group_size) == (3, 2)
-    assert default.lmshrink_teacher_layers == [1, 3, 5]  # each group's last layer
+    default = build(six, tokenizer)  # layers defaults to 3
+    assert (default.model.num_groups, default.model.group_size) == (3, 2)
+    assert default.teacher_layers == [1, 3, 5]  # each group's last layer
 
 
 @pytest.mark.parametrize(
@@ -319,7 +335,7 @@ def test_layers_must_split_the_teacher_into_equal_groups(teacher, tokenizer):
         ({"replace_start": "0.3"}, "replace_start must be a number"),
         ({"replace_steps": 0}, "replace_steps must be a positive integer"),
         ({"seed": 1.5}, "seed must be an integer"),
-        ({"layer_ids": [1, 3]}, "does not take layer_ids.*layers, replace_start"),
+        ({"layer_ids": [1, 3]}, "layer_ids do not apply to the theseus student; it takes layers, "),
     ],
 )
 def test_bad_settings_are_refused(teacher, tokenizer, settings, message):
@@ -349,7 +365,7 @@ def test_roberta_teachers_work_and_unsupported_families_are_refused(tokenizer, b
             **SST2,
         )
     ).eval()
-    model = build_theseus(roberta, None, [], SST2, 32, layers=2, replace_start=0.0, seed=0)
+    model = build(roberta, None, layers=2, replace_start=0.0, seed=0).model
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():  # p = 0: the teacher's function, through RoBERTa's sequence head
         torch.testing.assert_close(
@@ -361,7 +377,7 @@ def test_roberta_teachers_work_and_unsupported_families_are_refused(tokenizer, b
         )
     )
     with pytest.raises(ConfigError, match="does not support DistilBertForSequenceClassification"):
-        build_theseus(distil, None, [], SST2, 32, layers=2)
+        build(distil, None, layers=2)
 
 
 # --- data-parallel ----------------------------------------------------------------------------
@@ -371,7 +387,7 @@ import json, os, sys
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from transformers import BertConfig, BertForSequenceClassification
-from lmshrink.students.theseus import build_theseus
+from lmshrink.students.theseus import TheseusSettings, build_theseus
 
 rank = int(os.environ["RANK"])
 dist.init_process_group("gloo")
@@ -379,8 +395,8 @@ torch.manual_seed(0)
 config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
                     intermediate_size=32, max_position_embeddings=32, num_labels=2)
 teacher = BertForSequenceClassification(config).eval()
-model = build_theseus(teacher, None, [], {"num_labels": 2}, 16, layers=2,
-                      replace_start=0.5, replace_steps=6, seed=3)
+settings = TheseusSettings(layers=2, replace_start=0.5, replace_steps=6)
+model = build_theseus(teacher, None, [], {"num_labels": 2}, 16, settings, seed=3).model
 ddp = DistributedDataParallel(model, find_unused_parameters=True)
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
 torch.manual_seed(100 + rank)  # each process its own data

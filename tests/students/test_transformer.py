@@ -1,4 +1,5 @@
-"""Transformer students: layer subsets, narrow students, pretrained checkpoints, stock folders."""
+"""The transformer student families (`layers`, `narrow`, `pretrained`) and their shared helpers:
+layer subsets, narrow students, pretrained checkpoints, stock folders."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_sentences
+from conftest import make_sentences, tiny_bert_config
 from transformers import (
     AutoTokenizer,
-    BertConfig,
     BertForSequenceClassification,
     BertModel,
     BertTokenizer,
@@ -27,19 +27,16 @@ from transformers import (
 from lmshrink.data.tasks import get_task
 from lmshrink.errors import ConfigError, ModelError
 from lmshrink.models.loading import load_for_training, task_head_settings
-from lmshrink.students import STUDENTS
-from lmshrink.students.transformer import (
-    build_layer_subset,
-    build_narrow,
-    build_pretrained,
-    find_layer_list,
-    student_tokenizer,
-    transformer_layer_groups,
-    uniform_layer_ids,
-)
+from lmshrink.students import STUDENTS, Student
+from lmshrink.students.common import find_layer_list, transformer_layer_groups, uniform_layer_ids
 
 SST2 = task_head_settings(get_task("sst2"))
 TEXTS = [(s,) for s, _ in make_sentences(120, seed=1)] + [("he sat on the mat", "a dog")] * 4
+
+
+def make(kind, teacher, tokenizer, texts, task_head, max_length, **settings) -> Student:
+    """The `kind` family's student of `teacher`, its settings given as keywords."""
+    return STUDENTS.get(kind).build(teacher, tokenizer, texts, task_head, max_length, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +51,7 @@ def bert_teacher(tokenizer, layers: int = 6, seed: int = 0, scramble: bool = Tru
     tensors fails if any of them were re-initialised or taken from the wrong layer.
     """
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=len(tokenizer),
         hidden_size=48,
         num_hidden_layers=layers,
@@ -117,10 +114,18 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 # --- registry and helpers -------------------------------------------------------------------
 
 
-def test_builders_are_registered():
-    assert STUDENTS.get("layers") is build_layer_subset
-    assert STUDENTS.get("narrow") is build_narrow
-    assert STUDENTS.get("pretrained") is build_pretrained
+def test_builders_are_registered_with_their_settings():
+    from lmshrink.students.layers import LayerSubsetSettings, build_layer_subset
+    from lmshrink.students.narrow import NarrowSettings, build_narrow
+    from lmshrink.students.pretrained import PretrainedSettings, build_pretrained
+
+    for kind, make_fn, settings in (
+        ("layers", build_layer_subset, LayerSubsetSettings),
+        ("narrow", build_narrow, NarrowSettings),
+        ("pretrained", build_pretrained, PretrainedSettings),
+    ):
+        family = STUDENTS.get(kind)
+        assert (family.make, family.settings) == (make_fn, settings), kind
 
 
 @pytest.mark.parametrize(
@@ -139,10 +144,6 @@ def test_uniform_layer_ids_are_evenly_spaced_and_end_with_the_last(total, kept, 
     assert uniform_layer_ids(total, kept) == expected
 
 
-def test_student_tokenizer_falls_back_to_the_teachers(tokenizer):
-    assert student_tokenizer(torch.nn.Linear(2, 2), tokenizer) is tokenizer
-
-
 # --- (a) layer subsets ----------------------------------------------------------------------
 
 
@@ -158,11 +159,12 @@ def test_student_tokenizer_falls_back_to_the_teachers(tokenizer):
 )
 def test_layer_subset_keeps_exactly_the_chosen_layers(tokenizer, total, settings, expected):
     teacher = bert_teacher(tokenizer, layers=total)
-    student = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, **settings)
+    built = make("layers", teacher, tokenizer, TEXTS, SST2, 32, **settings)
+    student = built.model
     assert type(student) is BertForSequenceClassification
     assert student.config.num_hidden_layers == len(expected)
-    assert student.lmshrink_teacher_layers == expected
-    assert student.lmshrink_tokenizer is tokenizer
+    assert built.teacher_layers == expected
+    assert built.tokenizer is tokenizer and built.compares_tokens
     for j, i in enumerate(expected):
         assert_same_tensors(layer_state(student, j), layer_state(teacher, i))
     # Everything outside the layer stack is the teacher's.
@@ -174,14 +176,14 @@ def test_layer_subset_keeps_exactly_the_chosen_layers(tokenizer, total, settings
 
 def test_layer_subset_of_all_layers_is_the_teacher(tokenizer, dev):
     teacher = bert_teacher(tokenizer, layers=4)
-    student = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layers=4)
+    student = make("layers", teacher, tokenizer, TEXTS, SST2, 32, layers=4).model
     torch.testing.assert_close(logits(student, dev[0]), logits(teacher, dev[0]))
-    fewer = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layers=2)
+    fewer = make("layers", teacher, tokenizer, TEXTS, SST2, 32, layers=2).model
     assert not torch.allclose(logits(fewer, dev[0]), logits(teacher, dev[0]), atol=1e-3)
 
 
 def test_layer_subset_sets_the_task_head(tokenizer):
-    student = build_layer_subset(bert_teacher(tokenizer), tokenizer, TEXTS, SST2, 32, layers=2)
+    student = make("layers", bert_teacher(tokenizer), tokenizer, TEXTS, SST2, 32, layers=2).model
     assert student.config.id2label == {0: "0", 1: "1"}
     assert student.config.label2id == {"0": 0, "1": 1}
     assert student.config.problem_type == "single_label_classification"
@@ -196,22 +198,22 @@ def test_layer_subset_sets_the_task_head(tokenizer):
         ({"layers": 0}, r"layers=0 out of range"),
         ({"layer_ids": [3, 1]}, r"increasing without repeats"),
         ({"layer_ids": [1, 1]}, r"increasing without repeats"),
-        ({"layer_ids": []}, r"non-empty list"),
+        ({"layer_ids": [True]}, r"non-empty list of layer numbers"),
         ({"layers": 3, "layer_ids": [1, 2]}, r"disagrees with layer_ids"),
-        ({"embedding_dim": 300}, r"student 'layers' does not take embedding_dim"),
+        ({"embedding_dim": 300}, r"embedding_dim do not apply to the layers student; it takes "),
     ],
 )
 def test_layer_subset_rejects_bad_settings(tokenizer, settings, message):
     with pytest.raises(ConfigError, match=message):
-        build_layer_subset(bert_teacher(tokenizer), tokenizer, TEXTS, SST2, 32, **settings)
+        make("layers", bert_teacher(tokenizer), tokenizer, TEXTS, SST2, 32, **settings)
 
 
 def test_layer_subset_needs_a_classifier_with_the_tasks_outputs(tokenizer):
     teacher = bert_teacher(tokenizer)
     with pytest.raises(ModelError, match="not a sequence classifier"):
-        build_layer_subset(teacher.bert, tokenizer, TEXTS, SST2, 32)
+        make("layers", teacher.bert, tokenizer, TEXTS, SST2, 32)
     with pytest.raises(ModelError, match="has 2 output"):
-        build_layer_subset(teacher, tokenizer, TEXTS, task_head_settings(get_task("mnli")), 32)
+        make("layers", teacher, tokenizer, TEXTS, task_head_settings(get_task("mnli")), 32)
 
 
 def test_layer_subset_of_roberta_and_distilbert(tokenizer, dev):
@@ -240,19 +242,19 @@ def test_layer_subset_of_roberta_and_distilbert(tokenizer, dev):
         )
     ).eval()
     for teacher in (roberta, distil):
-        student = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layer_ids=[0, 3])
+        student = make("layers", teacher, tokenizer, TEXTS, SST2, 32, layer_ids=[0, 3]).model
         assert type(student) is type(teacher)
         assert student.config.num_hidden_layers == 2
         assert_same_tensors(layer_state(student, 1), layer_state(teacher, 3))
-        full = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layers=4)
+        full = make("layers", teacher, tokenizer, TEXTS, SST2, 32, layers=4).model
         torch.testing.assert_close(logits(full, dev[0]), logits(teacher, dev[0]))
 
 
 def test_layer_subset_on_the_fixture_encoder(tiny_encoder):
     tokenizer, teacher = load_for_training(str(tiny_encoder), get_task("sst2"))
-    student = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layers=1)
-    assert student.lmshrink_teacher_layers == [1]
-    assert_same_tensors(layer_state(student, 0), layer_state(teacher, 1))
+    built = make("layers", teacher, tokenizer, TEXTS, SST2, 32, layers=1)
+    assert built.teacher_layers == [1]
+    assert_same_tensors(layer_state(built.model, 0), layer_state(teacher, 1))
 
 
 # --- (b) narrow students --------------------------------------------------------------------
@@ -260,13 +262,14 @@ def test_layer_subset_on_the_fixture_encoder(tiny_encoder):
 
 def test_narrow_config_and_shapes(tokenizer):
     teacher = bert_teacher(tokenizer, layers=6)
-    student = build_narrow(teacher, tokenizer, TEXTS, SST2, 32, layers=3, hidden_size=24)
+    built = make("narrow", teacher, tokenizer, TEXTS, SST2, 32, layers=3, hidden_size=24)
+    student = built.model
     config = student.config
     # Head size 12 is kept: 48 / 4 heads -> 24 / 2 heads; FFN defaults to 4 x hidden.
     assert (config.hidden_size, config.num_attention_heads) == (24, 2)
     assert (config.num_hidden_layers, config.intermediate_size) == (3, 96)
-    assert student.lmshrink_teacher_layers == [1, 3, 5]
-    assert student.lmshrink_tokenizer is tokenizer
+    assert built.teacher_layers == [1, 3, 5]
+    assert built.tokenizer is tokenizer and built.compares_tokens
     assert student.bert.embeddings.word_embeddings.weight.shape == (len(tokenizer), 24)
     assert student.bert.encoder.layer[0].intermediate.dense.weight.shape == (96, 24)
     assert student.classifier.weight.shape == (2, 24)
@@ -282,9 +285,8 @@ def test_narrow_config_and_shapes(tokenizer):
     ],
 )
 def test_narrow_head_count(tokenizer, settings, heads):
-    student = build_narrow(
-        bert_teacher(tokenizer, layers=2), tokenizer, TEXTS, SST2, 32, **settings
-    )
+    teacher = bert_teacher(tokenizer, layers=2)
+    student = make("narrow", teacher, tokenizer, TEXTS, SST2, 32, **settings).model
     assert student.config.num_attention_heads == heads
 
 
@@ -295,22 +297,22 @@ def test_narrow_head_count(tokenizer, settings, heads):
         ({"layers": 7}, r"layers=7 out of range: the teacher has 6 layers"),
         ({"hidden_size": 24, "num_heads": 5}, r"not divisible by num_heads=5"),
         ({"hidden_size": 0}, r"hidden_size must be a positive integer"),
-        ({"pooling": "max"}, r"student 'narrow' does not take pooling"),
+        ({"pooling": "max"}, r"pooling do not apply to the narrow student; it takes layers, "),
     ],
 )
 def test_narrow_rejects_bad_settings(tokenizer, settings, message):
     with pytest.raises(ConfigError, match=message):
-        build_narrow(bert_teacher(tokenizer), tokenizer, TEXTS, SST2, 32, **settings)
+        make("narrow", bert_teacher(tokenizer), tokenizer, TEXTS, SST2, 32, **settings)
 
 
 def test_narrow_needs_texts_and_a_bert_layout(tokenizer):
     with pytest.raises(ConfigError, match="got no texts"):
-        build_narrow(bert_teacher(tokenizer), tokenizer, [], SST2, 32, hidden_size=24)
+        make("narrow", bert_teacher(tokenizer), tokenizer, [], SST2, 32, hidden_size=24)
     distil = DistilBertForSequenceClassification(
         DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, **SST2)
     )
     with pytest.raises(ConfigError, match="supports BERT-style encoders"):
-        build_narrow(distil, tokenizer, TEXTS, SST2, 32, hidden_size=16)
+        make("narrow", distil, tokenizer, TEXTS, SST2, 32, hidden_size=16)
 
 
 def test_narrow_at_full_size_is_the_teacher(tokenizer, dev):
@@ -318,9 +320,8 @@ def test_narrow_at_full_size_is_the_teacher(tokenizer, dev):
     derived tensor must reproduce the teacher exactly: this pins the algebra (the query-key
     and value-output factoring, the bias folding, the LayerNorm fit)."""
     teacher = bert_teacher(tokenizer, layers=3)
-    student = build_narrow(
-        teacher, tokenizer, TEXTS, SST2, 32, layers=3, hidden_size=48, intermediate_size=96
-    )
+    settings = {"layers": 3, "hidden_size": 48, "intermediate_size": 96}
+    student = make("narrow", teacher, tokenizer, TEXTS, SST2, 32, **settings).model
     torch.testing.assert_close(logits(student, dev[0]), logits(teacher, dev[0]), atol=1e-4, rtol=0)
 
 
@@ -341,12 +342,11 @@ def test_narrow_roberta_at_full_size_is_the_teacher(tokenizer, dev):
     with torch.no_grad():
         for param in teacher.parameters():
             param.normal_(0.0, 0.2)
-    student = build_narrow(
-        teacher, tokenizer, TEXTS, SST2, 32, layers=2, hidden_size=32, intermediate_size=64
-    )
+    settings = {"layers": 2, "hidden_size": 32, "intermediate_size": 64}
+    student = make("narrow", teacher, tokenizer, TEXTS, SST2, 32, **settings).model
     assert type(student) is RobertaForSequenceClassification
     torch.testing.assert_close(logits(student, dev[0]), logits(teacher, dev[0]), atol=1e-4, rtol=0)
-    smaller = build_narrow(teacher, tokenizer, TEXTS, SST2, 32, layers=1, hidden_size=16)
+    smaller = make("narrow", teacher, tokenizer, TEXTS, SST2, 32, layers=1, hidden_size=16).model
     assert smaller.classifier.out_proj.weight.shape == (2, 16)
 
 
@@ -369,7 +369,7 @@ def stream(P: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torc
 def bert_layer(hidden: int, heads: int, ffn: int, seed: int) -> torch.nn.Module:
     from transformers.models.bert.modeling_bert import BertLayer
 
-    config = BertConfig(
+    config = tiny_bert_config(
         hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn, hidden_act="gelu"
     )
     config._attn_implementation = "eager"
@@ -389,7 +389,7 @@ def test_narrow_attention_is_exact_when_the_student_can_hold_the_heads(student_h
     head, rescaled for 1 / sqrt(6)) or as 2 heads of 12 (heads 0 and 1 kept by their scores,
     the constant heads replaced by their mean output). The student's attention output must
     be the teacher's seen through P, biases and the constant m that P drops included."""
-    from lmshrink.students.transformer import _narrow_attention
+    from lmshrink.students.narrow import _narrow_attention
 
     teacher = bert_layer(48, 4, 96, seed=0)
     student = bert_layer(24, student_heads, 96, seed=1)
@@ -420,7 +420,7 @@ def test_narrow_feed_forward_is_exact_when_the_student_can_hold_the_neurons(stud
     """A teacher FFN (96 neurons) whose neurons 48-95 are constant (zero input weights) fits
     exactly in a student FFN of 96 (all kept), 48 (neurons 0-47 kept by their scores, the
     constant ones replaced by their mean) or 120 (extra neurons get zero output weights)."""
-    from lmshrink.students.transformer import _narrow_feed_forward
+    from lmshrink.students.narrow import _narrow_feed_forward
 
     teacher = bert_layer(48, 4, 96, seed=0)
     student = bert_layer(24, 2, student_ffn, seed=1)
@@ -443,12 +443,13 @@ def test_narrow_feed_forward_is_exact_when_the_student_can_hold_the_neurons(stud
 def test_calibration_records_the_teachers_activations(tokenizer):
     """The hooks' statistics equal the same quantities recomputed without hooks (texts of
     5 known words: 7 tokens each, so no padding)."""
-    from lmshrink.students.transformer import _bert_layout, _calibrate
+    from lmshrink.students.calibration import calibrate
+    from lmshrink.students.narrow import bert_layout
 
     teacher = bert_teacher(tokenizer, layers=3)
     texts = [(s,) for s, _ in make_sentences(40, seed=3)]
-    calib = _calibrate(teacher, _bert_layout(teacher), tokenizer, texts, 32, kept=[0, 2])
-    sample = random.Random(0).sample(texts, len(texts))  # the order _calibrate reads them in
+    calib = calibrate(teacher, bert_layout(teacher), tokenizer, texts, 32, kept=[0, 2])
+    sample = random.Random(0).sample(texts, len(texts))  # the order calibrate reads them in
     batch = tokenizer([t[0] for t in sample], return_tensors="pt")
     layers = teacher.bert.encoder.layer
     with torch.no_grad():
@@ -503,7 +504,7 @@ def test_narrow_student_starts_from_the_teachers_predictions(
     assert F.cross_entropy(teacher_logits, labels).item() < 0.05
 
     torch.manual_seed(0)
-    student = build_narrow(trained_teacher, tokenizer, TEXTS, SST2, 32, **settings)
+    student = make("narrow", trained_teacher, tokenizer, TEXTS, SST2, 32, **settings).model
     student_logits = logits(student, batch)
     assert F.cross_entropy(student_logits, labels).item() < 0.2
     assert kl_to(teacher_logits, student_logits) < 0.2
@@ -523,7 +524,7 @@ def test_narrow_is_deterministic_and_leaves_the_teacher_alone(tokenizer):
     students = []
     for _ in range(2):
         torch.manual_seed(3)
-        students.append(build_narrow(teacher, tokenizer, TEXTS, SST2, 32, hidden_size=24))
+        students.append(make("narrow", teacher, tokenizer, TEXTS, SST2, 32, hidden_size=24).model)
     assert_same_tensors(students[0].state_dict(), students[1].state_dict())
     assert_same_tensors(teacher.state_dict(), before)
     assert teacher.training  # its mode is restored
@@ -541,7 +542,7 @@ def save_other_encoder(folder, heads: int | None = None):
     vocab += ["##" + chr(c) for c in range(ord("a"), ord("z") + 1)]
     tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False)
     torch.manual_seed(5)
-    config = BertConfig(
+    config = tiny_bert_config(
         vocab_size=len(vocab),
         hidden_size=16,
         num_hidden_layers=1,
@@ -562,13 +563,13 @@ def save_other_encoder(folder, heads: int | None = None):
 def test_pretrained_student_keeps_its_own_tokenizer(tmp_path, tokenizer):
     encoder = save_other_encoder(tmp_path / "other")
     teacher = bert_teacher(tokenizer, layers=2)
-    student = build_pretrained(teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "other"))
+    built = make("pretrained", teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "other"))
+    student, own = built.model, built.tokenizer
     assert type(student) is BertForSequenceClassification
-    own = student_tokenizer(student, tokenizer)
-    assert own is student.lmshrink_tokenizer and own is not tokenizer
+    assert own is not tokenizer and not built.teacher_tokenizer and not built.compares_tokens
     assert own.get_vocab() != tokenizer.get_vocab()
     assert own.convert_tokens_to_ids("Film") == 8  # cased, and ids of its own vocabulary
-    assert student.lmshrink_teacher_layers is None
+    assert built.teacher_layers is None
     assert student.config.id2label == {0: "0", 1: "1"}
     assert student.config.problem_type == "single_label_classification"
     assert student.training
@@ -579,7 +580,8 @@ def test_pretrained_student_keeps_its_own_tokenizer(tmp_path, tokenizer):
 def test_pretrained_student_replaces_a_head_of_another_size(tmp_path, tokenizer):
     source = save_other_encoder(tmp_path / "three", heads=3)
     teacher = bert_teacher(tokenizer, layers=2)
-    student = build_pretrained(teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "three"))
+    student = make("pretrained", teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "three"))
+    student = student.model
     assert student.classifier.weight.shape == (2, 16)
     assert student.config.num_labels == 2
     assert_same_tensors(student.bert.state_dict(), source.bert.state_dict())
@@ -589,11 +591,11 @@ def test_pretrained_student_errors(tmp_path, tokenizer):
     save_other_encoder(tmp_path / "other")
     teacher = bert_teacher(tokenizer, layers=2)
     with pytest.raises(ConfigError, match="needs model"):
-        build_pretrained(teacher, tokenizer, TEXTS, SST2, 32)
+        make("pretrained", teacher, tokenizer, TEXTS, SST2, 32)
     with pytest.raises(ConfigError, match="reads at most 40 tokens but max_length is 64"):
-        build_pretrained(teacher, tokenizer, TEXTS, SST2, 64, model=str(tmp_path / "other"))
+        make("pretrained", teacher, tokenizer, TEXTS, SST2, 64, model=str(tmp_path / "other"))
     with pytest.raises(ModelError, match="does not exist"):
-        build_pretrained(teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "missing"))
+        make("pretrained", teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "missing"))
 
 
 # --- layer groups ---------------------------------------------------------------------------
@@ -601,8 +603,9 @@ def test_pretrained_student_errors(tmp_path, tokenizer):
 
 def test_layer_groups_cover_every_parameter_once(tokenizer):
     teacher = bert_teacher(tokenizer, layers=4)
-    student = build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layers=2)
-    groups = transformer_layer_groups(student)
+    built = make("layers", teacher, tokenizer, TEXTS, SST2, 32, layers=2)
+    student, groups = built.model, transformer_layer_groups(built.model)
+    assert [name for name, _ in built.layer_groups] == [name for name, _ in groups]
     assert [name for name, _ in groups] == ["embeddings", "layer.0", "layer.1", "classifier"]
     ids = [id(p) for _, modules in groups for m in modules for p in m.parameters()]
     assert len(ids) == len(set(ids))
@@ -634,24 +637,24 @@ def test_students_load_as_stock_folders_without_lmshrink(tmp_path, tokenizer):
     save_other_encoder(tmp_path / "other")
     teacher = bert_teacher(tokenizer, layers=4)
     students = {
-        "layers": build_layer_subset(teacher, tokenizer, TEXTS, SST2, 32, layers=2),
-        "narrow": build_narrow(teacher, tokenizer, TEXTS, SST2, 32, hidden_size=24),
-        "pretrained": build_pretrained(
-            teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "other")
+        "layers": make("layers", teacher, tokenizer, TEXTS, SST2, 32, layers=2),
+        "narrow": make("narrow", teacher, tokenizer, TEXTS, SST2, 32, hidden_size=24),
+        "pretrained": make(
+            "pretrained", teacher, tokenizer, TEXTS, SST2, 32, model=str(tmp_path / "other")
         ),
     }
     sentences = ["the film was good", "Bad film"]
     inputs, expected = {}, {}
     for name, student in students.items():
         folder = tmp_path / name
-        student.save_pretrained(folder)
-        student.lmshrink_tokenizer.save_pretrained(folder)
+        student.model.save_pretrained(folder)
+        student.tokenizer.save_pretrained(folder)
         config = json.loads((folder / "config.json").read_text())
         assert config["architectures"] == ["BertForSequenceClassification"]
         assert "auto_map" not in config
-        ids = student.lmshrink_tokenizer(sentences, padding=True)["input_ids"]
+        ids = student.tokenizer(sentences, padding=True)["input_ids"]
         inputs[str(folder)] = ids
-        expected[str(folder)] = logits(student, {"input_ids": torch.tensor(ids)})
+        expected[str(folder)] = logits(student.model, {"input_ids": torch.tensor(ids)})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_LMSHRINK, json.dumps(inputs)],

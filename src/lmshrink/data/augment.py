@@ -19,6 +19,7 @@ from lmshrink.errors import ConfigError
 
 # Tang et al. sample n-grams with n from 1 to 5.
 MAX_NGRAM = 5
+DEFAULT_MASK_TOKEN = "[MASK]"
 
 
 @dataclasses.dataclass
@@ -37,8 +38,18 @@ class AugmentConfig:
         0.0, "probability that a word trades places with the next one (each moves at most once)."
     )
     mask_token: str = option(
-        "[MASK]", "the mask token written in place of masked words (use the teacher's own)."
+        DEFAULT_MASK_TOKEN,
+        "the mask token written in place of masked words (left at the default: the "
+        "teacher tokenizer's own).",
     )
+
+
+def with_mask_token(cfg: AugmentConfig, tokenizer_mask_token: str | None) -> AugmentConfig:
+    """`cfg` with the teacher tokenizer's mask token (e.g. RoBERTa's <mask>) when its own is
+    the default one; a mask token the user chose, or a tokenizer without one, keeps it."""
+    if cfg.mask_token == DEFAULT_MASK_TOKEN and tokenizer_mask_token:
+        return dataclasses.replace(cfg, mask_token=tokenizer_mask_token)
+    return cfg
 
 
 def augment(texts: list[tuple[str, ...]], cfg: AugmentConfig, seed: int) -> list[tuple[str, ...]]:

@@ -144,7 +144,7 @@ def _read_file(task: Task, split: str, path: Path) -> Split:
         if is_test:
             continue
         raw = str(row[task.label_column]).strip()
-        if task.is_regression:
+        if task.kind.label_dtype == "float":  # a real-valued target
             try:
                 score = float(raw)
             except ValueError:
@@ -259,7 +259,7 @@ def _read_hub(task: Task, split: str) -> Split:
     texts = list(zip(*(ds[c] for c in task.hub_text_columns), strict=True))
     raw = ds["label"]
     labels: list[Any] | None = list(raw)
-    if split == "test" or (not task.is_regression and all(v < 0 for v in raw)):
+    if split == "test" or (task.kind.label_dtype == "long" and all(v < 0 for v in raw)):
         labels = None  # GLUE test labels are hidden (-1)
     return Split(task.name, split, source, [tuple(t) for t in texts], labels)
 

@@ -56,6 +56,10 @@ class TaskKind:
             "label2id": {name: i for i, name in enumerate(names)},
         }
 
+    def describe_outputs(self, labels: tuple[str, ...]) -> str:
+        """What a model's head must output for a task of this kind (for error messages)."""
+        return "a regression output" if self.is_regression else f"{len(labels)} labels"
+
     def output_names(self, labels: tuple[str, ...]) -> list[str]:
         """What each output column means (for exported models' metadata)."""
         return ["score"] if self.is_regression else [str(label) for label in labels]

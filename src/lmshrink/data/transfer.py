@@ -70,8 +70,10 @@ class TransferSet:
     `counts` is counted where texts enter: "train" (training inputs taken), one entry per
     file path (its texts after cleaning, splitting and the length filter), "augmented"
     (copies made), then what was removed ("too_short_dropped" before entry,
-    "duplicates_dropped", "subset_dropped"), and "total" (the final size):
-    total = train + files + augmented - duplicates_dropped - subset_dropped.
+    "duplicates_dropped", "subset_dropped"; "dev_overlap_dropped" by `without_texts`), and
+    "total" (the final size):
+    total = train + files + augmented - duplicates_dropped - subset_dropped
+    - dev_overlap_dropped.
     """
 
     texts: list[tuple[str, ...]]
@@ -408,3 +410,17 @@ def _dedup(
             seen.add(fields)
             out.append(fields)
     return out, len(texts) - len(out)
+
+
+def without_texts(transfer: TransferSet, splits: list[Split]) -> TransferSet:
+    """`transfer` without the examples that are also inputs of `splits` (the dev splits), so
+    that a student never learns the teacher's answers on the texts it is scored on; the
+    count dropped is `counts["dev_overlap_dropped"]`."""
+    held_out = {t for split in splits for t in split.texts}
+    kept = [t for t in transfer.texts if t not in held_out]
+    counts = {
+        **transfer.counts,
+        "dev_overlap_dropped": len(transfer.texts) - len(kept),
+        "total": len(kept),
+    }
+    return dataclasses.replace(transfer, texts=kept, counts=counts)

@@ -23,15 +23,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from lmshrink.distillation.loss_registry import LOSSES, TARGET_NAMES
 from lmshrink.distillation.teacher_cache import TeacherCache, fill_cache
 
-# The per-token target lists a layer-wise loss reads, by the kind of tensor they hold.
-TARGET_NAMES = {
-    "hidden": "teacher_hidden_states",
-    "attentions": "teacher_attentions",
-    "values": "teacher_values",
-}
-TEACHER_TOKEN_TARGETS = frozenset(TARGET_NAMES.values())
 BYTES_PER_VALUE = 2  # fp16
 
 
@@ -52,30 +46,29 @@ class LayerNeeds:
         return {kind: list(getattr(self, kind)) for kind in TARGET_NAMES}
 
 
-# The losses whose teacher layers `layer_needs` knows; a loss registered elsewhere that reads
-# per-token teacher tensors gets them from the online teacher (the cache is not used).
-KNOWN_LOSSES = frozenset(
-    {"embedding_mse", "hidden_mse", "attention_kl", "attention_mse", "value_relation"}
-)
+def uncached_losses(loss_names: Sequence[str]) -> list[str]:
+    """The losses that read per-token teacher targets without declaring which teacher layers
+    (their registry entry's `teacher_layers`): the cache cannot hold their targets, so the
+    teacher runs on every batch instead."""
+    entries = [LOSSES.get(name) for name in loss_names]
+    return sorted({e.name for e in entries if e.teacher_targets and e.teacher_layers is None})
 
 
 def layer_needs(loss_names: Sequence[str], pairs: Sequence[Sequence[int]] | None) -> LayerNeeds:
     """The teacher layers that the losses named `loss_names` read, with `pairs` the
-    (student, teacher) layer map in `hidden_states` numbering."""
-    targets = [t for _, t in pairs or ()]
-    hidden: set[int] = set()
-    attentions: set[int] = set()
-    values: set[int] = set()
+    (student, teacher) layer map in `hidden_states` numbering, from each loss's registry
+    entry: the kinds of per-token targets it reads at its declared `teacher_layers`."""
+    mapped = [t for _, t in pairs or ()]
+    found: dict[str, set[int]] = {kind: set() for kind in TARGET_NAMES}
     for name in loss_names:
-        if name == "embedding_mse":
-            hidden.add(0)
-        elif name == "hidden_mse":
-            hidden.update(targets)
-        elif name in ("attention_kl", "attention_mse"):
-            attentions.update(t - 1 for t in targets if t > 0)
-        elif name == "value_relation":
-            values.update(t - 1 for t in targets if t > 0)
-    return LayerNeeds(tuple(sorted(hidden)), tuple(sorted(attentions)), tuple(sorted(values)))
+        entry = LOSSES.get(name)
+        if entry.teacher_layers is None:
+            continue
+        indices = [0] if entry.teacher_layers == "embeddings" else mapped  # hidden_states
+        for kind in entry.teacher_targets:
+            # Attentions and value vectors have no entry for the embedding output (index 0).
+            found[kind].update(indices if kind == "hidden" else (t - 1 for t in indices if t > 0))
+    return LayerNeeds(**{kind: tuple(sorted(found[kind])) for kind in TARGET_NAMES})
 
 
 def estimated_bytes(

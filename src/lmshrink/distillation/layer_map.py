@@ -18,6 +18,7 @@ Three strategies make the map from the two depths S <= T:
 (an index past a model's depth, a student layer mapped twice, a student deeper than its
 teacher under `uniform` or `last_k`, attention heads that do not match) raises `ConfigError`
 before any training, in one sentence that shows both models' layer counts and sizes.
+`check_layer_losses` runs these checks for a run's stages, before the teacher labels anything.
 
 This module imports no torch, so configs and checks stay cheap.
 """
@@ -28,6 +29,7 @@ import dataclasses
 from typing import Any
 
 from lmshrink.config import option
+from lmshrink.distillation.loss_registry import LOSSES
 from lmshrink.errors import ConfigError
 
 STRATEGIES = ("uniform", "last_k", "explicit")
@@ -219,3 +221,33 @@ def check_relation_heads(student: LayerShape, teacher: LayerShape, relation_head
             f"heads: {_both(student, teacher)}; choose relation_heads dividing both "
             f"{student.hidden_size} and {teacher.hidden_size}."
         )
+
+
+def check_layer_losses(
+    cfg: LayerMapConfig, stages: list[Any], student: Any, teacher_config: Any
+) -> tuple[list[tuple[int, int]] | None, bool]:
+    """For stages with per-token losses: check that the student (a
+    `lmshrink.students.Student`) and the teacher fit them, and map the layers.
+
+    Returns (the layer pairs, or None when no loss compares per-token states; whether
+    attention maps are compared, which needs eager attention on both models). Each loss's
+    own shape check (head counts, relation heads) runs here, from its registry entry.
+    """
+    specs = [(LOSSES.get(spec.name), spec) for stage in stages for spec in stage.losses]
+    per_token = [(entry, spec) for entry, spec in specs if entry.per_token]
+    if not per_token:
+        return None, False
+    if not student.compares_tokens:
+        names = sorted({entry.name for entry, _ in per_token})
+        raise ConfigError(
+            f"loss(es) {', '.join(names)} compare per-token states, which needs a "
+            "transformer student reading the teacher's tokenizer (--student "
+            "layers or narrow)."
+        )
+    student_shape = LayerShape.from_config(student.model.config)
+    teacher_shape = LayerShape.from_config(teacher_config)
+    pairs = map_layers(cfg, student_shape, teacher_shape)
+    for entry, spec in per_token:
+        if entry.check is not None:
+            entry.check(spec.params, student_shape, teacher_shape)
+    return pairs, any(entry.reads_attentions for entry, _ in per_token)

@@ -4,15 +4,18 @@ Wrapping both in one `nn.Module` lets `accelerate` (DDP) synchronise the gradien
 student and of loss parameters (projections) in one backward pass. Losses read named
 tensors; this module produces the ones a stage's losses need:
 
-- `student_logits` [B, C], `student_repr` [B, D] (BiLSTM: pooled state; transformer: the
-  last layer's [CLS] state), and the cached teacher targets `teacher_logits`,
-  `teacher_repr`, and gold `labels`;
+- `student_logits` [B, C], `student_repr` [B, D] (a student whose output carries its own
+  `pooled` sentence vector, the BiLSTM: that vector; a transformer: the last layer's [CLS]
+  state), and the cached teacher targets `teacher_logits`, `teacher_repr`, and gold `labels`;
 - per-token states for layer-wise losses, from both models on the same batch (which needs
   a student that reads the teacher's tokenizer): `*_hidden_states` (embeddings first,
   [B, T, H] each), `*_attentions` ([B, heads, T, T] each), `*_values` ([B, T, H] each),
   and `attention_mask` [B, T]. They come from the teacher's cached targets
   (`lmshrink.distillation.layer_cache`) when the batch brings them, else from a forward pass of the
   teacher on the batch, without gradient.
+
+What each loss reads and needs at construction (layer pairs, the two models' widths) comes
+from its registry entry (`lmshrink.distillation.loss_registry`).
 """
 
 from __future__ import annotations
@@ -23,12 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmshrink.distillation.layer_cache import TEACHER_TOKEN_TARGETS
-from lmshrink.distillation.losses import build_loss
-
-# Losses whose construction needs the layer pairs, or the two models' widths.
-NEEDS_PAIRS = {"hidden_mse", "attention_kl", "attention_mse", "value_relation"}
-NEEDS_WIDTHS = {"hidden_mse", "embedding_mse", "representation"}
+from lmshrink.distillation.loss_registry import LOSSES, TEACHER_TOKEN_TARGETS
 
 
 class Objective(nn.Module):
@@ -50,22 +48,25 @@ class Objective(nn.Module):
         self.losses = nn.ModuleList()
         self.names = [s.name for s in specs]
         self.weights = [s.weight for s in specs]
+        self.inputs: list[tuple[str, ...]] = []  # per loss, the named tensors it reads
         for spec in specs:
+            entry = LOSSES.get(spec.name)
             params = dict(spec.params)
-            if spec.name == "representation":
+            if entry.widths == "representation":
                 params.update(student_dim=pooled_size(student), teacher_dim=teacher_repr_dim)
-            elif spec.name in NEEDS_WIDTHS:
+            elif entry.widths == "hidden":
                 params.update(
                     student_dim=student.config.hidden_size, teacher_dim=teacher.config.hidden_size
                 )
-            if spec.name in NEEDS_PAIRS:
+            if entry.needs_pairs:
                 params["pairs"] = pairs
-            self.losses.append(build_loss(spec.name, **params))
+            self.losses.append(entry.build(**params))
+            self.inputs.append(entry.inputs)
 
     @property
     def needs(self) -> set[str]:
         """Every named tensor the stage's losses read."""
-        return {name for loss in self.losses for name in loss.inputs}
+        return {name for inputs in self.inputs for name in inputs}
 
     def forward(
         self, batch: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
@@ -81,8 +82,9 @@ class Objective(nn.Module):
         named["attention_mask"] = batch["attention_mask"]
         total = named["student_logits"].new_zeros(())
         parts = {}
-        for name, weight, loss_fn in zip(self.names, self.weights, self.losses, strict=True):
-            value = loss_fn(**{k: named[k] for k in loss_fn.inputs})  # scalar
+        losses = zip(self.names, self.weights, self.losses, self.inputs, strict=True)
+        for name, weight, loss_fn, inputs in losses:
+            value = loss_fn(**{k: named[k] for k in inputs})  # scalar
             parts[name] = value.detach()
             total = total + weight * value
         return total, parts
@@ -92,9 +94,6 @@ class Objective(nn.Module):
         from lmshrink.distillation.probes import capture_values
 
         needs = self.needs
-        if model.config.model_type == "lmshrink_bilstm":
-            out = model(**batch)
-            return {"student_logits": out.logits, "student_repr": out.pooled}
         hidden = f"{side}_hidden_states" in needs or (side == "student" and "student_repr" in needs)
         kwargs = {
             "output_hidden_states": hidden,
@@ -104,7 +103,10 @@ class Objective(nn.Module):
         with values as captured:
             out = model(**batch, **kwargs)
         named: dict[str, Any] = {f"{side}_logits": out.logits}
-        if hidden:
+        pooled = getattr(out, "pooled", None)
+        if pooled is not None:  # a student that pools its own sentence vector (the BiLSTM)
+            named[f"{side}_repr"] = pooled  # [B, D]
+        elif hidden:
             named[f"{side}_hidden_states"] = out.hidden_states
             named[f"{side}_repr"] = out.hidden_states[-1][:, 0]  # [B, H]: the [CLS] state
         if kwargs["output_attentions"]:
@@ -115,9 +117,10 @@ class Objective(nn.Module):
 
 
 def pooled_size(student: nn.Module) -> int:
-    """Size of the student's sentence vector: 2 x hidden for the BiLSTM, hidden otherwise."""
+    """Size of the student's sentence vector `student_repr`: the `pooled_size` its config
+    declares (the BiLSTM's, 2 x hidden), else the hidden size (a transformer's [CLS] state)."""
     config = student.config
-    return 2 * config.hidden_size if config.model_type == "lmshrink_bilstm" else config.hidden_size
+    return getattr(config, "pooled_size", config.hidden_size)
 
 
 def prepare_for_attention_losses(model: nn.Module) -> None:

@@ -8,23 +8,39 @@ import math
 import random
 from typing import Any
 
-from lmshrink.config import option
+from lmshrink.config import OptimSettings, option
+from lmshrink.distillation.loss_registry import LOSSES, LossEntry
 from lmshrink.errors import ConfigError
+
+_OPTIM = {f.name: f for f in dataclasses.fields(OptimSettings)}
+
+
+def _stage_default(name: str, value: Any) -> Any:
+    """OptimSettings' field `name` (its help) with a stage's own default."""
+    return dataclasses.field(default=value, metadata=_OPTIM[name].metadata)
 
 
 @dataclasses.dataclass
 class LossSpec:
     """One weighted loss of a stage."""
 
-    name: str = option("", "loss name (see lmshrink.distillation.losses.LOSSES).")
+    name: str = option("", "loss name (see lmshrink.distillation.loss_registry.LOSSES).")
     weight: float = option(1.0, "weight of this loss in the stage's sum.")
     params: dict[str, Any] = option({}, "loss parameters, e.g. {temperature: 2.0}.")
 
 
-@dataclasses.dataclass
-class StageConfig:
-    """One distillation stage."""
+# Keyword-only: the inherited optimiser fields come first, so a positional call would
+# silently fill the wrong ones.
+@dataclasses.dataclass(kw_only=True)
+class StageConfig(OptimSettings):
+    """One distillation stage: its examples and losses, and its optimiser settings (the
+    keys of OptimSettings, with a stage's own defaults)."""
 
+    epochs: float = _stage_default("epochs", 3.0)
+    batch_size: int = _stage_default("batch_size", 64)
+    lr: float = _stage_default("lr", 1e-3)
+    weight_decay: float = _stage_default("weight_decay", 0.0)
+    warmup_ratio: float = _stage_default("warmup_ratio", 0.0)
     name: str = option("", "stage name (for logs and the report).")
     data: str = option(
         "transfer",
@@ -32,11 +48,6 @@ class StageConfig:
         "'labeled' (gold-labelled training rows).",
     )
     losses: list[LossSpec] = option([], "the losses of this stage.")
-    epochs: float = option(3.0, "passes over the stage's examples (at most).")
-    lr: float = option(1e-3, "peak learning rate (AdamW).")
-    batch_size: int = option(64, "batch size (per process).")
-    weight_decay: float = option(0.0, "AdamW weight decay.")
-    warmup_ratio: float = option(0.0, "share of the stage's steps with linear warmup.")
     unfreeze: str = option(
         "all",
         "'all' trains every layer; 'gradual' starts with the top "
@@ -49,36 +60,46 @@ class StageConfig:
     eval_every: int = option(0, "evaluate every N steps (0: once per epoch).")
 
 
-def default_stages(is_regression: bool) -> list[StageConfig]:
-    """XtremeDistil: representation, then logits, then gold labels."""
-    gold = "gold_mse" if is_regression else "gold_ce"
+def default_stages(kind: Any) -> list[StageConfig]:
+    """XtremeDistil for a task of `kind` (a `lmshrink.data.task_kinds.TaskKind`):
+    representation, then logits, then the kind's gold-label loss."""
     return [
         StageConfig(
-            "representation",
-            "transfer",
-            [LossSpec("representation")],
-            epochs=4,
+            name="representation",
+            data="transfer",
+            losses=[LossSpec("representation")],
+            epochs=4.0,
             lr=1e-3,
             unfreeze="gradual",
         ),
         StageConfig(
-            "logits", "transfer", [LossSpec("logit_mse")], epochs=6, lr=1e-3, unfreeze="gradual"
+            name="logits",
+            data="transfer",
+            losses=[LossSpec("logit_mse")],
+            epochs=6.0,
+            lr=1e-3,
+            unfreeze="gradual",
         ),
-        StageConfig("labels", "labeled", [LossSpec(gold)], epochs=3, lr=2e-4, batch_size=32),
+        StageConfig(
+            name="labels",
+            data="labeled",
+            losses=[LossSpec(kind.gold_loss)],
+            epochs=3.0,
+            lr=2e-4,
+            batch_size=32,
+        ),
     ]
 
 
-TEACHER_INPUTS = {"teacher_logits", "teacher_repr"}
-PER_TOKEN = {
-    "student_hidden_states",
-    "teacher_hidden_states",
-    "student_attentions",
-    "teacher_attentions",
-    "student_values",
-    "teacher_values",
-    "attention_mask",
-}
-LOOP_INPUTS = {"student_logits", "student_repr", "labels"} | TEACHER_INPUTS | PER_TOKEN
+def loss_entries(stages: list[StageConfig], data: str | None = None) -> list[LossEntry]:
+    """The registry entries of the stages' losses (only of stages on `data`, if given), in
+    order; an unknown loss name raises `ConfigError`."""
+    return [
+        LOSSES.get(spec.name)
+        for stage in stages
+        if data is None or stage.data == data
+        for spec in stage.losses
+    ]
 
 
 def validate_stages(stages: list[StageConfig]) -> None:
@@ -95,23 +116,18 @@ def validate_stages(stages: list[StageConfig]) -> None:
         if not stage.losses:
             raise ConfigError(f"{where}: a stage needs at least one loss.")
         for spec in stage.losses:
-            inputs = spec_inputs(spec)
-            if inputs - LOOP_INPUTS:
-                raise ConfigError(
-                    f"{where}: loss {spec.name!r} reads {', '.join(sorted(inputs - LOOP_INPUTS))}, "
-                    "which the distillation loop does not provide."
-                )
-            if stage.data == "labeled" and inputs & PER_TOKEN:
+            entry = LOSSES.get(spec.name)
+            if stage.data == "labeled" and entry.per_token:
                 raise ConfigError(
                     f"{where}: loss {spec.name!r} compares per-token states with "
                     "the teacher, which only 'transfer' stages run."
                 )
-            if stage.data == "labeled" and inputs & TEACHER_INPUTS:
+            if stage.data == "labeled" and entry.reads_teacher:
                 raise ConfigError(
                     f"{where}: loss {spec.name!r} needs teacher outputs, which "
                     "only 'transfer' stages have."
                 )
-            if stage.data == "transfer" and "labels" in inputs:
+            if stage.data == "transfer" and entry.reads_labels:
                 raise ConfigError(
                     f"{where}: loss {spec.name!r} needs gold labels, which only "
                     "'labeled' stages have."
@@ -119,11 +135,14 @@ def validate_stages(stages: list[StageConfig]) -> None:
 
 
 def unfreeze_plan(student: Any, stage: StageConfig, uses_logits: bool) -> list[list[Any]]:
-    """Parameter groups, top first, in the order gradual unfreezing releases them."""
-    from lmshrink.students import transformer_layer_groups
+    """Parameter groups, top first, in the order gradual unfreezing releases them.
 
-    own = getattr(student, "unfreeze_groups", None) or getattr(student, "layer_groups", None)
-    groups = list(reversed(own() if own else transformer_layer_groups(student)))
+    `student` is a `lmshrink.students.Student` (its `layer_groups`) or, as the stage loop
+    passes it until it holds the record, the student model itself."""
+    from lmshrink.students import Student, layer_groups_of
+
+    own = student.layer_groups if isinstance(student, Student) else layer_groups_of(student)
+    groups = list(reversed(own))
     if not uses_logits:  # the classifier gets no gradient from representation losses
         groups = [g for g in groups if g[0] != "classifier"]
     return [[p for m in mods for p in m.parameters()] for _, mods in groups]
@@ -151,13 +170,3 @@ def stage_steps(n_examples: int, stage: StageConfig, world: int) -> tuple[int, i
     """(steps per epoch, total steps) of a stage."""
     per_epoch = max(1, math.ceil(n_examples / stage.batch_size) // world)
     return per_epoch, max(1, math.ceil(stage.epochs * per_epoch))
-
-
-def spec_inputs(spec: LossSpec) -> set[str]:
-    from lmshrink.distillation.losses import LOSSES
-
-    return set(LOSSES.get(spec.name).inputs)
-
-
-def loss_inputs(stage: StageConfig) -> set[str]:
-    return {name for spec in stage.losses for name in spec_inputs(spec)}

@@ -9,22 +9,25 @@ from typing import Any
 
 import numpy as np
 
-from lmshrink.data.batching import Encoded, collate
+from lmshrink.data.batching import Encoded
+from lmshrink.training.inference import eval_batches
+
+# The format tag of the result files `lmshrink bench --json` writes (`lmshrink report` reads
+# them back).
+BENCH_FORMAT = "lmshrink-bench"
 
 
 def run_batches(
     model: Any, enc: Encoded, batch_size: int, limit: int, laps: list[float] | None = None
 ) -> float:
-    """Seconds to predict the first `limit` examples in batches of `batch_size`; when `laps`
+    """Seconds to predict the first `limit` examples in batches of `batch_size` (in dataset
+    order, each padded to its longest example, so that batches hold real padding); when `laps`
     is given, the seconds of each model call are appended to it (for latency percentiles)."""
     import torch
 
-    n = min(limit, len(enc))
     start = time.perf_counter()
     with torch.inference_mode():
-        for lo in range(0, n, batch_size):
-            batch = collate(enc, list(range(lo, min(n, lo + batch_size))))
-            batch.pop("labels", None)
+        for _, batch, _ in eval_batches(enc, batch_size, order="dataset", limit=limit):
             called = time.perf_counter()
             model(**batch)
             if laps is not None:

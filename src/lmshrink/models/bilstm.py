@@ -97,6 +97,11 @@ class BiLSTMConfig(PretrainedConfig):
                 )
         super().__post_init__(**kwargs)
 
+    @property
+    def pooled_size(self) -> int:
+        """Size of the sentence vector `pooled` (both directions' states): 2 * hidden_size."""
+        return 2 * self.hidden_size
+
     def validate_token_ids(self) -> None:
         """Token ids (`*_token_id`) live in the teacher's id space, not the student's rows;
         the base check would compare them with `vocab_size` and warn wrongly."""

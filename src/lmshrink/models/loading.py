@@ -103,11 +103,10 @@ def has_task_head(config: Any) -> bool:
 
 def _check_labels(path: str, config: Any, task: Task) -> None:
     if config.num_labels != task.num_labels:
-        kind = "a regression output" if task.is_regression else f"{task.num_labels} labels"
         raise ModelError(
             f"{path}: the model's head has {config.num_labels} output(s) but task "
-            f"{task.name} needs {kind}; use a model fine-tuned for this task, or "
-            "fine-tune the encoder with lmshrink finetune."
+            f"{task.name} needs {task.kind.describe_outputs(task.labels)}; use a model "
+            "fine-tuned for this task, or fine-tune the encoder with lmshrink finetune."
         )
 
 
@@ -144,19 +143,7 @@ def load_for_training(source: str, task: Task) -> tuple[Any, Any]:
 
 def task_head_settings(task: Task) -> dict[str, Any]:
     """Config entries that describe the task's head: label names and problem type."""
-    if task.is_regression:
-        return {
-            "num_labels": 1,
-            "problem_type": "regression",
-            "id2label": {0: "score"},
-            "label2id": {"score": 0},
-        }
-    return {
-        "num_labels": task.num_labels,
-        "problem_type": "single_label_classification",
-        "id2label": dict(enumerate(task.labels)),
-        "label2id": {label: i for i, label in enumerate(task.labels)},
-    }
+    return task.kind.head_settings(task.labels)
 
 
 def load_for_eval(source: str, task: Task) -> tuple[Any, Any]:

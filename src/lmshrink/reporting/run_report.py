@@ -18,40 +18,43 @@ from lmshrink.measure import metrics
 from lmshrink.runs import write_text_atomic
 
 
-def finish_run(
-    cfg: Any,
-    acc: Any,
-    paths: dict[str, Path],
-    task: Any,
-    teacher: Any,
-    student: Any,
-    tokenizer: Any,
-    student_tokenizer: Any,
-    teacher_dir: str,
-    distiller: Any,
-    transfer: Any,
-    devs: list[Any],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Score both models on the dev splits `devs`, save the student, write report.json and
-    report.md."""
+@dataclasses.dataclass(kw_only=True)
+class FinishedRun:
+    """What a distillation run hands to its end: the two models, the data, what happened."""
+
+    cfg: Any  # lmshrink.distill.DistillConfig, as the run used it
+    paths: dict[str, Path]  # the run folder's paths ("model", ...)
+    task: Any  # lmshrink.data.tasks.Task
+    teacher: Any
+    teacher_tokenizer: Any
+    teacher_dir: str
+    student: Any  # lmshrink.students.Student, trained
+    transfer_counts: dict[str, int]  # lmshrink.data.transfer.TransferSet.counts
+    labeled_examples: int
+    devs: list[Any]  # the dev splits both models are scored on
+    history: list[dict[str, Any]]  # the stages' dev evaluations
+    timings: dict[str, float]  # labelling_seconds, training_seconds
+
+
+def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
+    """Score both models on the dev splits, save the student (the main process), write
+    report.json and report.md; returns the report."""
     from lmshrink.config import to_dict
     from lmshrink.data.batching import encode
-    from lmshrink.evaluate import score_model
     from lmshrink.measure.machine import machine_info
+    from lmshrink.measure.scoring import score_model
     from lmshrink.measure.speed import measure_speed
     from lmshrink.models.loading import METADATA_FILE, count_parameters, size_on_disk
     from lmshrink.runs import staged_output
 
     acc.wait_for_everyone()
-    student = acc.unwrap_model(student)
-    if hasattr(student, "final_model"):  # e.g. Theseus: the successor alone is the result
-        student = student.final_model()
-    student = student.cpu().eval()
-    teacher = teacher.cpu().eval()
+    cfg, paths, task, devs = run.cfg, run.paths, run.task, run.devs
+    # The trained model to save (e.g. Theseus: the successor alone).
+    student = acc.unwrap_model(run.student.final_model).cpu().eval()
+    teacher = run.teacher.cpu().eval()
     length = cfg.data.max_length
     # Each model reads the dev texts through its own tokenizer.
-    tokenizers = {"teacher": tokenizer, "student": student_tokenizer}
+    tokenizers = {"teacher": run.teacher_tokenizer, "student": run.student.tokenizer}
     models = {"teacher": teacher, "student": student}
     scores = {
         name: score_model(models[name], tokenizers[name], task, devs, length, cfg.eval_batch_size)
@@ -63,15 +66,15 @@ def finish_run(
         "lmshrink_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "task": task.name,
-        "teacher": teacher_dir,
+        "teacher": run.teacher_dir,
         "student_kind": cfg.student.kind,
         "dev": scores,
         "score": summary,
         "retention": summary["student"] / summary["teacher"] if summary["teacher"] else None,
         "parameters": {**params, "ratio": params["teacher"] / params["student"]},
         "student_vocabulary": student.config.vocab_size,
-        "transfer_set": transfer.counts,
-        "labeled_examples": len(distiller.data["labeled"].enc),
+        "transfer_set": run.transfer_counts,
+        "labeled_examples": run.labeled_examples,
         "stages": [
             {
                 "name": s.name,
@@ -80,8 +83,8 @@ def finish_run(
             }
             for s in cfg.stages
         ],
-        "history": distiller.history,
-        **{k: round(v, 1) for k, v in timings.items()},
+        "history": run.history,
+        **{k: round(v, 1) for k, v in run.timings.items()},
         "machine": machine_info(),
     }
     if not acc.is_main_process:
@@ -97,15 +100,15 @@ def finish_run(
         "metrics": list(task.metrics),
         "dev": scores["student"],
         "score": summary["student"],
-        "teacher": teacher_dir,
+        "teacher": run.teacher_dir,
         "config": to_dict(cfg),
     }
     with staged_output(paths["model"]) as stage:
         student.save_pretrained(stage)
-        student_tokenizer.save_pretrained(stage)
+        run.student.tokenizer.save_pretrained(stage)
         (stage / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     report["size_bytes"] = {
-        "teacher": size_on_disk(teacher_dir),
+        "teacher": size_on_disk(run.teacher_dir),
         "student": size_on_disk(paths["model"]),
     }
     out = paths["model"].parent

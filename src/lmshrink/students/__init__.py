@@ -1,53 +1,41 @@
-"""Student model families: the BiLSTM student and its teacher-derived embeddings.
+"""Student model families: one module per family, each registering its builder and its
+settings dataclass in `STUDENTS` (see `lmshrink.students.common`).
 
-Importing this package imports torch and transformers; it is imported only where students
-are built or loaded (`import lmshrink` registers the BiLSTM with the Auto API lazily).
+Every module of this package is imported here, so a new family is one new module (and its
+test): it appears in `STUDENTS`, and its settings in the `student:` config block
+(`StudentConfig`) and the flags of `lmshrink distill`. Importing this package imports no
+torch; a family imports what it needs when it builds.
 """
 
 from __future__ import annotations
 
-from lmshrink.models.bilstm import (
-    BiLSTMConfig,
-    BiLSTMForSequenceClassification,
-    StudentOutput,
-    register_auto,
-)
-from lmshrink.registry import Registry
-from lmshrink.students.bilstm import build_bilstm, collect_vocab, reduce_embeddings
-from lmshrink.students.theseus import TheseusModel, build_theseus
-from lmshrink.students.transformer import (
-    build_layer_subset,
-    build_narrow,
-    build_pretrained,
-    student_tokenizer,
+import importlib
+import pkgutil
+
+from lmshrink.students.common import (
+    STUDENTS,
+    Student,
+    StudentFamily,
+    layer_groups_of,
+    register_student,
+    student_config_class,
+    student_settings,
     transformer_layer_groups,
-    uniform_layer_ids,
 )
 
-# Student builders by `--student` name. A builder takes (teacher, tokenizer, texts,
-# task_head, max_length, **student settings) and returns an untrained student model.
-STUDENTS = Registry("student")
-STUDENTS.register("bilstm")(build_bilstm)
-STUDENTS.register("layers")(build_layer_subset)
-STUDENTS.register("narrow")(build_narrow)
-STUDENTS.register("pretrained")(build_pretrained)
-STUDENTS.register("theseus")(build_theseus)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+# The `student:` block of `lmshrink distill`'s config, made from every family's settings.
+StudentConfig = student_config_class(STUDENTS)
 
 __all__ = [
     "STUDENTS",
-    "BiLSTMConfig",
-    "BiLSTMForSequenceClassification",
-    "StudentOutput",
-    "TheseusModel",
-    "build_bilstm",
-    "build_layer_subset",
-    "build_narrow",
-    "build_pretrained",
-    "build_theseus",
-    "collect_vocab",
-    "reduce_embeddings",
-    "register_auto",
-    "student_tokenizer",
+    "Student",
+    "StudentConfig",
+    "StudentFamily",
+    "layer_groups_of",
+    "register_student",
+    "student_settings",
     "transformer_layer_groups",
-    "uniform_layer_ids",
 ]

@@ -1,25 +1,39 @@
-"""Student word embeddings taken from the teacher's (XtremeDistil's initialisation).
+"""The BiLSTM student family (XtremeDistil), with word embeddings taken from the teacher's.
 
 The student keeps only the teacher tokens that occur in its training texts (plus the special
 tokens), and starts each kept token's vector from the teacher's, reduced to the student's
 width by PCA. The student keeps reading teacher ids: `token_map` sends each one to its row.
+The model class is `lmshrink.models.bilstm.BiLSTMForSequenceClassification`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from lmshrink.config import option
 from lmshrink.errors import ModelError
-from lmshrink.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+from lmshrink.students.common import Student, register_student
+
+if TYPE_CHECKING:
+    import torch
 
 # Texts per tokenizer call: large enough for the fast tokenizer's batching to pay off, small
 # enough that the encodings of one chunk stay a few MB.
 TOKENIZE_CHUNK = 2048
 
-# Config entries build_bilstm derives itself; a caller may not set them.
-DERIVED_FIELDS = ("vocab_size", "teacher_vocab_size", "pad_token_id", "pad_row", "unk_row")
+
+@dataclasses.dataclass
+class BiLSTMSettings:
+    """The BiLSTM student's settings (`student:` keys). The defaults are BiLSTMConfig's."""
+
+    embedding_dim: int = option(
+        300, "word embedding size (the teacher's embeddings reduced by PCA)."
+    )
+    hidden_size: int = option(300, "LSTM units per direction.")
+    num_layers: int = option(1, "number of BiLSTM layers.")
+    dropout: float = option(0.2, "dropout on embeddings and the pooled state.")
+    pooling: str = option("max", "max, mean or attention.")
 
 
 def collect_vocab(tokenizer: Any, texts: list[tuple[str, ...]], max_length: int) -> list[int]:
@@ -61,6 +75,8 @@ def reduce_embeddings(weight: torch.Tensor, dim: int) -> torch.Tensor:
     LSTM's inputs at the teacher's scale, so its gates start neither saturated nor starved.
     Returns float32 on the CPU; deterministic for a given input.
     """
+    import torch
+
     if weight.dim() != 2:
         raise ValueError(f"weight must be [V, H], got shape {tuple(weight.shape)}.")
     if dim < 1:
@@ -89,27 +105,30 @@ def reduce_embeddings(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return reduced.to(torch.float32)
 
 
+@register_student("bilstm", BiLSTMSettings, "XtremeDistil")
 def build_bilstm(
     teacher: Any,
     tokenizer: Any,
     texts: list[tuple[str, ...]],
     task_head: dict[str, Any],
     max_length: int,
-    **bilstm_config: Any,
-) -> BiLSTMForSequenceClassification:
+    settings: BiLSTMSettings,
+) -> Student:
     """A BiLSTM student for `teacher`, reading the teacher tokenizer's ids.
 
     Its embedding table holds one row per teacher token seen in `texts` (see
     `collect_vocab`), in id order, initialised with the PCA-reduced teacher vectors
     (`reduce_embeddings`); every other teacher id maps to the unknown token's row (the pad
     token's row if the tokenizer has no unknown token). `task_head` holds the head's config
-    entries (`lmshrink.models.loading.task_head_settings(task)`); `bilstm_config` sets the other
-    BiLSTMConfig fields (embedding_dim, hidden_size, num_layers, dropout, pooling, ...).
+    entries (`lmshrink.models.loading.task_head_settings(task)`); `settings` sets the shape.
     LSTM and classifier weights are random: seed torch beforehand for a reproducible student.
+    It has no per-token states to compare with the teacher's; its own `pooled` sentence
+    vector is what representation losses match.
     """
-    derived = sorted(set(bilstm_config) & set(DERIVED_FIELDS))
-    if derived:
-        raise TypeError(f"build_bilstm sets {', '.join(derived)} itself; do not pass them.")
+    import torch
+
+    from lmshrink.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+
     teacher_weight = teacher.get_input_embeddings().weight  # [V_teacher, H_teacher]
     embedding_rows = teacher_weight.shape[0]
     kept = collect_vocab(tokenizer, texts, max_length)
@@ -143,11 +162,17 @@ def build_bilstm(
         pad_row=pad_row,
         unk_row=unk_row,
         **task_head,
-        **bilstm_config,
+        **dataclasses.asdict(settings),
     )
     model = BiLSTMForSequenceClassification(config)
     reduced = reduce_embeddings(teacher_weight[kept_ids], config.embedding_dim)  # [V, E]
     with torch.no_grad():
         model.embeddings.weight.copy_(reduced)
         model.token_map.copy_(token_map)
-    return model
+    return Student(
+        model=model,
+        tokenizer=tokenizer,
+        layer_groups=model.layer_groups(),
+        token_states=False,
+        teacher_tokenizer=True,
+    )

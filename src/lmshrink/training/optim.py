@@ -1,4 +1,4 @@
-"""Pieces every training workflow shares: seeding, optimiser and schedule, prediction."""
+"""Pieces every training workflow shares: seeding, optimiser and schedule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lmshrink.config import TrainConfig
+from lmshrink.config import OptimSettings
 
 
 def set_seed(seed: int) -> None:
@@ -18,7 +18,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: Any, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+def build_optimizer(model: Any, cfg: OptimSettings, total_steps: int) -> tuple[Any, Any]:
     """AdamW (no decay on biases and norm weights) with linear warmup then linear decay."""
     import torch
 

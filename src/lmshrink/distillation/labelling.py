@@ -1,0 +1,199 @@
+"""The teacher labels a run's texts once, into the on-disk cache.
+
+Two passes, both resumable and reused by later runs with the same inputs (see
+`lmshrink.distillation.teacher_cache`):
+
+- logits (and, for representation stages, a pooled hidden state) on the transfer set and on
+  dev, for every run with a stage on transfer data;
+- the per-token targets of layer-wise losses on the transfer set (`layer_cache`), when the
+  stages' losses declare which teacher layers they read and the cache fits under
+  `labelling.layer_cache_gb`; otherwise the teacher runs on every training batch instead.
+
+This module imports no torch; the passes import what they need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lmshrink.config import option
+from lmshrink.distillation.stages import StageConfig, loss_entries
+
+
+@dataclasses.dataclass
+class LabellingConfig:
+    """How the teacher labels the transfer set."""
+
+    batch_size: int = option(128, "teacher batch size when labelling.", flag="label_batch_size")
+    repr_layer: int = option(
+        -1,
+        "teacher hidden-state index matched by representation "
+        "losses (0: embeddings, -1: last layer).",
+    )
+    repr_pooling: str = option(
+        "cls", "how the teacher's token states become one vector: cls or mean."
+    )
+    shard_size: int = option(4096, "examples per cache shard (the unit of resumption).")
+    layer_cache_gb: float = option(
+        4.0,
+        "largest cache of the teacher's per-token targets of layer-wise losses (hidden "
+        "states, attentions, value vectors; fp16, held in memory by each process); a larger "
+        "one, or 0, runs the teacher on every batch instead.",
+    )
+
+
+def named_targets(outputs: Any | None) -> dict[str, Any]:
+    """A split's cached teacher outputs (`TeacherOutputs`, or None when nothing was
+    labelled) as the named loss targets `teacher_logits` [N, C] and `teacher_repr` [N, D]."""
+    if outputs is None:
+        return {}
+    named = {"teacher_logits": outputs.logits, "teacher_repr": outputs.representation}
+    return {k: v for k, v in named.items() if v is not None}
+
+
+@dataclasses.dataclass
+class Labeller:
+    """The teacher of a run, and where and how it labels texts.
+
+    Every process of the run makes one; each labels the cache shards it owns, then waits for
+    the others, so that all processes load the same complete cache."""
+
+    teacher: Any
+    tokenizer: Any
+    teacher_dir: str
+    cache_root: Path
+    max_length: int
+    settings: LabellingConfig
+    stages: list[StageConfig]
+    accelerator: Any
+    progress: bool
+    log: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        from lmshrink.distillation.teacher_cache import folder_fingerprint
+
+        # Representation stages need the teacher's pooled hidden state beside its logits.
+        self.needs_repr = any("teacher_repr" in e.inputs for e in loss_entries(self.stages))
+        lab = self.settings
+        # Everything that changes the teacher's outputs names the cache folder.
+        self.key = {
+            "teacher": folder_fingerprint(self.teacher_dir),
+            "max_length": self.max_length,
+            "tokenizer": type(self.tokenizer).__name__,
+            "vocab": len(self.tokenizer),
+            "repr": [lab.repr_layer, lab.repr_pooling] if self.needs_repr else None,
+        }
+
+    def _cache(self, key: dict[str, Any], num_examples: int) -> Any:
+        from lmshrink.distillation.teacher_cache import TeacherCache
+
+        return TeacherCache(
+            self.cache_root, {**self.key, **key}, num_examples, self.settings.shard_size
+        )
+
+    def _progress(self) -> bool:
+        return self.progress and self.accelerator.is_local_main_process
+
+    def teacher_outputs(self, splits: dict[str, Any]) -> dict[str, Any]:
+        """The teacher's outputs (`TeacherOutputs`) on each of `splits` (name -> an object
+        with `texts` and `fingerprint()`: the transfer set, dev), labelled into the cache or
+        read from it; nothing when no stage trains on transfer data (gold labels only)."""
+        from lmshrink.distillation.teacher_cache import label_transfer_set
+
+        if not any(stage.data == "transfer" for stage in self.stages):
+            return {}
+        acc, lab = self.accelerator, self.settings
+        outputs = {}
+        for name, split in splits.items():
+            cache = self._cache({"texts": split.fingerprint()}, len(split.texts))
+            stats = label_transfer_set(
+                self.teacher,
+                self.tokenizer,
+                split.texts,
+                cache,
+                self.max_length,
+                lab.batch_size,
+                lab.repr_layer if self.needs_repr else None,
+                lab.repr_pooling,
+                acc.process_index,
+                acc.num_processes,
+                self._progress(),
+            )
+            acc.wait_for_everyone()
+            if name == "transfer":
+                self.log(
+                    f"teacher outputs: reused the cache {cache.folder}"
+                    if stats.reused
+                    else "teacher outputs: labelled "
+                    f"{stats.shards_total - stats.shards_done_before} of {stats.shards_total} "
+                    f"shard(s) into {cache.folder}"
+                )
+            outputs[name] = cache.load()
+        return outputs
+
+    def layer_targets(
+        self, transfer: Any, lengths: list[int], pairs: list[tuple[int, int]] | None
+    ) -> Any:
+        """The teacher's per-token targets of the transfer stages' layer-wise losses on the
+        transfer set (token `lengths` as the student reads them), labelled once into the
+        cache or reused from it (`LayerTargets`); None when no loss needs them, when a loss
+        does not declare which teacher layers it reads, or when they would outgrow
+        `labelling.layer_cache_gb` (the teacher then runs on every batch)."""
+        from lmshrink.distillation.layer_cache import (
+            LayerTargets,
+            estimated_bytes,
+            label_layer_targets,
+            layer_needs,
+            uncached_losses,
+        )
+
+        names = [entry.name for entry in loss_entries(self.stages, data="transfer")]
+        unknown = uncached_losses(names)
+        if unknown:
+            self.log(
+                f"teacher layer targets: not cached ({', '.join(unknown)} reads teacher layers "
+                "the cache does not know); the teacher runs on every batch instead"
+            )
+            return None
+        needs = layer_needs(names, pairs)
+        if not needs:
+            return None
+        tc = self.teacher.config
+        size = estimated_bytes(
+            lengths, needs, tc.hidden_size, tc.num_attention_heads, tc.hidden_size
+        )
+        size_gb, cap = size / 2**30, self.settings.layer_cache_gb
+        if size_gb > cap:
+            why = (
+                "caching is off (labelling.layer_cache_gb = 0)"
+                if cap <= 0
+                else f"{size_gb:.2f} GB would exceed labelling.layer_cache_gb = {cap:g} (raise "
+                "it to cache them)"
+            )
+            self.log(f"teacher layer targets: {why}; the teacher runs on every batch instead")
+            return None
+        acc = self.accelerator
+        key = {"texts": transfer.fingerprint(), "layers": needs.as_key()}
+        cache = self._cache(key, len(transfer.texts))
+        stats = label_layer_targets(
+            self.teacher,
+            self.tokenizer,
+            transfer.texts,
+            cache,
+            needs,
+            self.max_length,
+            self.settings.batch_size,
+            acc.process_index,
+            acc.num_processes,
+            self._progress(),
+        )
+        acc.wait_for_everyone()
+        self.log(
+            f"teacher layer targets ({size_gb:.2f} GB, fp16): "
+            + ("reused the cache" if stats.reused else "cached")
+            + f" {cache.folder}"
+        )
+        return LayerTargets.load(cache, needs, tc.num_attention_heads)

@@ -1,0 +1,58 @@
+"""Scoring with the official metrics: metric names per split, predictions per task kind."""
+
+import numpy as np
+import pytest
+
+from lmshrink.data.splits import Split
+from lmshrink.data.tasks import get_task
+from lmshrink.errors import DataError
+from lmshrink.measure.scoring import predict_and_score, split_metrics
+
+
+def test_split_metrics_for_mnli_mismatched_and_regression():
+    mm = Split("mnli", "dev_mismatched", "x", [("a", "b")] * 3, [0, 1, 2])
+    logits = np.array([[3, 0, 0], [0, 3, 0], [3, 0, 0]], dtype=np.float32)
+    assert split_metrics(get_task("mnli"), logits, mm) == {"accuracy_mm": pytest.approx(2 / 3)}
+    sts = Split("stsb", "dev", "x", [("a", "b")] * 3, [1.0, 2.0, 3.0])
+    scores = split_metrics(get_task("stsb"), np.array([[0.1], [0.2], [0.4]]), sts)
+    assert scores["spearman"] == pytest.approx(1.0) and scores["pearson"] < 1.0
+
+
+def test_an_unlabelled_split_cannot_be_scored():
+    test = Split("sst2", "test", "test.tsv", [("a",)], None)
+    with pytest.raises(DataError, match="test.tsv: the test split has no labels"):
+        split_metrics(get_task("sst2"), np.zeros((1, 2)), test)
+
+
+def test_predict_and_score_returns_each_splits_outputs_in_its_order():
+    """The model sees the split's examples (sorted by length for speed) and the outputs come
+    back in the split's order, one array per split, scored with its suffix."""
+    import types
+
+    import torch
+
+    class Tokenizer:
+        pad_token_id = 0
+
+        def __call__(self, firsts, seconds, truncation, max_length):
+            return {"input_ids": [[int(w) for w in t.split()] for t in firsts]}
+
+    class Model:
+        training = False
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+        def __call__(self, input_ids, attention_mask):
+            # class 1 when the row's first id is odd
+            odd = (input_ids[:, :1] % 2).float()
+            return types.SimpleNamespace(logits=torch.cat([1 - odd, odd], dim=1))
+
+    dev = Split("mnli", "dev", "d", [("3 1 1",), ("2",), ("5 1",)], [1, 0, 0])
+    mm = Split("mnli", "dev_mismatched", "m", [("4",), ("7 1 1 1",)], [0, 1])
+    scores, outputs = predict_and_score(Model(), Tokenizer(), get_task("mnli"), [dev, mm], 8, 2)
+    assert [o.argmax(1).tolist() for o in outputs] == [[1, 0, 1], [0, 1]]
+    assert scores == {"accuracy": pytest.approx(2 / 3), "accuracy_mm": 1.0}
