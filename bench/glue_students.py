@@ -54,6 +54,7 @@ from common import (
 )
 
 from lmshrink.config import from_dict
+from lmshrink.data.task_kinds import REGRESSION, SEQUENCE_CLASSIFICATION, TaskKind
 from lmshrink.data.tasks import get_task
 from lmshrink.distill import DistillConfig
 from lmshrink.measure.machine import machine_info
@@ -120,14 +121,14 @@ ROW_IDS = [row["id"] for row in ROWS]
 KEEP_3L, KEEP_2L, FASTER_2L = 0.98, 0.95, 4.0
 
 
-def stages_for(row: dict, regression: bool) -> list[dict]:
-    """The row's stages: the recipe's, with the losses a regression task needs."""
+def stages_for(row: dict, kind: TaskKind) -> list[dict]:
+    """The row's stages: the recipe's, with the losses the task kind needs."""
     prediction = dict(PREDICTION)
-    if regression:  # a softmax over one output has no signal: match the score instead
-        prediction["losses"] = [{"name": "score_mse"}]
+    if kind is REGRESSION:  # a softmax over one output has no signal: match the score instead
+        prediction["losses"] = [{"name": kind.logit_loss}]
     if row["method"] == "gold":
-        gold = "gold_mse" if regression else "gold_ce"
-        return [{**prediction, "name": "labels", "data": "labeled", "losses": [{"name": gold}]}]
+        gold = {"name": kind.gold_loss}
+        return [{**prediction, "name": "labels", "data": "labeled", "losses": [gold]}]
     if row["method"] == "kd":
         return [prediction]
     intermediate = dict(INTERMEDIATE)
@@ -176,7 +177,7 @@ def run_row(task: str, row: dict, max_train: int) -> dict:
             "student": STUDENTS[row["student"]]["config"],
             "layer_map": TINYBERT["layer_map"] if is_layer_wise(row) else {},
             "transfer": {"augment": row.get("augment", {})},
-            "stages": stages_for(row, get_task(task).is_regression),
+            "stages": stages_for(row, get_task(task).kind),
         },
     )
     if row["method"] != "gold" and not (out / "report.json").is_file():
@@ -460,8 +461,8 @@ def write_all(machine: dict) -> None:
             "students": {name: s["config"] for name, s in STUDENTS.items()},
             "stages": {
                 row["id"]: {
-                    "classification": stages_for(row, regression=False),
-                    "regression (stsb)": stages_for(row, regression=True),
+                    "classification": stages_for(row, SEQUENCE_CLASSIFICATION),
+                    "regression (stsb)": stages_for(row, REGRESSION),
                 }
                 for row in ROWS
             },

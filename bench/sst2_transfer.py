@@ -33,9 +33,9 @@ from common import (
     write_results,
 )
 
-from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig, from_dict
+from lmshrink.config import DataConfig, TrainConfig, from_dict
 from lmshrink.distill import DistillConfig
-from lmshrink.finetune import finetune
+from lmshrink.finetune import FinetuneConfig, finetune
 from lmshrink.measure.machine import machine_info
 from lmshrink.models.loading import read_metadata
 

@@ -17,8 +17,8 @@ import sys
 
 from common import glue_dir, teacher_dir, today, write_results
 
-from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
-from lmshrink.finetune import finetune
+from lmshrink.config import DataConfig, TrainConfig
+from lmshrink.finetune import FinetuneConfig, finetune
 from lmshrink.measure.machine import machine_info
 from lmshrink.models.loading import read_metadata
 

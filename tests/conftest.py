@@ -148,7 +148,8 @@ def shared_glue() -> Path:
 
 def tiny_finetune_config(model: Path, data_dir: Path, out: Path, seed: int = 42, **train):
     """A FinetuneConfig for a few fast steps on the tiny model."""
-    from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
+    from lmshrink.config import DataConfig, TrainConfig
+    from lmshrink.finetune import FinetuneConfig
 
     # A random tiny BERT needs ~30 steps at a high rate before the sentiment word takes hold.
     settings = dict(epochs=2, batch_size=16, lr=4e-3, eval_batch_size=32)

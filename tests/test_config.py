@@ -1,7 +1,6 @@
 import pytest
 
 from lmshrink.config import (
-    FinetuneConfig,
     apply_overrides,
     dump_yaml,
     from_dict,
@@ -10,6 +9,7 @@ from lmshrink.config import (
     to_dict,
 )
 from lmshrink.errors import ConfigError
+from lmshrink.finetune import FinetuneConfig
 
 
 def test_from_dict_builds_nested_sections_and_converts_types():

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import tiny_finetune_config
 
-from lmshrink.config import DataConfig, FinetuneConfig, load_yaml
+from lmshrink.config import DataConfig, load_yaml
 from lmshrink.errors import RunFolderError, TrainingError
-from lmshrink.finetune import finetune
+from lmshrink.finetune import FinetuneConfig, finetune
 from lmshrink.training.callbacks import Callback, KillAt, SimulatedKill
 
 

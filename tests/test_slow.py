@@ -2,8 +2,8 @@
 
 import pytest
 
-from lmshrink.config import DataConfig, FinetuneConfig, TrainConfig
-from lmshrink.finetune import finetune
+from lmshrink.config import DataConfig, TrainConfig
+from lmshrink.finetune import FinetuneConfig, finetune
 
 pytestmark = pytest.mark.slow
 

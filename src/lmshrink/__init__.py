@@ -24,7 +24,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "FinetuneConfig": "lmshrink.config",
+    "FinetuneConfig": "lmshrink.finetune",
     "DataConfig": "lmshrink.config",
     "TrainConfig": "lmshrink.config",
     "DistillConfig": "lmshrink.distill",

@@ -177,10 +177,10 @@ def _cmd_prune(cfg: Any) -> None:
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
     from lmshrink.bench import BenchConfig
-    from lmshrink.config import FinetuneConfig
     from lmshrink.distill import DistillConfig
     from lmshrink.evaluate import EvaluateConfig
     from lmshrink.export import ExportConfig
+    from lmshrink.finetune import FinetuneConfig
     from lmshrink.prune import PruneConfig
     from lmshrink.quantize import QuantizeConfig
     from lmshrink.report import ReportConfig

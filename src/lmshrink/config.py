@@ -148,21 +148,6 @@ class BatchSpeedSettings(SpeedSettings):
     )
 
 
-@dataclasses.dataclass
-class FinetuneConfig(ResumableRunSettings):
-    """`lmshrink finetune`: train a task head (and the encoder) on a task."""
-
-    # Keys of earlier versions, and where their setting lives now.
-    RENAMED: typing.ClassVar[dict[str, str]] = {
-        "train.seed": "seed",
-        "train.progress": "progress",
-    }
-
-    model: str = option("", "encoder to fine-tune: hub id, local folder, or packaged:minilm.")
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-
-
 # --- conversion -----------------------------------------------------------------------
 
 

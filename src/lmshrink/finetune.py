@@ -18,14 +18,22 @@ folder goes once the model is in place, or when a failed run leaves no checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmshrink import __version__
-from lmshrink.config import FinetuneConfig, dump_yaml, to_dict
+from lmshrink.config import (
+    DataConfig,
+    ResumableRunSettings,
+    TrainConfig,
+    dump_yaml,
+    option,
+    to_dict,
+)
 from lmshrink.data.batching import collate, encode
 from lmshrink.data.splits import load_eval_splits, read_split, resolve_task
 from lmshrink.measure import metrics
@@ -36,6 +44,21 @@ from lmshrink.training.callbacks import Callback
 from lmshrink.training.checkpoint import end_work, save_work_config, start_work
 from lmshrink.training.loop import LoopState, Phase, ShuffleStream, run
 from lmshrink.training.optim import set_seed
+
+
+@dataclasses.dataclass
+class FinetuneConfig(ResumableRunSettings):
+    """`lmshrink finetune`: train a task head (and the encoder) on a task."""
+
+    # Keys of earlier versions, and where their setting lives now.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "train.seed": "seed",
+        "train.progress": "progress",
+    }
+
+    model: str = option("", "encoder to fine-tune: hub id, local folder, or packaged:minilm.")
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
 def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:

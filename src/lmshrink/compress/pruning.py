@@ -88,14 +88,10 @@ def from_bert(model: Any) -> Any:
     """A `PrunedBertForSequenceClassification` with nothing removed, computing the same
     logits as the given BERT, RoBERTa or XLM-R classifier (same weights; BERT's state keys,
     RoBERTa's renamed as `ROBERTA_KEYS` says)."""
-    from lmshrink.models.pruned_bert import (
-        MODEL_TYPE,
-        PrunedBertConfig,
-        PrunedBertForSequenceClassification,
-    )
+    from lmshrink.models.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
 
     check_prunable(model)
-    if model.config.model_type == MODEL_TYPE:
+    if isinstance(model.config, PrunedBertConfig):
         return model
     family = SOURCES[type(model).__name__]
     skip = ("model_type", "architectures", "transformers_version")

@@ -1,1 +1,1 @@
-
+"""Data: task definitions and kinds, reading splits, tokenizing and batching, transfer sets."""

@@ -50,11 +50,6 @@ class Task:
         return REGRESSION if not self.labels else SEQUENCE_CLASSIFICATION
 
     @property
-    def is_regression(self) -> bool:
-        """Kept while callers move to asking `task.kind` (see task_kinds); not for new code."""
-        return self.kind.is_regression
-
-    @property
     def num_labels(self) -> int:
         """Outputs of the task's head (1 for regression: the score)."""
         return len(self.kind.output_names(self.labels))

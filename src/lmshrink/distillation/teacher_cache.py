@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from lmshrink.data.batching import bucketed_batches, collate, encode
+from lmshrink.data.batching import encode
 from lmshrink.data.splits import Split
 from lmshrink.runs import write_text_atomic
+from lmshrink.training.inference import eval_batches
 
 FORMAT_VERSION = 1
 
@@ -172,8 +173,7 @@ def fill_cache(
         enc = encode(tokenizer, Split("transfer", "transfer", "", texts[lo:hi], None), max_length)
         collector = new_collector(hi - lo)
         with torch.inference_mode():
-            for indices in bucketed_batches(enc.lengths, batch_size, rng=None):
-                batch = collate(enc, indices)
+            for indices, batch, _ in eval_batches(enc, batch_size):
                 out = teacher(**batch, **collector.teacher_kwargs())
                 collector.add(indices, batch, out)
                 bar.update(len(indices))

@@ -31,7 +31,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from lmshrink.models.heads import sequence_classification_loss
+from lmshrink.models.head_loss import sequence_classification_loss
 
 POOLINGS = ("max", "mean", "attention")
 

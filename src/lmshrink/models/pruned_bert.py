@@ -54,7 +54,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from lmshrink.models.heads import sequence_classification_loss
+from lmshrink.models.head_loss import sequence_classification_loss
 
 MODEL_TYPE = "lmshrink_pruned_bert"
 FAMILIES = ("bert", "roberta")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lmshrink.errors import ConfigError
-from lmshrink.models.heads import sequence_classification_loss
+from lmshrink.models.head_loss import sequence_classification_loss
 
 
 class TheseusModel(nn.Module):
