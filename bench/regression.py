@@ -210,7 +210,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "# Regression check: the same quick runs before and after a change",
         "",
         "Fixed-seed runs on small SST-2/MRPC subsets, one thread (`bench/regression.py`). "
-        "Dev metrics in percent; time in seconds.",
+        "Dev metrics in percent; wall time in seconds, taken while other work shared the "
+        "machine (not a speed comparison).",
         "",
         "| row | " + " | ".join(labels) + " | same |",
         "|---|" + "---|" * (len(labels) + 1),
