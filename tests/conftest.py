@@ -25,6 +25,12 @@ SHARED_GLUE = Path(
     )
 )
 
+SHARED_NER = Path(
+    os.environ.get(
+        "LMSHRINK_NER_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "ner"
+    )
+)
+
 # GLUE's STS-B columns (the score is the last one).
 STSB_HEADER = [
     "index",
@@ -144,6 +150,14 @@ def shared_glue() -> Path:
     if not SHARED_GLUE.is_dir():
         pytest.skip(f"real GLUE data not found at {SHARED_GLUE} (set LMSHRINK_GLUE_DIR)")
     return SHARED_GLUE
+
+
+@pytest.fixture
+def shared_ner() -> Path:
+    """The real NER files in ../shared/data/ner (skipped where they are absent)."""
+    if not SHARED_NER.is_dir():
+        pytest.skip(f"real NER data not found at {SHARED_NER} (set LMSHRINK_NER_DIR)")
+    return SHARED_NER
 
 
 def tiny_finetune_config(model: Path, data_dir: Path, out: Path, seed: int = 42, **train):

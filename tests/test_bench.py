@@ -148,3 +148,11 @@ def test_bench_refuses_what_it_cannot_bench(distilled_run, tmp_path, capsys):
         assert "Traceback" not in err and out == ""
     code, _, err = run(["bench", distilled_run["teacher"], "--task", "cola", *SPEED], capsys)
     assert code == 2 and "made for task sst2, not cola" in err
+
+
+def test_a_json_path_that_is_a_folder_fails_before_any_model_loads(tmp_path):
+    from lmshrink.bench import BenchConfig
+    from lmshrink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is a folder; pass a file path"):
+        BenchConfig(models=["anything"], json=str(tmp_path)).check()

@@ -90,3 +90,25 @@ def test_mnli_dev_scores_matched_and_mismatched(tiny_encoder, tmp_path):
         )
     )
     assert set(result["metrics"]) == {"accuracy", "accuracy_mm"} and result["examples"] == 12
+
+
+def test_glue_test_labels_are_hidden_so_the_test_split_fails_before_inference(
+    trained, sst2_dir, monkeypatch
+):
+    import lmshrink.measure.scoring as scoring
+    from lmshrink.errors import DataError
+
+    write_tsv(sst2_dir / "SST-2" / "test.tsv", ["index", "sentence"], [["0", "a good film"]])
+    monkeypatch.setattr(scoring, "predict", lambda *a, **k: pytest.fail("inference ran"))
+    cfg = EvaluateConfig(
+        model=str(trained), split="test", progress=False, data=DataConfig(data_dir=str(sst2_dir))
+    )
+    with pytest.raises(DataError, match="the test split has no labels") as exc:
+        evaluate(cfg)
+    assert "GLUE does not publish sst2's test labels, so score --split dev" in str(exc.value)
+
+
+def test_json_that_cannot_be_written_is_an_error_before_any_work(trained, tmp_path):
+    cfg = EvaluateConfig(model=str(trained), json=str(tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="is a folder; pass a file path"):
+        evaluate(cfg)

@@ -200,3 +200,61 @@ def test_pareto_front_keeps_the_points_nothing_beats():
     points = [(1.0, 90.0), (2.0, 95.0), (3.0, 93.0), (0.5, 80.0), (1.5, 85.0)]
     assert pareto_front(points, lower_is_better=True) == [3, 0, 1]
     assert pareto_front(points, lower_is_better=False) == [2, 1]
+
+
+def test_gold_only_runs_say_so_and_distilled_runs_say_distilled(
+    distilled_run, tiny_teacher, tmp_path, capsys
+):
+    """A run whose every stage trains on gold labels used no teacher output: report.json,
+    report.md, the model card and the table say "gold labels only", not "distilled"."""
+    from lmshrink.config import from_dict
+    from lmshrink.distill import DistillConfig, distill
+
+    raw = {
+        "teacher": str(tiny_teacher["teacher"]),
+        "out": str(tmp_path / "gold"),
+        "progress": False,
+        "data": {"task": "sst2", "data_dir": str(tiny_teacher["glue"]), "max_length": 32},
+        "transfer": {"files": [str(tiny_teacher["transfer"])], "min_words": 1},
+        "student": {"embedding_dim": 16, "hidden_size": 16},
+        "stages": [{"name": "gold", "data": "labeled", "losses": [{"name": "gold_ce"}]}],
+    }
+    raw["stages"][0].update(epochs=1, lr=5e-3, batch_size=32)
+    gold = distill(from_dict(DistillConfig, raw))
+    assert gold["method"] == "gold labels only"
+    md = (tmp_path / "gold" / "report.md").read_text()
+    assert "student trained on gold labels only (no teacher outputs)" in md
+    assert "distilled" not in md and "Teacher outputs: none used" in md
+    meta = json.loads((tmp_path / "gold" / "model" / "lmshrink.json").read_text())
+    assert meta["method"] == "gold labels only"
+
+    distilled = json.loads((distilled_run["run"] / "report.json").read_text())
+    assert distilled["method"] == "distilled" and distilled["split"] == "dev"
+    assert "student distilled from" in (distilled_run["run"] / "report.md").read_text()
+
+    code, _, err = run(["report", tmp_path / "gold", "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    card = (tmp_path / "gold" / "model" / "README.md").read_text()
+    assert "trained on gold labels only with lmshrink distill" in card
+    assert "distilled" not in card and "labelled by the teacher" not in card
+    row = table_row((tmp_path / "r" / "report.md").read_text(), "gold")
+    assert row[2] == "student-bilstm (gold labels only)"
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    assert rows[0]["method"] == "gold labels only"
+
+
+def test_an_older_report_without_a_method_gets_it_from_its_stages(distilled_run, tmp_path):
+    import shutil
+
+    from lmshrink.reporting.rows import rows_from_run
+    from lmshrink.reporting.run_report import markdown
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(distilled_run["run"], run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    del report["method"]
+    for stage in report["stages"]:
+        stage["data"] = "labeled"
+    (run_dir / "report.json").write_text(json.dumps(report))
+    assert rows_from_run(run_dir)[0]["method"] == "gold labels only"
+    assert "trained on gold labels only" in markdown(report)

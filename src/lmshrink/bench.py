@@ -50,6 +50,8 @@ class BenchConfig(BatchSpeedSettings, EvalSettings, ProcessSettings):
             raise ConfigError(
                 f"--speed-batch-sizes must list sizes of at least 1, got {self.speed_batch_sizes}."
             )
+        if self.json and Path(self.json).expanduser().is_dir():
+            raise ConfigError(f"--json {self.json}: is a folder; pass a file path for the results.")
         if min(self.speed_examples, self.rounds, self.eval_batch_size) < 1 or self.threads < 0:
             raise ConfigError(
                 "--speed-examples, --rounds and --eval-batch-size must be at least 1, "
@@ -135,6 +137,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "task": task.name,
         "split": "dev",
         "dev": splits[0].source,
+        "files": [s.source for s in splits],
         "examples": sum(len(s) for s in splits),
         "reference": first,
         "settings": {
@@ -152,8 +155,16 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     }
     if cfg.json:
         out = Path(cfg.json).expanduser()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+        try:
+            if out.is_dir():
+                raise IsADirectoryError(21, "is a folder")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"--json {out}: cannot be written ({exc.strerror or exc}); pass a file path in "
+                "a writable folder."
+            ) from None
     return result
 
 
@@ -192,7 +203,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [
         f"ratios (x) against {result['reference']}: speed (>1 is faster), parameters and size "
         "(>1 is smaller); latency is per example at batch size 1.",
-        f"{result['task']} dev, {result['examples']} examples; cpu: {result['cpu']['model']} "
+        f"{result['task']} {result.get('split', 'dev')}, {result['examples']} examples "
+        f"({', '.join(result.get('files') or [result['dev']])}); cpu: {result['cpu']['model']} "
         f"({result['threads']} threads; int8 flags: {flags})",
     ]
     return "\n".join(lines)

@@ -43,16 +43,19 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     assert src.out is not None
     with staged_output(src.out) as stage:
         meta = export_folder(src, stage, cfg.onnx, cfg.progress)
-    return {**meta, "out": str(src.out)}
+    return {**meta, "out": str(src.out), "files": [s.source for s in src.splits]}
 
 
 def format_summary(result: dict[str, Any]) -> str:
     """One line for the terminal: where the graph went and how closely it matches PyTorch."""
     parity = result["parity"]
     sizes = ", ".join(parity["by_batch_size"])
+    files = ", ".join(result.get("files", []))
     return (
         f"saved {result['out']}/model.onnx (opset {result['opset']}, inputs "
-        f"{', '.join(result['inputs'])}); parity on dev at batch sizes {sizes}: max |logit "
+        f"{', '.join(result['inputs'])}); parity on {parity.get('split', 'dev')}"
+        + (f" ({files})" if files else "")
+        + f" at batch sizes {sizes}: max |logit "
         f"difference| {parity['max_abs_diff']:.2g}, {100 * parity['agreement']:.2f}% identical "
         "predictions"
     )

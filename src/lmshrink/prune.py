@@ -315,7 +315,8 @@ def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         "score": {"unpruned": unpruned_score, "pruned": pruned_score},
         "retention": pruned_score / unpruned_score if unpruned_score else None,
         "history": history,
-        "config": to_dict(cfg),
+        # the data as used (saved task filled in), so commands reading the model find it
+        "config": to_dict(dataclasses.replace(cfg, data=data_cfg)),
     }
     if cfg.target_speedup:
         report["target_reached"] = speed["ratio"]["pruned"]["32"] >= cfg.target_speedup

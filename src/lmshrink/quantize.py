@@ -169,6 +169,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
             "task": task.name,
             "split": "dev",
             "examples": sum(len(s) for s in src.splits),
+            "files": [s.source for s in src.splits],
             "parameters": count_parameters(model),
             "backends": backends,
             "speed": speed,
@@ -204,6 +205,11 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append([name, score, agree, *speed, human_size(b["size_bytes"])])
     lines = aligned(rows)
     flags = ", ".join(n for n, has in result["cpu"]["int8_flags"].items() if has) or "none"
+    files = ", ".join(result.get("files", []))
+    lines.append(
+        f"scored on {result['task']} {result['split']}, {result['examples']} examples"
+        + (f" ({files})" if files else "")
+    )
     lines.append(
         f"cpu: {result['cpu']['model']} ({result['threads']} threads; int8 flags: {flags})"
     )

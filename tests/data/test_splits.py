@@ -245,3 +245,177 @@ def test_label_dtype_follows_the_task_kind(tmp_path, sst2_dir):
     for split, dtype in ((stsb, torch.float), (sst2, torch.long)):
         enc = Encoded({"input_ids": [[1, 2]] * len(split)}, split.labels, 0)
         assert collate(enc, [0, 1])["labels"].dtype == dtype
+
+
+# --- headerless files, labeled test splits, a missing dev split -------------------------
+
+
+def _custom(tmp_path, path, split="train", **data):
+    """Read one split of a custom task from `path` (labels inferred from a train file)."""
+    cfg = DataConfig(task="custom", **{f"{split}_file": str(path)}, **data)
+    if split != "train":
+        cfg.train_file = str(write_tsv(tmp_path / "train.tsv", ["text", "label"], GOOD_ROWS))
+    cfg.text_columns = cfg.text_columns or ["text"]
+    return read_split(resolve_task(cfg), split, cfg)
+
+
+GOOD_ROWS = [["a good film", "pos"], ["a dull film", "neg"]]
+
+
+def test_headerless_files_are_read_by_column_index(tmp_path):
+    path = tmp_path / "u.tsv"
+    path.write_text("src1\ta good film\tpos\nsrc2\ta dull film\tneg\n")
+    split = _custom(tmp_path, path, text_columns=["1"], label_column="2", header=False)
+    assert split.texts == [("a good film",), ("a dull film",)] and split.labels == [1, 0]
+    # Without a header the first row sets the width; a ragged row names both lines.
+    path.write_text("s\ta good film\tpos\ns\ta\tdull film\tneg\n")
+    with pytest.raises(DataError, match=r"u\.tsv, line 2: 4 field\(s\) but line 1 has 3"):
+        _custom(tmp_path, path, text_columns=["1"], label_column="2", header=False)
+
+
+@pytest.mark.parametrize(
+    ("columns", "label", "flag"),
+    [(["0"], "label", "--label-column"), (["text"], "1", "--text-columns")],
+)
+def test_no_header_needs_column_indices(tmp_path, columns, label, flag):
+    path = write_tsv(tmp_path / "u.tsv", None, GOOD_ROWS)
+    with pytest.raises(ConfigError, match=f"--no-header reads columns by index, so {flag}"):
+        _custom(tmp_path, path, text_columns=columns, label_column=label, header=False)
+
+
+def test_no_header_refuses_jsonl_and_glue_tasks(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"text": "a", "label": "pos"}\n')
+    with pytest.raises(ConfigError, match=r"u\.jsonl: --no-header applies to CSV/TSV files"):
+        _custom(tmp_path, path, text_columns=["0"], label_column="1", header=False)
+    with pytest.raises(ConfigError, match="--no-header applies to custom tasks"):
+        resolve_task(DataConfig(task="sst2", header=False))
+
+
+def test_indices_with_a_header_point_to_no_header(tmp_path):
+    path = write_tsv(tmp_path / "u.tsv", ["text", "label"], GOOD_ROWS)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['0', '1'\]") as err:
+        _custom(tmp_path, path, text_columns=["0"], label_column="1")
+    assert "pass --no-header to read a file without a header by column index" in str(err.value)
+
+
+def test_a_header_that_looks_like_data_is_named_with_every_missing_column(tmp_path):
+    """A first line whose fields recur below it (or hold numbers, sentences or known labels)
+    is said to look like data, with the --no-header fix; all missing columns are named."""
+    path = write_tsv(tmp_path / "u.tsv", None, [["good", "pos"], ["bad", "neg"], ["ok", "pos"]])
+    with pytest.raises(DataError) as err:
+        _custom(tmp_path, path)
+    assert str(err.value) == (
+        f"{path}, line 1: missing column(s) ['text', 'label'], and the first line "
+        "['good', 'pos'] looks like data, not a header; if the file has no header row, pass "
+        "--no-header and name the columns by index (e.g. --text-columns 0 --label-column 1)."
+    )
+    path = write_tsv(tmp_path / "u.tsv", ["review", "stars"], GOOD_ROWS)  # a real header
+    with pytest.raises(DataError, match=r"the header has \['review', 'stars'\]") as err:
+        _custom(tmp_path, path)
+    assert "looks like data" not in str(err.value)
+    # A GLUE file without its header: the fix is the header, not --no-header.
+    cfg = _sst2(tmp_path, [["a good film", "1"], ["a dull film", "0"]], header=None)
+    with pytest.raises(DataError, match="must start with its header row") as err:
+        read_split(get_task("sst2"), "train", cfg)
+    assert "--no-header" not in str(err.value)
+
+
+def test_a_labeled_test_file_keeps_its_labels(tmp_path):
+    path = tmp_path / "test.tsv"
+    path.write_text("text\tlabel\nnice\tpos\nawful\tneg\n")
+    assert _custom(tmp_path, path, split="test").labels == [1, 0]
+    path.write_text("text\nnice\nawful\n")  # no label column: an unlabeled test split
+    assert _custom(tmp_path, path, split="test").labels is None
+    path.write_text("text\tlabel\nnice\t-1\nawful\t-1\n")  # GLUE's hidden labels
+    assert _custom(tmp_path, path, split="test").labels is None
+    path.write_text("text\tlabel\nnice\tpos\nawful\tmaybe\n")
+    with pytest.raises(DataError, match=r"test\.tsv, line 3: label 'maybe' is not in"):
+        _custom(tmp_path, path, split="test")
+    jsonl = tmp_path / "test.jsonl"
+    jsonl.write_text('{"text": "a", "label": "pos"}\n{"text": "b"}\n')
+    with pytest.raises(DataError, match="line 2: no 'label' while line 1 has one"):
+        _custom(tmp_path, jsonl, split="test")
+
+
+def test_a_test_file_alone_is_a_task(tmp_path):
+    """evaluate --split test needs no train or dev file: the labels come from the test file
+    (or --labels)."""
+    path = write_tsv(tmp_path / "test.tsv", ["text", "label"], GOOD_ROWS)
+    cfg = DataConfig(task="custom", test_file=str(path), text_columns=["text"])
+    task = resolve_task(cfg)
+    assert task.labels == ("neg", "pos") and list(task.splits) == ["test"]
+    assert read_split(task, "test", cfg).labels == [1, 0]
+
+
+def test_glue_test_labels_are_hidden_or_kept(tmp_path):
+    cfg = DataConfig(data_dir=str(tmp_path))
+    write_tsv(tmp_path / "SST-2" / "test.tsv", ["index", "sentence"], [["0", "nice"]])
+    assert read_split(get_task("sst2"), "test", cfg).labels is None
+    write_tsv(tmp_path / "SST-2" / "test.tsv", ["sentence", "label"], [["a", "1"], ["b", "0"]])
+    assert read_split(get_task("sst2"), "test", cfg).labels == [1, 0]
+
+
+@pytest.mark.parametrize(("labels", "expected"), [([-1, -1], None), ([1, 0], [1, 0])])
+def test_hub_test_labels_are_hidden_only_when_glue_hides_them(monkeypatch, labels, expected):
+    import sys
+    import types
+
+    table = {"sentence": ["nice", "awful"], "label": labels}
+    fake = types.SimpleNamespace(load_dataset=lambda *args, **kwargs: table)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    split = read_split(get_task("sst2"), "test", DataConfig(task="sst2"))
+    assert split.texts == [("nice",), ("awful",)] and split.labels == expected
+
+
+def test_a_missing_split_names_the_flag_that_gives_it(tmp_path):
+    path = write_tsv(tmp_path / "train.tsv", ["text", "label"], GOOD_ROWS)
+    cfg = DataConfig(task="custom", train_file=str(path), text_columns=["text"])
+    with pytest.raises(ConfigError, match="has no split 'dev'; it has train; pass --dev-file"):
+        read_split(resolve_task(cfg), "dev", cfg)
+    with pytest.raises(ConfigError, match="has no split 'test'; it has train; pass --test-file"):
+        read_split(resolve_task(cfg), "test", cfg)
+    with pytest.raises(ConfigError, match="no split 'validation'.*use one of train, dev, test"):
+        read_split(get_task("sst2"), "validation", cfg)
+
+
+def test_valid_files_read_the_same_in_any_encoding_and_line_end(tmp_path):
+    """A UTF-8 or UTF-16 byte-order mark and CRLF or CR line ends change nothing."""
+    text = "sentence\tlabel\na good film\t1\na dull film\t0\n"
+    expected = None
+    for content in (
+        text.encode(),
+        b"\xef\xbb\xbf" + text.encode(),
+        text.encode("utf-16"),
+        text.replace("\n", "\r\n").encode(),
+        text.replace("\n", "\r").encode(),
+    ):
+        (tmp_path / "SST-2").mkdir(exist_ok=True)
+        (tmp_path / "SST-2" / "train.tsv").write_bytes(content)
+        split = read_split(get_task("sst2"), "train", DataConfig(data_dir=str(tmp_path)))
+        expected = expected or (split.texts, split.labels)
+        assert (
+            (split.texts, split.labels)
+            == expected
+            == ([("a good film",), ("a dull film",)], [1, 0])
+        )
+
+
+def test_a_ragged_row_is_an_error_not_a_shifted_label(tmp_path):
+    """A stray tab inside a text used to shift the label column silently."""
+    cfg = _sst2(tmp_path, [["a good film", "1"], ["a\tdull film", "0"]])
+    with pytest.raises(DataError, match=r"line 3: 3 field\(s\) but the header has 2.*stray tab"):
+        read_split(get_task("sst2"), "train", cfg)
+
+
+def test_a_latin1_file_names_line_byte_and_the_conversion(tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    path = tmp_path / "SST-2" / "train.tsv"
+    path.write_bytes("sentence\tlabel\nok\t1\ncaf\xe9\t0\n".encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        read_split(get_task("sst2"), "train", DataConfig(data_dir=str(tmp_path)))
+    assert str(err.value) == (
+        f"{path}: not valid UTF-8 text at line 3, byte 23 (0xE9); convert the file to UTF-8, "
+        "e.g. for a Latin-1 or Windows-1252 file: iconv -f cp1252 -t utf-8 train.tsv > "
+        "train.utf8.tsv."
+    )

@@ -186,6 +186,50 @@ def test_read_unsupported_type_and_bad_encoding(tmp_path):
     assert "convert the file to UTF-8" in str(err.value)
 
 
+def test_read_txt_with_a_bom_in_any_encoding_and_line_end(tmp_path):
+    """UTF-8 and UTF-16 byte-order marks are read (the mark names the encoding); CRLF and
+    CR-only line ends split lines like LF."""
+    texts = ["first text here", "second text here"]
+    for content in ("\n".join(texts), "\r\n".join(texts), "\r".join(texts)):
+        for encoding in ("utf-8", "utf-8-sig", "utf-16"):  # the last two write a mark
+            path = tmp_path / "u.txt"
+            path.write_bytes(content.encode(encoding))
+            assert read_unlabeled(str(path), [], is_pair=False) == [(t,) for t in texts]
+
+
+def test_read_a_folder_a_binary_or_a_compressed_file(tmp_path):
+    folder = tmp_path / "texts.txt"
+    folder.mkdir()
+    with pytest.raises(DataError, match=re.escape(f"{folder}: is a folder, not a file")):
+        read_unlabeled(str(folder), [], is_pair=False)
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"ok line\n\x00\x01\x02")
+    with pytest.raises(DataError, match=re.escape(f"{binary}, line 2: holds a NUL byte")):
+        read_unlabeled(str(binary), [], is_pair=False)
+    gz = tmp_path / "u.txt"
+    gz.write_bytes(b"\x1f\x8b\x08\x00")
+    with pytest.raises(DataError, match="gzip-compressed file, not a text file; decompress"):
+        read_unlabeled(str(gz), [], is_pair=False)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "row", "message"),
+    [
+        (".tsv", "3\ta stray\ttab\n", "line 4: 3 field(s) but the header has 2"),
+        (".csv", '3,"never closed\n', "line 4: a quoted field opened on line 4 is never closed"),
+    ],
+)
+def test_read_a_malformed_table_row_names_its_line(tmp_path, suffix, row, message):
+    """A stray tab no longer shifts a text into the wrong column, and an open quote no
+    longer swallows the rest of the file into one text."""
+    path = tmp_path / f"u{suffix}"
+    write_table(path, ["id", "text"], [["1", "one text here"], ["2", "two texts here"]])
+    with path.open("a", encoding="utf-8") as f:
+        f.write(row)
+    with pytest.raises(DataError, match=re.escape(f"{path}, {message}")):
+        read_unlabeled(str(path), ["text"], is_pair=False)
+
+
 # --- build_transfer_set -----------------------------------------------------------------
 
 

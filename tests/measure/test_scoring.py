@@ -56,3 +56,38 @@ def test_predict_and_score_returns_each_splits_outputs_in_its_order():
     scores, outputs = predict_and_score(Model(), Tokenizer(), get_task("mnli"), [dev, mm], 8, 2)
     assert [o.argmax(1).tolist() for o in outputs] == [[1, 0, 1], [0, 1]]
     assert scores == {"accuracy": pytest.approx(2 / 3), "accuracy_mm": 1.0}
+
+
+def test_token_tasks_are_scored_by_entity_f1_at_each_words_first_sub_token(tiny_encoder):
+    """A token model's per-word predictions, read at first sub-tokens, give the entity F1
+    of those tags; the task's headline metric only (the breakdown is separate)."""
+    import torch
+    from conftest import tiny_bert_config
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    from lmshrink.data.batching import encode
+    from lmshrink.data.ner import TokenSplit
+    from lmshrink.measure.entities import entity_scores
+    from lmshrink.measure.scoring import entity_breakdown
+    from lmshrink.training.inference import predict_words
+
+    task = get_task("conll2003")
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    torch.manual_seed(0)
+    model = BertForTokenClassification(tiny_bert_config(vocab_size=len(tok), num_labels=9))
+    words = [["the", "xyzzy", "cat", "sat"], ["dog", "on", "mat"], ["good"]] * 4
+    tags = [[1, 2, 0, 3], [5, 0, 7], [0]] * 4  # B-PER I-PER O B-ORG, B-LOC O B-MISC, O
+    split = TokenSplit("conll2003", "dev", "dev.tsv", words, tags)
+    scores, (outputs,) = predict_and_score(model, tok, task, [split], 32, batch_size=5)
+    assert list(scores) == ["entity_f1"]
+    expected = predict_words(model, encode(tok, split, 32), 5)
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(got, want)
+    names = [task.labels[i] for i in range(9)]
+    pred_tags = [[names[i] for i in out.argmax(axis=1)] for out in outputs]
+    gold_tags = [[names[i] for i in row] for row in tags]
+    want = entity_scores(gold_tags, pred_tags)
+    assert scores["entity_f1"] == pytest.approx(want.overall.f1)
+    breakdown = entity_breakdown(task, outputs, split)
+    assert breakdown["entity_recall"] == pytest.approx(want.overall.recall)
+    assert set(breakdown) >= {"f1_type_PER", "f1_type_ORG", "f1_type_LOC", "f1_type_MISC"}

@@ -70,10 +70,28 @@ def test_head_with_wrong_label_count_is_refused(tiny_encoder, tmp_path):
 
 
 def test_encoder_without_head_cannot_be_evaluated(tiny_encoder):
-    with pytest.raises(ModelError, match="no classification head.*lmshrink finetune"):
+    message = "no sequence-classification head for task sst2.*lmshrink finetune"
+    with pytest.raises(ModelError, match=message):
         load_for_eval(str(tiny_encoder), get_task("sst2"))
 
 
 def test_size_on_disk_counts_weights_only(tiny_encoder):
     weights = (tiny_encoder / "model.safetensors").stat().st_size
     assert size_on_disk(tiny_encoder) == weights
+
+
+def test_a_token_task_gets_a_token_classification_head(tiny_encoder, tmp_path):
+    task = get_task("conll2003")
+    tokenizer, model = load_for_training(str(tiny_encoder), task)
+    assert type(model).__name__ == "BertForTokenClassification"
+    assert model.config.num_labels == len(task.labels) == 9
+    assert model.config.id2label[0] == task.labels[0]
+    model.save_pretrained(tmp_path / "ner")
+    tokenizer.save_pretrained(tmp_path / "ner")
+    _, loaded = load_for_eval(str(tmp_path / "ner"), task)
+    assert type(loaded).__name__ == "BertForTokenClassification"
+    # a sentence classifier is not a token model, and the other way round
+    with pytest.raises(ModelError, match="no token-classification head for task conll2003"):
+        load_for_eval(str(tiny_encoder), task)
+    with pytest.raises(ModelError, match="no sequence-classification head for task sst2"):
+        load_for_eval(str(tmp_path / "ner"), get_task("sst2"))

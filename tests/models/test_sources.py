@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lmshrink.config import DataConfig
@@ -43,3 +45,48 @@ def test_with_saved_task_keeps_what_is_given(tiny_teacher):
     assert with_saved_task(given, teacher) is given
     filled = with_saved_task(DataConfig(max_eval_samples=5), teacher)
     assert (filled.task, filled.max_length, filled.max_eval_samples) == ("sst2", 32, 5)
+
+
+def test_saved_settings_fill_only_what_is_not_given(tiny_teacher, tmp_path):
+    """Field by field: a flag wins over the saved value; "given" means different from the
+    default, so a default value cannot override a saved one (except by giving --task)."""
+    teacher = str(tiny_teacher["teacher"])
+    filled = with_saved_task(DataConfig(max_length=16, dev_file="x.tsv"), teacher)
+    assert (filled.task, filled.max_length, filled.dev_file) == ("sst2", 16, "x.tsv")
+    assert with_saved_task(DataConfig(max_length=128), teacher).max_length == 32  # the limit
+    assert with_saved_task(DataConfig(task="sst2"), teacher).max_length == 128
+    # a custom model: its files and columns fill in, its labels keep their trained id order
+    folder = tmp_path / "m"
+    meta = {
+        "task": "custom",
+        "labels": ["pos", "neg"],
+        "config": {
+            "data": {
+                "task": "custom",
+                "train_file": "a.tsv",
+                "dev_file": "b.tsv",
+                "text_columns": ["text"],
+                "labels": [],
+                "data_dir": "/elsewhere",
+                "max_eval_samples": 7,
+                "a_key_of_a_later_version": 1,
+            }
+        },
+    }
+    folder.mkdir()
+    (folder / "lmshrink.json").write_text(json.dumps(meta))
+    merged = with_saved_task(DataConfig(dev_file="mine.tsv", text_columns=["t"]), str(folder))
+    assert (merged.train_file, merged.dev_file, merged.text_columns) == ("a.tsv", "mine.tsv", ["t"])
+    assert merged.labels == ["pos", "neg"] and merged.data_dir == ""
+    assert merged.max_eval_samples == 0
+    # a folder whose saved config names no task (prune run without --task) still names one
+    (folder / "lmshrink.json").write_text('{"task": "sst2", "config": {"data": {"task": ""}}}')
+    assert with_saved_task(DataConfig(), str(folder)).task == "sst2"
+
+
+def test_a_split_the_task_lacks_fails_before_the_data_is_read(tiny_teacher):
+    data = DataConfig(task="custom", dev_file="d.tsv", text_columns=["s"], labels=["0", "1"])
+    with pytest.raises(ConfigError, match=r"no split 'test' \(pass --test-file"):
+        read_model(str(tiny_teacher["teacher"]), data, seed=0, split="test")
+    with pytest.raises(ConfigError, match="no split 'valid'"):
+        read_model(str(tiny_teacher["teacher"]), data, seed=0, split="valid")

@@ -26,7 +26,7 @@ from lmshrink.models.loading import (
     resolve_model_source,
     size_on_disk,
 )
-from lmshrink.models.sources import with_saved_task
+from lmshrink.models.sources import check_custom_settings, with_saved_task
 
 
 @dataclasses.dataclass
@@ -85,17 +85,24 @@ def saved_task(folder: str) -> str:
 
 
 def task_data(data: DataConfig, folders: list[str]) -> DataConfig:
-    """The data settings of models compared together: --task if given, else the first
-    model's saved task (with its custom-task settings); every model that names its task must
-    name the same one."""
+    """The data settings of models compared together: the user's settings, those not given
+    filled from the first model that saved its task (`models.sources.with_saved_task`:
+    flags win field by field; with --task nothing is taken); every model that names its task
+    must name the same one."""
+    given, source = data, ""
     for folder in folders:
         if data.task:
             break
+        source = folder
         data = with_saved_task(data, folder)
         if not data.task and saved_task(folder):
             data = dataclasses.replace(data, task=saved_task(folder))
+    check_custom_settings(given, data, source)
     if not data.task:
-        raise ConfigError("no task given and none saved with the models; pass --task.")
+        raise ConfigError(
+            "no task given and none saved with the models; pass --task (a GLUE name, or "
+            "custom with --dev-file and --text-columns)."
+        )
     for folder in folders:
         made_for = saved_task(folder)
         if made_for and made_for != data.task:

@@ -1,21 +1,36 @@
-"""Tokenizing a split once, and batching it by length with dynamic padding."""
+"""Tokenizing a split once, and batching it by length with dynamic padding.
+
+Sentence tasks encode text (or text pairs) with one label per example. Token tasks encode
+pre-split words (`encode_words`): each word's label goes on its first sub-token and every
+other position gets `IGNORE_INDEX`, the convention of Hugging Face token-classification heads;
+`word_starts` remembers where each word begins, so that word-level predictions can be read
+back from per-token outputs.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 from typing import Any
 
+from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
+from lmshrink.data.task_kinds import IGNORE_INDEX
 
 
 @dataclasses.dataclass
 class Encoded:
-    """Token ids of a split, unpadded: `features[name][i]` is a list of ints."""
+    """Token ids of a split, unpadded: `features[name][i]` is a list of ints.
+
+    `labels[i]` is one label (sentence tasks) or a list with one label per token, IGNORE_INDEX
+    where no word starts (token tasks). `word_starts[i]` (token tasks only) lists the token
+    position of each kept word's first sub-token."""
 
     features: dict[str, list[list[int]]]
-    labels: list[int] | list[float] | None
+    labels: list[int] | list[float] | list[list[int]] | None
     pad_token_id: int
+    word_starts: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.features["input_ids"])
@@ -25,13 +40,53 @@ class Encoded:
         return [len(ids) for ids in self.features["input_ids"]]
 
 
-def encode(tokenizer: Any, split: Split, max_length: int) -> Encoded:
-    """Tokenize every example once (pairs as a pair), truncating to `max_length` tokens."""
+def encode(tokenizer: Any, split: Split | TokenSplit, max_length: int) -> Encoded:
+    """Tokenize every example once (pairs as a pair; a token task's sentences as their
+    words), truncating to `max_length` tokens."""
+    if isinstance(split, TokenSplit):
+        enc, cut = encode_words(tokenizer, split.words, split.labels, max_length)
+        if cut:  # their tags are lost to the model: scores count their entities as missed
+            print(
+                f"warning: {split.source}: {cut:,} of {split.num_words:,} words are past "
+                f"--max-length {max_length} tokens and were cut; raise --max-length to keep "
+                "them.",
+                file=sys.stderr,
+                flush=True,
+            )
+        return enc
     firsts = [t[0] for t in split.texts]
     seconds = [t[1] for t in split.texts] if split.texts and len(split.texts[0]) > 1 else None
     out = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
     features = {k: list(v) for k, v in out.items() if k in ("input_ids", "token_type_ids")}
     return Encoded(features, split.labels, tokenizer.pad_token_id or 0)
+
+
+def encode_words(
+    tokenizer: Any, words: list[list[str]], tags: list[list[int]] | None, max_length: int
+) -> tuple[Encoded, int]:
+    """Tokenize pre-split sentences (`words[i]` one sentence), truncating to `max_length`
+    tokens; returns (the encoding, how many words truncation cut), so that the caller can
+    warn. Tags go on each word's first sub-token; the other positions are IGNORE_INDEX."""
+    out = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+    features = {k: list(v) for k, v in out.items() if k in ("input_ids", "token_type_ids")}
+    starts: list[list[int]] = []
+    labels: list[list[int]] | None = [] if tags is not None else None
+    cut = 0
+    for i, sentence in enumerate(words):
+        word_ids = out.word_ids(i)
+        first = [
+            pos
+            for pos, w in enumerate(word_ids)
+            if w is not None and (pos == 0 or w != word_ids[pos - 1])
+        ]
+        starts.append(first)
+        cut += len(sentence) - len(first)
+        if labels is not None:
+            row = [IGNORE_INDEX] * len(word_ids)
+            for pos in first:
+                row[pos] = tags[i][word_ids[pos]]
+            labels.append(row)
+    return Encoded(features, labels, tokenizer.pad_token_id or 0, starts), cut
 
 
 def bucketed_batches(
@@ -70,6 +125,10 @@ def collate(enc: Encoded, indices: list[int]) -> dict[str, Any]:
     batch["attention_mask"] = (torch.arange(width)[None, :] < lengths[:, None]).long()
     if enc.labels is not None:
         values = [enc.labels[i] for i in indices]
-        dtype = torch.float if isinstance(values[0], float) else torch.long
-        batch["labels"] = torch.tensor(values, dtype=dtype)
+        if isinstance(values[0], list):  # per-token labels: padding is ignored by the loss
+            values = [row + [IGNORE_INDEX] * (width - len(row)) for row in values]
+            batch["labels"] = torch.tensor(values, dtype=torch.long)
+        else:
+            dtype = torch.float if isinstance(values[0], float) else torch.long
+            batch["labels"] = torch.tensor(values, dtype=dtype)
     return batch

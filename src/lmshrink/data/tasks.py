@@ -1,15 +1,21 @@
-"""The GLUE task table and custom tasks.
+"""The GLUE task table, the NER tasks and custom tasks.
 
 A `Task` says where each split lives in a GLUE `glue_data` folder and on the dataset hub,
 which columns hold the text(s) and the label, the label set (or that it is regression),
-and the official metric(s).
+and the official metric(s). NER tasks (token classification: one tag per word) name their
+folder under --data-dir instead, and their labels are IOB2 tags (see data/ner.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from lmshrink.data.task_kinds import REGRESSION, SEQUENCE_CLASSIFICATION, TaskKind
+from lmshrink.data.task_kinds import (
+    REGRESSION,
+    SEQUENCE_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+    TaskKind,
+)
 from lmshrink.errors import ConfigError
 
 
@@ -23,11 +29,14 @@ class SplitSource:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One classification or regression task.
+    """One classification, regression or token-classification task.
 
     `text_columns` and `label_column` are header names, or column indices for files without
     a header (CoLA). `labels` lists the label strings as they appear in the files, in id
     order; the hub's integer labels use the same order. Empty `labels` means regression.
+    A token-level task (NER) has no text or label columns: its files hold one word and its
+    tag per line, `labels` are the IOB2 tags in id order, and `data_folder` is its folder
+    under --data-dir (WikiAnn: one subfolder per language in `languages`).
     """
 
     name: str
@@ -43,10 +52,15 @@ class Task:
     # names get the split's suffix (accuracy_mm).
     companion_splits: dict[str, str] = dataclasses.field(default_factory=dict)
     hub_text_columns: tuple[str, ...] = ()
+    token_level: bool = False  # one label per word (NER) instead of one per example
+    data_folder: str = ""  # token-level tasks: the folder under --data-dir
+    languages: tuple[str, ...] = ()  # WikiAnn: the languages mixed in the task
 
     @property
     def kind(self) -> TaskKind:
         """What the task predicts; the one place that decides it (see task_kinds)."""
+        if self.token_level:
+            return TOKEN_CLASSIFICATION
         return REGRESSION if not self.labels else SEQUENCE_CLASSIFICATION
 
     @property
@@ -182,20 +196,103 @@ GLUE_TASKS: dict[str, Task] = {
     ]
 }
 
-# Common spellings users type for GLUE tasks.
-_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli"}
+# --- NER (token classification) -------------------------------------------------------
+
+# The tag sets in the id order of the Hugging Face `conll2003` and `wikiann` datasets, so
+# that models fine-tuned on those keep their heads.
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+WIKIANN_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+# Token-level metrics (measure/entities.py): entity-level micro F1 (CoNLL); for a
+# multilingual task, the mean of the per-language F1s, so each language counts the same.
+ENTITY_METRICS = ("entity_f1",)
+LANGUAGE_MEAN_METRICS = ("entity_f1_lang_mean",)
+
+
+def _ner_splits() -> dict[str, SplitSource]:
+    return {s: SplitSource(f"{s}.tsv", "") for s in ("train", "dev", "test")}
+
+
+CONLL2003 = Task(
+    "conll2003",
+    (),
+    "",
+    CONLL2003_TAGS,
+    ENTITY_METRICS,
+    splits=_ner_splits(),
+    token_level=True,
+    data_folder="conll2003",
+)
+CUSTOM_NER = "custom-ner"
+NER_TASK_NAMES = ("conll2003", "wikiann", CUSTOM_NER)
+
+
+def wikiann_task(languages: list[str] | tuple[str, ...]) -> Task:
+    """WikiAnn (PAN-X, Rahimi splits) in one or several languages, mixed in one task."""
+    codes = [code.strip().lower() for code in languages if code.strip()]
+    if not codes:
+        raise ConfigError(
+            "the wikiann task needs --languages, e.g. --languages en or --languages en,de,fr."
+        )
+    twice = sorted({c for c in codes if codes.count(c) > 1})
+    if twice:
+        raise ConfigError(f"--languages lists {', '.join(twice)} twice; name each language once.")
+    return Task(
+        "wikiann",
+        (),
+        "",
+        WIKIANN_TAGS,
+        LANGUAGE_MEAN_METRICS,
+        splits=_ner_splits(),
+        token_level=True,
+        data_folder="wikiann",
+        languages=tuple(codes),
+    )
+
+
+def custom_ner_task(labels: list[str] | tuple[str, ...], files: dict[str, str]) -> Task:
+    """An NER task read from the user's own CoNLL column or JSONL files; `labels` is its
+    IOB2 tag set in id order (data/ner.py infers it from the training file)."""
+    splits = {split: SplitSource(path, "") for split, path in files.items() if path}
+    return Task(CUSTOM_NER, (), "", tuple(labels), ENTITY_METRICS, splits=splits, token_level=True)
+
+
+# --- finding a task by name ---------------------------------------------------------------
+
+# Common spellings users type for GLUE and NER tasks.
+_ALIASES = {
+    "sst-2": "sst2",
+    "sts-b": "stsb",
+    "mnli-m": "mnli",
+    "conll-2003": "conll2003",
+    "conll03": "conll2003",
+    "panx": "wikiann",
+    "pan-x": "wikiann",
+    "custom_ner": CUSTOM_NER,
+}
 
 METRIC_SUFFIX = {"dev_mismatched": "_mm"}
 
 
-def get_task(name: str) -> Task:
-    """The GLUE task called `name` (case-insensitive)."""
-    key = _ALIASES.get(name.lower(), name.lower())
+def canonical_name(name: str) -> str:
+    """A task name as lmshrink spells it (lower case, aliases resolved)."""
+    return _ALIASES.get(name.lower(), name.lower())
+
+
+def get_task(name: str, languages: list[str] | tuple[str, ...] = ()) -> Task:
+    """The GLUE or NER task called `name` (case-insensitive); `languages` only for wikiann.
+    (custom and custom-ner tasks are built from the data config, in data/splits.py and
+    data/ner.py.)"""
+    key = canonical_name(name)
+    if key == "conll2003":
+        return CONLL2003
+    if key == "wikiann":
+        return wikiann_task(languages)
     if key not in GLUE_TASKS:
-        known = ", ".join(GLUE_TASKS)
+        known = ", ".join([*GLUE_TASKS, "conll2003", "wikiann"])
         raise ConfigError(
-            f"unknown task '{name}'; use one of {known}, or 'custom' with "
-            "--train-file, --dev-file, --text-columns and --label-column."
+            f"unknown task '{name}'; use one of {known}, 'custom' with "
+            "--train-file, --dev-file, --text-columns and --label-column, or 'custom-ner' "
+            "with --train-file and --dev-file."
         )
     return GLUE_TASKS[key]
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from lmshrink.config import option
 from lmshrink.data.augment import AugmentConfig, augment, check_augment_config
-from lmshrink.data.splits import Split, _read_table
+from lmshrink.data.files import check_file, read_table, shorten, text_lines
+from lmshrink.data.splits import Split
 from lmshrink.data.tasks import Task
 from lmshrink.errors import ConfigError, DataError
 
@@ -181,31 +182,26 @@ def read_unlabeled(path: str, columns: list[str], is_pair: bool) -> list[tuple[s
     are read from `columns` (one name, or two for a pair task). Texts are not cleaned here.
     """
     file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: file not found; check --transfer.")
+    check_file(file, "check --transfer")
     suffix = file.suffix.lower()
     if suffix not in (".txt", *TABLE_SUFFIXES):
         raise DataError(
             f"{path}: unsupported transfer file type '{suffix}'; use .txt (one text per "
             "line), .csv, .tsv or .jsonl."
         )
-    try:
-        if suffix == ".txt":
-            if is_pair:
-                raise DataError(
-                    f"{path}: a pair task needs two texts per example, which a .txt file "
-                    "cannot hold; use a CSV, TSV or JSONL file with two text columns."
-                )
-            with file.open(encoding="utf-8-sig") as f:
-                texts = [(line.strip(),) for line in f if line.strip()]
-            fix = "it needs one text per line"
-        else:
-            texts = _read_columns(file, columns, is_pair)
-            fix = f"it needs data rows with column(s) {list(columns)}"
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid UTF-8 text (byte {exc.start}); convert the file to UTF-8."
-        ) from None
+    if suffix == ".txt":
+        if is_pair:
+            raise DataError(
+                f"{path}: a pair task needs two texts per example, which a .txt file "
+                "cannot hold; use a CSV, TSV or JSONL file with two text columns."
+            )
+        # Undecodable bytes, NUL bytes and the like are DataErrors from text_lines.
+        stripped = (line.strip() for line in text_lines(file, "check --transfer"))
+        texts = [(line,) for line in stripped if line]
+        fix = "it needs one text per line"
+    else:
+        texts = _read_columns(file, columns, is_pair)
+        fix = f"it needs data rows with column(s) {list(columns)}"
     if not texts:
         raise DataError(f"{path}: the transfer file holds no texts; {fix}.")
     return texts
@@ -220,32 +216,39 @@ def _read_columns(file: Path, columns: list[str], is_pair: bool) -> list[tuple[s
             f"{task_kind} reads {need} from each row; name {need} with --columns."
         )
     _check_header(file, columns)
-    return [
-        tuple("" if row[c] is None else str(row[c]) for c in columns)
-        for _, row in _read_table(file, list(columns), has_header=True)
-    ]
+    rows = read_table(
+        file,
+        list(columns),
+        has_header=True,
+        hint="check --transfer",
+        names_fix="name the text column(s) with --columns",
+    )
+    return [tuple(str(row[c]) for c in columns) for _, row in rows]
 
 
 def _check_header(file: Path, columns: list[str]) -> None:
     """Check the first row for the columns, so that the error names the transfer option."""
-    with file.open(encoding="utf-8-sig") as f:
-        first = next((line for line in f if line.strip()), None)
+    first = next((line for line in text_lines(file, "check --transfer") if line.strip()), None)
     if first is None:
         return  # no rows: read_unlabeled reports the empty file
     if file.suffix.lower() == ".jsonl":
         try:
             obj = json.loads(first)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return  # the table reader reports the line and the JSON error
         present = sorted(obj) if isinstance(obj, dict) else []
     else:
         delimiter = "," if file.suffix.lower() == ".csv" else "\t"
-        present = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
+        try:
+            present = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
+        except (csv.Error, StopIteration):
+            return  # the table reader reports the line
     missing = [c for c in columns if c not in present]
     if missing:
         raise DataError(
-            f"{file}, line 1: missing transfer column(s) {missing}; it has {present}. "
-            "Name the text column(s) with --columns."
+            f"{file}, line 1: missing transfer column(s) {missing}; it has "
+            f"{shorten(present, 200)}; name the text column(s) with --columns (a table needs "
+            "a header row naming them; plain texts go in a .txt file, one per line)."
         )
 
 

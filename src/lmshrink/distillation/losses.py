@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmshrink.data.task_kinds import IGNORE_INDEX  # a `labels` value no loss reads
 from lmshrink.distillation import layer_losses  # noqa: F401  (registers the layer-wise losses)
 from lmshrink.distillation.loss_registry import (
     LOSSES,
@@ -42,8 +43,6 @@ from lmshrink.distillation.loss_registry import (
 from lmshrink.errors import ConfigError
 
 __all__ = ["IGNORE_INDEX", "LOSSES", "build_loss", "register_loss"]
-
-IGNORE_INDEX = -100  # a `labels` value that marks an unlabeled row (classification)
 
 
 def _scores(name: str, x: torch.Tensor) -> torch.Tensor:

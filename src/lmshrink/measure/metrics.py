@@ -85,6 +85,11 @@ METRIC_TITLES = {
     "mcc": "Matthews corr.",
     "pearson": "Pearson",
     "spearman": "Spearman",
+    # token classification (measure/entities.py; computed there, from tags, not by compute)
+    "entity_f1": "entity F1",
+    "entity_precision": "entity precision",
+    "entity_recall": "entity recall",
+    "entity_f1_lang_mean": "entity F1 (mean over languages)",
 }
 
 

@@ -97,8 +97,19 @@ def load_config(path: str) -> Any:
         ) from None
 
 
-def has_task_head(config: Any) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+def has_task_head(config: Any, task: Task | None = None) -> bool:
+    """Whether a model config has the head `task` needs (a sentence classifier when no task
+    is given): its architecture ends like the task kind's Auto class."""
+    auto = task.kind.auto_model if task is not None else "AutoModelForSequenceClassification"
+    suffix = auto.removeprefix("AutoModel")  # e.g. ForTokenClassification
+    return any(a.endswith(suffix) for a in config.architectures or [])
+
+
+def auto_model_class(task: Task) -> Any:
+    """transformers' Auto class of the task kind's head (sequence or token classification)."""
+    import transformers
+
+    return getattr(transformers, task.kind.auto_model)
 
 
 def _check_labels(path: str, config: Any, task: Task) -> None:
@@ -122,22 +133,21 @@ def load_tokenizer(path: str) -> Any:
 
 
 def load_for_training(source: str, task: Task) -> tuple[Any, Any]:
-    """(tokenizer, model) with a classification head sized for `task`.
+    """(tokenizer, model) with a classification head sized for `task` (per sentence, or per
+    token for token tasks).
 
     An encoder without a head gets a new, randomly initialised one; a model that already has
     a head must have the task's number of outputs.
     """
-    from transformers import AutoModelForSequenceClassification
-
     path = resolve_model_source(source)
     config = load_config(path)
     head_kwargs: dict[str, Any] = {}
-    if has_task_head(config):
+    if has_task_head(config, task):
         _check_labels(path, config, task)
     else:
         head_kwargs = task_head_settings(task)
     with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(path, **head_kwargs)
+        model = auto_model_class(task).from_pretrained(path, **head_kwargs)
     return load_tokenizer(path), model
 
 
@@ -147,22 +157,22 @@ def task_head_settings(task: Task) -> dict[str, Any]:
 
 
 def load_for_eval(source: str, task: Task) -> tuple[Any, Any]:
-    """(tokenizer, model) of a fine-tuned classifier; refuses an encoder without a head."""
-    from transformers import AutoModelForSequenceClassification
-
+    """(tokenizer, model) of a fine-tuned classifier; refuses an encoder without the head the
+    task needs."""
     from lmshrink.models import autoregister as _autoregister
 
     _autoregister.register_all()  # lmshrink's own model classes (BiLSTM, pruned BERT)
 
     path = resolve_model_source(source)
     config = load_config(path)
-    if not has_task_head(config):
+    if not has_task_head(config, task):
+        head = "token" if task.kind.token_level else "sequence"
         raise ModelError(
-            f"{path}: the model has no classification head; fine-tune it first "
-            "with lmshrink finetune."
+            f"{path}: the model has no {head}-classification head for task {task.name}; "
+            "fine-tune it first with lmshrink finetune."
         )
     _check_labels(path, config, task)
-    model = AutoModelForSequenceClassification.from_pretrained(path)
+    model = auto_model_class(task).from_pretrained(path)
     model.eval()
     return load_tokenizer(path), model
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmshrink.reporting.rows import read_json
+from lmshrink.reporting.run_report import GOLD_ONLY
 from lmshrink.reporting.text import human_size
 
 CARD_MARKER = "<!-- model card written by lmshrink report; it is rewritten on each report -->"
@@ -96,17 +97,29 @@ def how_made(row: dict[str, Any], by_path: dict[str, dict[str, Any]]) -> list[st
         source = json.loads(export.read_text()).get("source") if export.is_file() else None
         of = f"`{source}`" if source else f"an lmshrink {meta.get('kind', 'model')}"
         return [f"- Method: {int8}{how} of {of}.", data_line]
+    gold_only = row.get("method") == GOLD_ONLY
+    teacher_name = f" ({by_path[row['teacher']]['label']})" if row["teacher"] in by_path else ""
     lines = [
-        f"- Method: distilled with lmshrink distill ({row['kind']}).",
-        f"- Teacher: `{row['teacher']}`"
-        + (f" ({by_path[row['teacher']]['label']})." if row["teacher"] in by_path else "."),
+        (
+            f"- Method: trained on gold labels only with lmshrink distill ({row['kind']}); no "
+            "teacher outputs were used."
+            if gold_only
+            else f"- Method: distilled with lmshrink distill ({row['kind']})."
+        ),
+        (
+            f"- Compared with: `{row['teacher']}`{teacher_name}, the teacher of its run."
+            if gold_only
+            else f"- Teacher: `{row['teacher']}`{teacher_name}."
+        ),
         data_line,
     ]
     if row["run"]:
         report = read_json(Path(row["run"]) / "report.json")
         counts = report.get("transfer_set", {})
         lines.append(
-            f"- Transfer set: {counts.get('total', 0):,} examples labelled by the teacher; "
+            f"- Gold-labelled rows: {report.get('labeled_examples', 0):,}; no transfer set."
+            if gold_only
+            else f"- Transfer set: {counts.get('total', 0):,} examples labelled by the teacher; "
             f"gold-labelled rows: {report.get('labeled_examples', 0):,}."
         )
         for stage in report.get("stages", []):

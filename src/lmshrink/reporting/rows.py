@@ -37,6 +37,7 @@ def _row(path: Path, **fields: Any) -> dict[str, Any]:
         "task": "",
         "role": "student",
         "kind": "",
+        "method": None,  # a student's: "distilled" or "gold labels only" (run_report)
         "backend": "torch-fp32",
         "metrics": {},
         "score": None,
@@ -55,6 +56,7 @@ def _row(path: Path, **fields: Any) -> dict[str, Any]:
 def rows_from_run(run: Path) -> list[dict[str, Any]]:
     """The student of a distill run folder, and its teacher as the run measured it."""
     from lmshrink.models.loading import read_metadata
+    from lmshrink.reporting.run_report import report_method
 
     report = read_json(run / "report.json")
     model = Path(report.get("model_dir") or run / "model")
@@ -67,6 +69,7 @@ def rows_from_run(run: Path) -> list[dict[str, Any]]:
         label=run.name,
         task=report["task"],
         kind=read_metadata(model).get("kind", f"student-{report['student_kind']}"),
+        method=report_method(report),
         metrics=report["dev"]["student"],
         score=report["score"]["student"],
         retention=report.get("retention"),
@@ -113,12 +116,18 @@ def rows_from_model(folder: Path) -> list[dict[str, Any]]:
 
         parameters = count_parameters(AutoModelForSequenceClassification.from_pretrained(folder))
     teacher = meta.get("teacher")
+    method = None
+    if kind.startswith("student"):  # a student whose run folder is gone: its metadata says
+        from lmshrink.reporting.run_report import report_method
+
+        method = meta.get("method") or report_method(meta.get("config", {}))
     return [
         _row(
             folder,
             task=meta.get("task", ""),
             role="teacher" if kind == "teacher" else "student",
             kind=kind or "model",
+            method=method,
             metrics=meta.get("dev", {}),
             score=meta.get("score"),
             retention=1.0 if kind == "teacher" else None,

@@ -10,12 +10,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lmshrink import __version__
 from lmshrink.measure import metrics
 from lmshrink.runs import write_text_atomic
+
+# How a student learnt, as report.json, report.md, lmshrink.json and the model cards say it.
+DISTILLED = "distilled"
+GOLD_ONLY = "gold labels only"
+
+
+def training_method(stage_data: Iterable[str]) -> str:
+    """GOLD_ONLY when every stage trains on the gold-labelled rows ('labeled'): stage
+    validation refuses losses that read teacher outputs there, so no teacher output taught the
+    student and calling it distilled would be wrong; else DISTILLED."""
+    data = list(stage_data)
+    return GOLD_ONLY if data and all(d == "labeled" for d in data) else DISTILLED
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -68,6 +81,8 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
         "task": task.name,
         "teacher": run.teacher_dir,
         "student_kind": cfg.student.kind,
+        "method": training_method(s.data for s in cfg.stages),
+        "split": "dev",
         "dev": scores,
         "score": summary,
         "retention": summary["student"] / summary["teacher"] if summary["teacher"] else None,
@@ -96,8 +111,10 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
     meta = {
         "lmshrink_version": __version__,
         "kind": f"student-{cfg.student.kind}",
+        "method": report["method"],
         "task": task.name,
         "metrics": list(task.metrics),
+        "labels": list(task.labels),  # the head's ids, for commands that read this model
         "dev": scores["student"],
         "score": summary["student"],
         "teacher": run.teacher_dir,
@@ -121,15 +138,21 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     """A short human-readable summary of a run's report."""
     t, s = report["dev"]["teacher"], report["dev"]["student"]
+    gold_only = report_method(report) == GOLD_ONLY
+    how = (
+        f"trained on gold labels only (no teacher outputs), compared with `{report['teacher']}`"
+        if gold_only
+        else f"distilled from `{report['teacher']}`"
+    )
     lines = [
-        f"# {report['task']}: {report['student_kind']} student distilled from "
-        f"`{report['teacher']}`",
+        f"# {report['task']}: {report['student_kind']} student {how}",
         "",
         "| | teacher | student |",
         "|---|---|---|",
     ]
+    split = report.get("split", "dev")
     for name in t:
-        lines.append(f"| dev {name} | {100 * t[name]:.2f} | {100 * s[name]:.2f} |")
+        lines.append(f"| {split} {name} | {100 * t[name]:.2f} | {100 * s[name]:.2f} |")
     p = report["parameters"]
     lines.append(
         f"| parameters | {p['teacher'] / 1e6:.2f}M | {p['student'] / 1e6:.2f}M "
@@ -149,11 +172,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"Retention (student score / teacher score): **{100 * retention:.1f}%**."
         if retention is not None
         else "",
-        f"Transfer set: {report['transfer_set'].get('total', 0):,} examples; gold-labeled "
-        f"rows: {report['labeled_examples']:,}; student vocabulary: "
+        (
+            "Teacher outputs: none used (every stage trains on the gold-labeled rows)"
+            if gold_only
+            else f"Transfer set: {report['transfer_set'].get('total', 0):,} examples"
+        )
+        + f"; gold-labeled rows: {report['labeled_examples']:,}; student vocabulary: "
         f"{report['student_vocabulary']:,} tokens.",
         f"Time: labelling {report.get('labelling_seconds', 0):.0f} s, training "
         f"{report.get('training_seconds', 0):.0f} s, on {report['machine']['cpu']} "
         f"({report['machine']['torch_threads']} threads).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def report_method(report: dict[str, Any]) -> str:
+    """A distill report's method; reports written before it was recorded get it from their
+    stages."""
+    if report.get("method"):
+        return str(report["method"])
+    return training_method(stage.get("data", "transfer") for stage in report.get("stages", []))

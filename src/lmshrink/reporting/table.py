@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmshrink.reporting.run_report import GOLD_ONLY
 from lmshrink.reporting.text import human_count, human_size
 
 
@@ -24,8 +25,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         per_second = speed.get("per_second", {})
         b1 = speed.get("latency_p50") or per_second.get("1")
         params = human_count(r["parameters"]) if r["parameters"] is not None else "n/a"
+        kind = r["kind"] + (f" ({r['method']})" if r.get("method") == GOLD_ONLY else "")
         lines.append(
-            f"| {r['task']} | {r['label']} | {r['kind']} | {metric} | "
+            f"| {r['task']} | {r['label']} | {kind} | {metric} | "
             f"{_fmt(r['retention'] and 100 * r['retention'], '.1f', '%')} | {params} | "
             f"{human_size(r['size_bytes']) if r['size_bytes'] is not None else 'n/a'} | "
             f"{_fmt((r['latency_ms'] or {}).get('p50'), '.2f')} | {_fmt(b1, '.2f', 'x')} | "

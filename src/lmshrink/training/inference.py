@@ -64,3 +64,24 @@ def predict(
     model.train(was_training)
     assert out is not None
     return out
+
+
+def predict_words(
+    model: Any, enc: Encoded, batch_size: int, progress: bool = False, desc: str = "predict"
+) -> list[np.ndarray]:
+    """A token model's outputs at each word's first sub-token, in the split's order: one array
+    [W_i, C] per sentence (W_i: the words truncation kept; `enc` from `encode_words`)."""
+    import torch
+
+    if enc.word_starts is None:
+        raise ValueError("predict_words needs an encoding of words (data.batching.encode_words)")
+    was_training = model.training
+    model.eval()
+    out: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(enc)
+    with torch.inference_mode():
+        for indices, batch, _ in eval_batches(enc, batch_size, progress=progress, desc=desc):
+            logits = model(**batch).logits.float().numpy()  # [b, T, C]
+            for row, i in enumerate(indices):
+                out[i] = logits[row, enc.word_starts[i]]  # [W_i, C]
+    model.train(was_training)
+    return out
