@@ -384,15 +384,31 @@ def test_gold_only_schedule_skips_teacher_labelling(teacher_setup, tmp_path, cap
     assert report["dev"]["student"]["accuracy"] >= 0.85
 
 
-def shipped_recipes():
+def shipped_recipes(token: bool | None = None):
+    """The recipes under recipes/; only those for token tasks (per-word losses) with
+    token=True, only the others with token=False."""
     from pathlib import Path
 
-    return sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+    import yaml
+
+    from lmshrink.distillation.loss_registry import LOSSES, WORD
+
+    def is_token(path):
+        stages = yaml.safe_load(path.read_text())["stages"]
+        return any(LOSSES.get(s["name"]).level == WORD for st in stages for s in st["losses"])
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+    return [p for p in paths if token is None or is_token(p) == token]
 
 
-@pytest.mark.parametrize("path", shipped_recipes(), ids=lambda p: p.stem)
+def test_the_recipes_include_one_for_token_tasks():
+    assert [p.stem for p in shipped_recipes(token=True)] == ["xtremedistil-ner"]
+
+
+@pytest.mark.parametrize("path", shipped_recipes(token=False), ids=lambda p: p.stem)
 def test_every_shipped_recipe_runs_on_a_tiny_model(teacher_setup, tmp_path, path):
-    """Each recipe, shrunk to the 2-layer teacher (sizes, epochs), runs end to end."""
+    """Each sentence-task recipe, shrunk to the 2-layer teacher (sizes, epochs), runs end to
+    end (the token-task recipe runs in test_distill_tokens.py)."""
     import yaml
 
     from lmshrink.config import to_dict
@@ -432,21 +448,39 @@ def test_every_shipped_recipe_fits_the_packaged_minilm_teacher(path):
     MiniLM-L6-H384's shape and pass the layer-wise loss checks that run before labelling
     (head counts, layer map, relation heads). Random weights: only shapes matter here."""
     import yaml
-    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+    )
 
+    from lmshrink.data.tasks import get_task
     from lmshrink.distillation.layer_map import check_layer_losses
     from lmshrink.distillation.stages import loss_entries
-    from lmshrink.models.loading import resolve_model_source
+    from lmshrink.models.loading import resolve_model_source, task_head_settings
     from lmshrink.students import STUDENTS, student_settings
+    from lmshrink.students.common import is_token_classifier
 
     cfg = from_dict(DistillConfig, yaml.safe_load(path.read_text()))
     folder = resolve_model_source("packaged:minilm")
-    teacher = BertForSequenceClassification(AutoConfig.from_pretrained(folder, num_labels=2))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     family = STUDENTS.get(cfg.student.kind)
-    texts = [(text,) for text, _ in make_sentences(20, seed=0)]
-    head = {"num_labels": 2, "problem_type": "single_label_classification"}
+    sentences = [text for text, _ in make_sentences(20, seed=0)]
+    if path in shipped_recipes(token=True):  # a CoNLL tagger; its texts are word lists
+        task = get_task("conll2003")
+        teacher = BertForTokenClassification(
+            AutoConfig.from_pretrained(folder, num_labels=task.num_labels)
+        )
+        texts = [text.split() for text in sentences]
+    else:
+        task = get_task("sst2")
+        teacher = BertForSequenceClassification(AutoConfig.from_pretrained(folder, num_labels=2))
+        texts = [(text,) for text in sentences]
+    validate_stages(cfg.stages, task.kind)
+    head = task_head_settings(task)
     student = family.make(teacher, tokenizer, texts, head, 64, student_settings(cfg.student))
+    assert is_token_classifier(student.final_model) == task.kind.token_level
     pairs, _ = check_layer_losses(cfg.layer_map, cfg.stages, student, teacher.config)
     per_token = any(entry.per_token for entry in loss_entries(cfg.stages))
     assert (pairs is not None) == per_token

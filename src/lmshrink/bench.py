@@ -4,7 +4,9 @@ Any mix of model folders (PyTorch fp32, PyTorch int8, ONNX fp32 or int8: see
 `lmshrink.compress.formats`) runs in one process, interleaved (`measure.speed`), each model
 reading the texts through its own tokenizer. The result holds batch-1 latency (p50, p95 per
 example), throughput at each batch size, the dev metric, parameters, size, thread count, the
-CPU and its flags, and ratios to the first model.
+CPU and its flags, and ratios to the first model. Token models (NER) are timed on the dev
+sentences encoded as their words, as they are scored and served, and scored by entity F1; an
+example is then a sentence.
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     from lmshrink import __version__
     from lmshrink.compress.formats import load_served, model_kind, task_data
     from lmshrink.compress.onnx import require_onnx
-    from lmshrink.data.batching import encode
     from lmshrink.data.splits import load_eval_splits, resolve_task
     from lmshrink.measure import metrics
     from lmshrink.measure.machine import cpu_flags, int8_flags, machine_info
@@ -95,7 +96,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         )
         entries.append({"scores": scores, "score": metrics.task_score(scores)})
     speed = measure_speed(
-        {m.name: (m.model, encode(m.tokenizer, splits[0], data.max_length)) for m in loaded},
+        {m.name: (m.model, _encoded(m, splits[0], data.max_length)) for m in loaded},
         batch_sizes=tuple(cfg.speed_batch_sizes),
         limit={bs: cfg.speed_examples for bs in cfg.speed_batch_sizes},
         rounds=cfg.rounds,
@@ -147,6 +148,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
             "max_length": data.max_length,
             "padding": "dynamic (each batch padded to its longest example), dev order",
         },
+        **_token_notes(task, splits),
         "threads": torch.get_num_threads(),
         "cpu": {"model": machine_info()["cpu"], "int8_flags": flags, "flags": sorted(cpu_flags())},
         "machine": machine_info(),
@@ -168,6 +170,27 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     return result
 
 
+def _encoded(m: Any, split: Any, max_length: int) -> Any:
+    """The split as `m` reads it: through its own tokenizer, with word-shape ids for a token
+    model that reads them (the BiLSTM tagger with word shapes, PyTorch or ONNX)."""
+    from lmshrink.data.batching import encode
+
+    shapes = bool(getattr(m.model, "reads_word_shapes", False))
+    return encode(m.tokenizer, split, max_length, word_shapes=shapes)
+
+
+def _token_notes(task: Any, splits: list[Any]) -> dict[str, Any]:
+    """What a token task's numbers count (nothing for sentence tasks): examples are
+    sentences, read as words; the score is entity F1."""
+    if not task.kind.token_level:
+        return {}
+    return {
+        "words": sum(s.num_words for s in splits),
+        "inputs": "each dev sentence encoded as its words (is_split_into_words), the tag read "
+        "at each word's first sub-token; speed counts sentences",
+    }
+
+
 def _unique_names(args: list[str]) -> list[str]:
     """The arguments as given, made unique (a model given twice gets #2)."""
     names: list[str] = []
@@ -182,8 +205,10 @@ def _unique_names(args: list[str]) -> list[str]:
 def format_table(result: dict[str, Any]) -> str:
     """The bench result as an aligned plain-text table, with the machine below it."""
     sizes = [str(bs) for bs in result["settings"]["batch_sizes"]]
-    header = ["model", "kind", "dev score", "b=1 p50 ms", "b=1 p95 ms"]
-    header += [f"ex/s b={bs}" for bs in sizes] + ["params", "size"]
+    token = "words" in result  # a token task: entity F1, sentences per second
+    header = ["model", "kind", "dev entity F1" if token else "dev score", "b=1 p50 ms"]
+    header += ["b=1 p95 ms"] + [f"{'sent' if token else 'ex'}/s b={bs}" for bs in sizes]
+    header += ["params", "size"]
     rows = [header]
     for m in result["models"]:
         lat, ratio = m["latency_ms"], m["ratio"]
@@ -200,10 +225,15 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(cells)
     lines = aligned(rows)
     flags = ", ".join(n for n, has in result["cpu"]["int8_flags"].items() if has) or "none"
+    count = (
+        f"{result['examples']} sentences, {result['words']:,} words"
+        if token
+        else f"{result['examples']} examples"
+    )
     lines += [
         f"ratios (x) against {result['reference']}: speed (>1 is faster), parameters and size "
-        "(>1 is smaller); latency is per example at batch size 1.",
-        f"{result['task']} {result.get('split', 'dev')}, {result['examples']} examples "
+        f"(>1 is smaller); latency is per {'sentence' if token else 'example'} at batch size 1.",
+        f"{result['task']} {result.get('split', 'dev')}, {count} "
         f"({', '.join(result.get('files') or [result['dev']])}); cpu: {result['cpu']['model']} "
         f"({result['threads']} threads; int8 flags: {flags})",
     ]

@@ -5,6 +5,8 @@ it iterates (the teacher-labelled transfer set, or the gold-labelled rows), its 
 their weights, its optimiser settings, top-down gradual unfreezing and early stopping on dev.
 The default schedule matches the student's representation to the teacher's, then its
 logits, then learns from the gold labels. Runs on `accelerate` (one process or many).
+A token task (NER) runs the same way word by word: its transfer set is word lists, the
+teacher labels each word, and the stages' losses are per-word ones.
 
 This module is the command: its config and `distill()`, which wires the building blocks
 (data/, students/, distillation/, reporting/) together in the order of the data flow.
@@ -116,10 +118,9 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     from accelerate.utils import DistributedDataParallelKwargs
 
     from lmshrink.config import dump_yaml
-    from lmshrink.data.batching import encode
     from lmshrink.data.splits import Split, load_eval_splits, read_split, resolve_task
-    from lmshrink.data.transfer import build_transfer_set, without_texts
-    from lmshrink.distillation.labelling import Labeller
+    from lmshrink.data.transfer import WordTransferSet, build_transfer_set, without_texts
+    from lmshrink.distillation.labelling import Labeller, word_targets
     from lmshrink.distillation.labelling import named_targets as targets
     from lmshrink.distillation.layer_map import check_layer_losses
     from lmshrink.distillation.objective import prepare_for_attention_losses
@@ -142,7 +143,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     teacher_dir = resolve_model_source(cfg.teacher)
     tokenizer = load_tokenizer(teacher_dir)
     cfg = resolve_config(cfg, task.kind, tokenizer.mask_token)  # e.g. <mask> for RoBERTa
-    validate_stages(cfg.stages)
+    validate_stages(cfg.stages, task.kind)
     family = STUDENTS.get(cfg.student.kind)
     settings = student_settings(cfg.student)
 
@@ -170,18 +171,20 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     transfer = build_transfer_set(cfg.transfer, task, train, cfg.seed, progress=progress)
     # The student never learns the teacher's answers on the texts it is scored on.
     transfer = without_texts(transfer, devs)
-    log(f"transfer set: {len(transfer.texts):,} examples {transfer.counts}")
+    unit = "sentences" if isinstance(transfer, WordTransferSet) else "examples"
+    log(f"transfer set: {len(transfer):,} {unit} {transfer.counts}")
 
     set_seed(cfg.seed)
     built = family.make(
         teacher,
         tokenizer,
-        transfer.texts + labeled.texts,
+        _inputs(transfer) + _inputs(labeled),
         task_head_settings(task),
         cfg.data.max_length,
         settings,
     )
-    student, student_tok = built.model, built.tokenizer
+    _check_student_kind(built, task, cfg.student.kind)
+    student = built.model
     log(
         f"student: {cfg.student.kind}, vocabulary {student.config.vocab_size:,}, "
         f"{count_parameters(student):,} parameters"
@@ -204,14 +207,17 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         accelerator=acc,
         progress=cfg.progress,
         log=log,
+        words=task.kind.token_level,
     )
     start = time.perf_counter()
     outputs = labeller.teacher_outputs({"transfer": transfer, "dev": dev_split})
     timings["labelling_seconds"] = time.perf_counter() - start
 
-    transfer_enc = encode(
-        student_tok, Split(task.name, "transfer", "", transfer.texts, None), cfg.data.max_length
-    )
+    if isinstance(transfer, WordTransferSet):
+        transfer_split: Any = transfer.split(task.name)
+    else:
+        transfer_split = Split(task.name, "transfer", "", transfer.texts, None)
+    transfer_enc = _encode(built, transfer_split, cfg.data.max_length)
     if compares_attention:  # attention maps are compared: both models on eager attention
         prepare_for_attention_losses(student)
         prepare_for_attention_losses(teacher)
@@ -226,12 +232,18 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         student=student,
         teacher=teacher.to(acc.device),
         pairs=pairs,
-        transfer=StageData(transfer_enc, targets(outputs.get("transfer")), layer_targets),
-        labeled=StageData(encode(student_tok, labeled, cfg.data.max_length), {}),
+        transfer=StageData(
+            transfer_enc,
+            targets(outputs.get("transfer")),
+            layer_targets,
+            word_targets(outputs.get("transfer")),
+        ),
+        labeled=StageData(_encode(built, labeled, cfg.data.max_length), {}),
         dev=DevData(
             dev_split,
-            encode(student_tok, dev_split, cfg.data.max_length),
+            _encode(built, dev_split, cfg.data.max_length),
             targets(outputs.get("dev")),
+            word_targets(outputs.get("dev")),
         ),
         callbacks=callbacks,
     )
@@ -268,3 +280,37 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         timings=timings,
     )
     return finish_run(finished, acc)
+
+
+def _inputs(examples: Any) -> list[Any]:
+    """What student builders read of the training examples: texts (tuples of 1 or 2 fields),
+    or a token task's sentences as lists of words."""
+    words = getattr(examples, "words", None)
+    return [list(w) for w in words] if words is not None else list(examples.texts)
+
+
+def _encode(student: Any, split: Any, max_length: int) -> Any:
+    """`split` encoded as `student` (a `Student`) reads it: with its tokenizer and, for a
+    token model that reads word shapes, `word_shape_ids`."""
+    from lmshrink.data.batching import encode
+    from lmshrink.students.common import reads_word_shapes
+
+    return encode(
+        student.tokenizer, split, max_length, word_shapes=reads_word_shapes(student.model)
+    )
+
+
+def _check_student_kind(student: Any, task: Any, kind: str) -> None:
+    """A token task needs a student that tags each token, a sentence task one that labels
+    the sentence: a `ModelError` naming the family otherwise."""
+    from lmshrink.errors import ModelError
+    from lmshrink.students.common import is_token_classifier
+
+    token = is_token_classifier(student.final_model)
+    if token != task.kind.token_level:
+        want = "a token classifier" if task.kind.token_level else "a sequence classifier"
+        raise ModelError(
+            f"the {kind} student family built a {type(student.final_model).__name__}, but task "
+            f"{task.name} needs {want}; choose a student family that supports it (layers, "
+            "narrow, pretrained)."
+        )

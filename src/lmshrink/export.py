@@ -1,7 +1,8 @@
 """`lmshrink export`: a model as ONNX, checked against PyTorch on the dev set.
 
 The output folder is self-contained: `model.onnx`, the tokenizer, the model's `lmshrink.json`
-when it has one, and `export.json` (inputs, labels, tokenizer settings, versions, parity).
+when it has one, and `export.json` (inputs, labels, tokenizer settings, versions, parity; for
+a token classifier, how raw text is split into words and where each word's tag is read).
 Past `--tolerance` the export fails with `ParityError` and nothing is written to `--out`.
 How the graph is made and checked (exporter, opset, parity): `lmshrink.compress.onnx`.
 """
@@ -51,11 +52,14 @@ def format_summary(result: dict[str, Any]) -> str:
     parity = result["parity"]
     sizes = ", ".join(parity["by_batch_size"])
     files = ", ".join(result.get("files", []))
+    # a token classifier is compared per word, at each word's first sub-token
+    words = f" over {parity['words']:,} words" if "words" in parity else ""
+    unit = "word predictions" if words else "predictions"
     return (
         f"saved {result['out']}/model.onnx (opset {result['opset']}, inputs "
         f"{', '.join(result['inputs'])}); parity on {parity.get('split', 'dev')}"
         + (f" ({files})" if files else "")
-        + f" at batch sizes {sizes}: max |logit "
+        + f" at batch sizes {sizes}{words}: max |logit "
         f"difference| {parity['max_abs_diff']:.2g}, {100 * parity['agreement']:.2f}% identical "
-        "predictions"
+        f"{unit}"
     )

@@ -8,6 +8,9 @@ Four variants are scored on dev and timed in one process, interleaved
 - `onnx-fp32`: the model exported as `lmshrink export` does (parity-checked);
 - `onnx-int8`: ONNX Runtime's dynamic int8 of that export (`compress.int8.quantize_onnx`).
 
+A token model (NER) is scored by entity F1; its agreement with fp32 is the share of words
+given the same tag (read at each word's first sub-token), and its speed counts sentences.
+
 The best backend is the fastest at the first timed batch size (1: serving latency) among those
 whose dev score is at most `--max-drop` below the reference's; it may well be fp32, and then
 the result says so with the CPU's int8-relevant instruction-set flags. Why `torch-int8/` holds
@@ -26,15 +29,15 @@ import dataclasses
 import typing
 from typing import Any
 
-import numpy as np
-
 from lmshrink.compress.int8 import (
     BACKENDS,
     REFERENCE,
     RESULT_FILE,
+    Outputs,
     agreement,
     choose_best,
     load_quantized,  # noqa: F401  (public here: README and model cards load int8 models with it)
+    max_abs_diff,
     onnx_int8_folder,
     quantize_torch,
     save_torch_int8,
@@ -127,7 +130,9 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         variants: dict[str, Any] = {REFERENCE: model}
         sizes = {REFERENCE: size_on_disk(src.folder)}
         if "torch" in cfg.backends:
-            save_torch_int8(src.folder, model, src.tokenizer, stage / "torch-int8")
+            save_torch_int8(
+                src.folder, model, src.tokenizer, stage / "torch-int8", task.kind.auto_model
+            )
             variants["torch-int8"] = quantize_torch(model)
             sizes["torch-int8"] = serialized_bytes(variants["torch-int8"])
         export_meta = None
@@ -139,7 +144,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
                 sizes[name] = (stage / name / MODEL_FILE).stat().st_size
 
         backends: dict[str, dict[str, Any]] = {}
-        reference: np.ndarray | None = None
+        reference: Outputs | None = None
         for name, variant in variants.items():
             scores, outputs = predict_and_score(
                 variant,
@@ -155,7 +160,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
                 "metrics": scores,
                 "score": metrics.task_score(scores),
                 "agreement_with_fp32": agreement(reference, outputs[0], task.kind),
-                "max_abs_diff_to_fp32": float(np.abs(reference - outputs[0]).max()),
+                "max_abs_diff_to_fp32": max_abs_diff(reference, outputs[0]),
                 "size_bytes": sizes[name],
             }
         speed = measure_speed(
@@ -180,6 +185,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
                 "torch_quantized_engine": torch.backends.quantized.engine,
             },
             "parity": export_meta["parity"] if export_meta else None,
+            **_token_notes(task, src.splits),
             "max_drop": cfg.max_drop,
             "size_note": "size_bytes: weight files on disk; for torch-int8, its int8 state "
             "serialized in memory (its folder stores the fp32 weights, see load_quantized)",
@@ -190,10 +196,27 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     return {**result, "out": str(src.out)}
 
 
+def _token_notes(task: Any, splits: list[Any]) -> dict[str, Any]:
+    """What a token task's numbers mean (nothing for sentence tasks): the score is entity F1,
+    agreement is per word, and speed counts sentences."""
+    if not task.kind.token_level:
+        return {}
+    return {
+        "words": sum(s.num_words for s in splits),
+        "agreement_unit": "word (the tag at each word's first sub-token)",
+        "speed_unit": "sentences",
+    }
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The quantize result as an aligned plain-text table and the verdict."""
     sizes = [str(bs) for bs in result["speed"]["batch_sizes"]]
-    header = ["backend", "dev score", "agree w/ fp32", *[f"ex/s b={bs}" for bs in sizes], "size"]
+    token = "words" in result  # a token task: entity F1, agreement per word, sentences/s
+    score, agree = (
+        ("dev entity F1", "words agree w/ fp32") if token else ("dev score", "agree w/ fp32")
+    )
+    unit = "sent/s" if token else "ex/s"
+    header = ["backend", score, agree, *[f"{unit} b={bs}" for bs in sizes], "size"]
     rows = [header]
     for name, b in result["backends"].items():
         speed = [
@@ -206,9 +229,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines = aligned(rows)
     flags = ", ".join(n for n, has in result["cpu"]["int8_flags"].items() if has) or "none"
     files = ", ".join(result.get("files", []))
+    count = (
+        f"{result['examples']} sentences, {result['words']:,} words"
+        if token
+        else f"{result['examples']} examples"
+    )
     lines.append(
-        f"scored on {result['task']} {result['split']}, {result['examples']} examples"
-        + (f" ({files})" if files else "")
+        f"scored on {result['task']} {result['split']}, {count}" + (f" ({files})" if files else "")
     )
     lines.append(
         f"cpu: {result['cpu']['model']} ({result['threads']} threads; int8 flags: {flags})"

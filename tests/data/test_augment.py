@@ -162,3 +162,34 @@ def test_the_default_mask_token_becomes_the_teachers_own():
     assert with_mask_token(default, None) is default  # a tokenizer without one
     chosen = AugmentConfig(mask_token="[BLANK]")
     assert with_mask_token(chosen, "<mask>").mask_token == "[BLANK]"
+
+
+# --- token tasks: word lists -------------------------------------------------------------
+
+
+def distinct_sentences(n: int, n_words: int) -> list[tuple[str, ...]]:
+    return [tuple(f"w{i}_{j}" for j in range(n_words)) for i in range(n)]
+
+
+def test_word_lists_are_augmented_word_by_word_like_text_fields():
+    """A token task's sentence (a tuple of words) changes exactly as the same words joined
+    into one text field would, drawn from the same seed; words are never split or joined."""
+    from lmshrink.data.augment import augment_words
+
+    sentences = distinct_sentences(40, 9)
+    cfg = config(multiplier=2, p_mask=0.2, p_ngram=0.3, p_drop=0.1, p_swap=0.2)
+    copies = augment_words(sentences, cfg, seed=5)
+    assert len(copies) == 80 and all(isinstance(c, tuple) for c in copies)
+    as_text = augment([(" ".join(s),) for s in sentences], cfg, seed=5)
+    assert [" ".join(c) for c in copies] == [t for (t,) in as_text]
+    assert copies != [s for s in sentences for _ in range(2)]  # something changed
+    assert augment_words(sentences, config(multiplier=0), seed=5) == []
+
+
+def test_a_word_list_that_would_come_out_empty_is_its_source():
+    from lmshrink.data.augment import augment_words
+
+    sentences = [("only", "two")]
+    assert augment_words(sentences, config(p_drop=1.0), seed=0) == sentences
+    masked = augment_words([("a", "b", "c")], config(p_mask=1.0, mask_token="<mask>"), seed=0)
+    assert masked == [("<mask>",) * 3]

@@ -4,6 +4,7 @@ labels ignored, and predictions read back per word."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_bert_config
 
@@ -70,3 +71,40 @@ def test_predict_words_reads_each_word_at_its_first_sub_token(tiny_encoder):
             logits = model(**single).logits[0].numpy()  # [T, C]
         assert got[i].shape == (len(sentence), 3)
         np.testing.assert_allclose(got[i], logits[enc.word_starts[i]], atol=1e-5)
+
+
+def test_word_shapes_sit_on_every_sub_token_of_their_word(tiny_encoder):
+    from lmshrink.data import word_shapes as ws
+
+    tok = tokenizer_of(tiny_encoder)  # uncased: "Movie" and "movie" are the same ids
+    words = [["The", "MOVIE", "Xyzzy", "42", "!"], ["good"]]
+    enc, _ = encode_words(tok, words, [[0] * 5, [1]], max_length=32, word_shapes=True)
+    plain, _ = encode_words(tok, [[w.lower() for w in s] for s in words], None, 32)
+    assert enc.features["input_ids"] == plain.features["input_ids"]
+    assert "word_shape_ids" not in plain.features  # only when asked
+    shapes = enc.features["word_shape_ids"]
+    ids = enc.features["input_ids"][0]
+    starts = enc.word_starts[0]
+    expected = [ws.PAD] * len(ids)  # [CLS] and [SEP] stay 0
+    want = [ws.TITLE, ws.UPPER, ws.TITLE, ws.DIGITS, ws.PUNCT]
+    for word, start in enumerate(starts):
+        end = starts[word + 1] if word + 1 < len(starts) else len(ids) - 1
+        expected[start:end] = [want[word]] * (end - start)
+    assert starts[3] - starts[2] > 1  # "Xyzzy" is several sub-tokens, each with its shape
+    assert shapes[0] == expected
+    assert shapes[1] == [ws.PAD, ws.LOWER, ws.PAD]
+    batch = collate(enc, [0, 1])
+    assert batch["word_shape_ids"][1].tolist() == [0, ws.LOWER] + [0] * (len(ids) - 2)
+
+
+def test_word_shapes_follow_truncation_and_refuse_sentence_splits(tiny_encoder):
+    from lmshrink.data.batching import encode
+    from lmshrink.data.splits import Split
+
+    tok = tokenizer_of(tiny_encoder)
+    enc, cut = encode_words(tok, [["A", "b", "C", "d"]], None, max_length=4, word_shapes=True)
+    assert cut == 2
+    assert enc.features["word_shape_ids"] == [[0, 2, 1, 0]]
+    split = Split("sst2", "dev", "", [("a text",)], [1])
+    with pytest.raises(ValueError, match="token task"):
+        encode(tok, split, 16, word_shapes=True)

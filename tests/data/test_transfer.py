@@ -468,3 +468,78 @@ def test_without_texts_drops_what_the_dev_splits_hold_and_counts_it():
     assert kept.texts == [("a film",), ("another",)]
     assert kept.counts == {"train": 5, "total": 2, "dev_overlap_dropped": 3}
     assert transfer.counts["total"] == 5  # the given set is left as it was
+
+
+# --- token tasks: word lists -------------------------------------------------------------
+
+CONLL = get_task("conll2003")
+
+
+def token_train(sentences: list[list[str]]):
+    from lmshrink.data.ner import TokenSplit
+
+    return TokenSplit(
+        "conll2003", "train", "train.tsv", sentences, [[0] * len(s) for s in sentences]
+    )
+
+
+def test_a_token_tasks_transfer_set_is_word_lists(tmp_path):
+    """Train sentences keep their words (tags hidden); file lines are split by split_words;
+    min_words and max_words count those words; duplicates are whole word lists."""
+    from lmshrink.data.transfer import WordTransferSet
+
+    train = token_train([["EU", "rejects", "German", "call", "."], ["Peter", "Blackburn"]])
+    path = write_lines(
+        tmp_path / "u.txt",
+        [
+            "Germany's <b>representative</b> said: \"We don't know.\"",
+            "EU rejects German call.",  # the same words as a train sentence
+            "Hi!",  # 2 words < min_words 3
+            "",
+            "The U.S. team (Mr. Smith) won 3.5 points in 1996.",
+        ],
+    )
+    ts = build([path], train, task=CONLL, max_words=12)
+    assert isinstance(ts, WordTransferSet) and len(ts) == 4
+    assert ts.words == [
+        ("EU", "rejects", "German", "call", "."),
+        ("Peter", "Blackburn"),  # train sentences are not length-filtered
+        ("Germany", "'s", "representative", "said", ":", '"', "We", "do", "n't", "know", ".", '"'),
+        ("The", "U.S.", "team", "(", "Mr.", "Smith", ")", "won", "3.5", "points", "in", "1996"),
+    ]
+    assert ts.counts == {
+        "train": 2,
+        path: 3,
+        "too_short_dropped": 1,
+        "augmented": 0,
+        "duplicates_dropped": 1,
+        "subset_dropped": 0,
+        "total": 4,
+    }
+    split = ts.split("conll2003")
+    assert split.words[0] == ["EU", "rejects", "German", "call", "."] and split.labels is None
+    assert ts.fingerprint() == build([path], train, task=CONLL, max_words=12).fingerprint()
+    assert ts.fingerprint() != build([path], train, task=CONLL).fingerprint()
+
+
+def test_a_token_tasks_augmented_copies_and_dev_overlap_are_word_lists(tmp_path):
+    from lmshrink.data.ner import TokenSplit
+    from lmshrink.data.transfer import without_texts
+
+    train = token_train([["a", "b", "c", "d"], ["e", "f", "g", "h"]])
+    augment = AugmentConfig(multiplier=2, p_mask=0.5, p_ngram=0.0, mask_token="[MASK]")
+    ts = build(train=train, task=CONLL, augment=augment)
+    assert ts.counts["augmented"] == 4 and len(ts) == 2 + 4 - ts.counts["duplicates_dropped"]
+    assert all(len(w) == 4 for w in ts.words)  # masking keeps every word slot
+    assert any("[MASK]" in w for w in ts.words[2:])
+    dev = TokenSplit("conll2003", "dev", "dev.tsv", [["e", "f", "g", "h"]], None)
+    kept = without_texts(ts, [dev])
+    assert ("e", "f", "g", "h") not in kept.words and kept.counts["dev_overlap_dropped"] == 1
+
+
+def test_a_token_task_reads_txt_files_only(tmp_path):
+    table = write_table(tmp_path / "u.csv", ["sentence"], [["a b c"]])
+    with pytest.raises(DataError, match=r"u.csv: a token task reads unlabeled text from .txt"):
+        build([table], task=CONLL)
+    with pytest.raises(ConfigError, match="leave out --columns"):
+        build([write_lines(tmp_path / "u.txt", ["a b c"])], task=CONLL, columns=["sentence"])

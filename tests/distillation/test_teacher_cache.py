@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from conftest import make_sentences
@@ -74,3 +75,115 @@ def test_processes_label_disjoint_shards(teacher, tmp_path):
     assert cache.done_shards() == [1, 3] and not cache.is_complete()
     _label(teacher, cache, rank=0, world_size=2, repr_layer=None)
     assert cache.is_complete() and cache.load().representation is None
+
+
+# --- token tasks: per-word outputs, ragged ----------------------------------------------
+
+WORDS = [
+    ("the", "xyzzy", "good"),  # "xyzzy" is several sub-tokens
+    ("dull",),
+    ("a", "movie", "was", "quite", "great"),
+    ("bob", "sat", "on", "the", "mat"),
+    ("it", "is", "boring"),
+]
+
+
+@pytest.fixture(scope="module")
+def token_teacher(tiny_encoder):
+    torch.manual_seed(0)
+    tok, model = load_for_training(str(tiny_encoder), get_task("conll2003"))
+    return tok, model.eval()
+
+
+def test_token_outputs_are_stored_per_word_without_padding(token_teacher, tmp_path):
+    from safetensors.torch import load_file
+
+    from lmshrink.data.batching import encode_words
+    from lmshrink.training.inference import predict_words
+
+    tok, model = token_teacher
+    cache = TeacherCache(tmp_path, {"t": 3}, len(WORDS), shard_size=2)
+    label_transfer_set(model, tok, WORDS, cache, 32, 2, repr_layer=-1, progress=False, words=True)
+    shard = load_file(cache.shard_path(1))  # sentences 2 and 3: 5 + 5 words, nothing padded
+    assert shard["word_counts"].tolist() == [5, 5]
+    assert shard["logits"].shape == (10, 9) and shard["repr"].shape == (10, 32)
+    out = cache.load()
+    assert out.word_counts.tolist() == [3, 1, 5, 5, 3]
+    enc, _ = encode_words(tok, [list(w) for w in WORDS], None, 32)
+    direct = predict_words(model, enc, batch_size=8)
+    assert torch.allclose(out.logits, torch.from_numpy(np.concatenate(direct)), atol=1e-5)
+    # the representation is the last hidden state at each word's first sub-token (fp16)
+    batch = collate(enc, [0])
+    with torch.inference_mode():
+        hidden = model(**batch, output_hidden_states=True).hidden_states[-1][0]  # [T, H]
+    assert torch.allclose(out.representation[:3], hidden[enc.word_starts[0]], atol=2e-3)
+
+
+def test_word_targets_hand_out_padded_batches_with_the_teachers_mask():
+    from lmshrink.distillation.labelling import WordTargets
+
+    counts = torch.tensor([2, 3, 1])
+    logits = torch.arange(6 * 2, dtype=torch.float32).view(6, 2)  # rows: 0 1 | 2 3 4 | 5
+    targets = WordTargets(logits, None, counts)
+    got = targets.take([2, 1], width=2)
+    assert set(got) == {"teacher_word_logits", "teacher_word_mask"}
+    assert got["teacher_word_mask"].tolist() == [[True, False], [True, True]]
+    assert got["teacher_word_logits"][0].tolist() == [[10.0, 11.0], [0.0, 0.0]]
+    assert got["teacher_word_logits"][1].tolist() == [[4.0, 5.0], [6.0, 7.0]]  # cut to 2
+
+
+def test_stage_targets_mark_words_both_models_kept():
+    """The student's word positions come from its encoding; the mask is True only where the
+    teacher labelled the word too (it may have kept fewer words under truncation)."""
+    from lmshrink.data.batching import Encoded
+    from lmshrink.distillation.labelling import WordTargets
+    from lmshrink.distillation.trainer import StageData, _targets
+
+    enc = Encoded(
+        {"input_ids": [[2, 7, 8, 9, 3], [2, 7, 3], [2, 5, 6, 3]]},
+        None,
+        0,
+        word_starts=[[1, 2, 3], [1], [1, 2]],
+    )
+    words = WordTargets(torch.ones(5, 2), torch.ones(5, 4), torch.tensor([2, 1, 2]))
+    data = StageData(enc, {}, words=words)
+    got = _targets(data, [0, 1], {"input_ids": torch.zeros(2, 5)}, "cpu")
+    assert got["word_index"].tolist() == [[1, 2, 3], [1, 0, 0]]
+    assert got["word_mask"].tolist() == [[True, True, False], [True, False, False]]
+    assert got["teacher_word_logits"].shape == (2, 3, 2)
+    assert got["teacher_word_repr"].shape == (2, 3, 4)
+
+
+def test_sentence_cache_keys_are_unchanged_and_token_keys_differ(tiny_encoder, tmp_path):
+    """A sentence task keys its cache as it always did (so runs reuse their caches); a token
+    task's key says its outputs are per word, and that its representation is per word."""
+    from lmshrink.data.task_kinds import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
+    from lmshrink.distillation.labelling import Labeller, LabellingConfig
+    from lmshrink.distillation.stages import default_stages
+
+    def key(kind):
+        labeller = Labeller(
+            teacher=None,
+            tokenizer=[0] * 7,  # len() is the vocabulary size
+            teacher_dir=str(tiny_encoder),
+            cache_root=tmp_path,
+            max_length=32,
+            settings=LabellingConfig(),
+            stages=default_stages(kind),
+            accelerator=None,
+            progress=False,
+            log=print,
+            words=kind.token_level,
+        )
+        return labeller.key
+
+    sentence = key(SEQUENCE_CLASSIFICATION)
+    assert sentence == {
+        "teacher": folder_fingerprint(tiny_encoder),
+        "max_length": 32,
+        "tokenizer": "list",
+        "vocab": 7,
+        "repr": [-1, "cls"],
+    }
+    token = key(TOKEN_CLASSIFICATION)
+    assert token == {**sentence, "repr": [-1, "first_subtoken"], "level": "word"}

@@ -1,4 +1,5 @@
-"""The BiLSTM student model: config, forward, pooling, losses, save/load, Auto registration."""
+"""The BiLSTM student models: config, forward, pooling, losses, save/load, Auto registration;
+the sentence classifier, then the token tagger (NER) with its word-shape input."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from lmshrink.data.task_kinds import IGNORE_INDEX
 from lmshrink.models.bilstm import (
     BiLSTMConfig,
     BiLSTMForSequenceClassification,
+    BiLSTMForTokenClassification,
     StudentOutput,
     register_auto,
 )
@@ -313,3 +316,162 @@ def test_auto_classes_load_the_student(tmp_path):
     batch = random_batch([4, 2])
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, loaded.eval()(**batch).logits)
+
+
+# --- the token model (NER) -------------------------------------------------------------
+
+
+def make_tagger(seed: int = 0, **overrides) -> BiLSTMForTokenClassification:
+    """A tiny token student, every weight and the token map randomised (in eval mode)."""
+    settings = dict(
+        vocab_size=VOCAB,
+        teacher_vocab_size=TEACHER_VOCAB,
+        embedding_dim=16,
+        hidden_size=8,
+        num_layers=2,
+        dropout=0.1,
+        pad_token_id=PAD_ID,
+        pad_row=0,
+        unk_row=1,
+        num_labels=5,
+        shape_dim=4,
+    )
+    settings.update(overrides)
+    torch.manual_seed(seed)
+    model = BiLSTMForTokenClassification(BiLSTMConfig(**settings))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (TEACHER_VOCAB,)))
+    return model.eval()
+
+
+def tagged_batch(lengths: list[int], seed: int = 1) -> dict[str, torch.Tensor]:
+    """random_batch plus word-shape ids (1..9 on real tokens, garbage past each row's end)."""
+    batch = random_batch(lengths, seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    batch["word_shape_ids"] = torch.randint(1, 10, batch["input_ids"].shape, generator=g)
+    return batch
+
+
+def test_tagger_outputs_one_row_per_token_and_states_when_asked():
+    model = make_tagger(num_layers=2, hidden_size=6, embedding_dim=10, shape_dim=3)
+    batch = tagged_batch([3, 7])
+    out = model(**batch)
+    assert out.loss is None and out.hidden_states is None
+    assert out.logits.shape == (2, 7, 5)
+    states = model(**batch, output_hidden_states=True).hidden_states
+    assert [tuple(s.shape) for s in states] == [(2, 7, 13), (2, 7, 12), (2, 7, 12)]
+    assert torch.all(states[-1][0, 3:] == 0)  # padded positions carry no state
+    torch.testing.assert_close(model.classifier(states[-1]), out.logits)  # eval: no dropout
+    as_tuple = model(**batch, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_tagger_rows_do_not_depend_on_batch_padding(num_layers):
+    model = make_tagger(num_layers=num_layers)
+    lengths = [5, 40, 9]
+    batch = tagged_batch(lengths)
+    with torch.no_grad():
+        together = model(**batch, output_hidden_states=True)
+        for row, length in enumerate(lengths):
+            alone = model(**take(batch, row, length), output_hidden_states=True)
+            torch.testing.assert_close(
+                alone.logits[0], together.logits[row, :length], rtol=0, atol=1e-6
+            )
+            for a, b in zip(alone.hidden_states, together.hidden_states, strict=True):
+                torch.testing.assert_close(a[0], b[row, :length], rtol=0, atol=1e-6)
+
+
+def test_tagger_reads_word_shapes_only_when_configured():
+    batch = tagged_batch([6, 6])
+    other = dict(batch, word_shape_ids=batch["word_shape_ids"] % 9 + 1)  # every id changed
+    no_shapes = {k: v for k, v in batch.items() if k != "word_shape_ids"}
+    with torch.no_grad():
+        shaped = make_tagger(shape_dim=4)
+        assert shaped.reads_word_shapes
+        assert shaped.lstm[0].input_size == 16 + 4
+        assert not torch.allclose(shaped(**batch).logits, shaped(**other).logits)
+        with pytest.raises(ValueError, match="word_shapes=True"):
+            shaped(**no_shapes)
+        plain = make_tagger(shape_dim=0)
+        assert not plain.reads_word_shapes and plain.shape_embeddings is None
+        torch.testing.assert_close(plain(**batch).logits, plain(**no_shapes).logits)
+        torch.testing.assert_close(plain(**batch).logits, plain(**other).logits)
+
+
+def test_tagger_loss_is_cross_entropy_over_labelled_real_tokens():
+    model = make_tagger()
+    batch = tagged_batch([4, 6, 2])
+    labels = torch.full((3, 6), IGNORE_INDEX)
+    labels[0, 1], labels[0, 2] = 3, 0
+    labels[1, 1], labels[1, 3], labels[1, 5] = 4, 2, 1
+    labels[2, 1] = 0
+    labels[2, 4] = 2  # past row 2's length (2 tokens): padding, must not count
+    out = model(**batch, labels=labels)
+    log_probs = torch.log_softmax(out.logits, dim=-1)  # [3, 6, 5]
+    counted = [(0, 1), (0, 2), (1, 1), (1, 3), (1, 5), (2, 1)]
+    want = -sum(log_probs[b, t, labels[b, t]] for b, t in counted) / len(counted)
+    torch.testing.assert_close(out.loss, want)
+    out.loss.backward()
+    assert model.classifier.weight.grad.abs().sum() > 0
+
+
+def test_tagger_loss_without_any_label_is_zero_not_nan():
+    model = make_tagger()
+    batch = tagged_batch([3, 2])
+    out = model(**batch, labels=torch.full((2, 3), IGNORE_INDEX))
+    assert out.loss.item() == 0.0
+    out.loss.backward()  # still part of the graph
+
+
+def test_tagger_layer_groups_hold_the_shape_table_with_the_embeddings():
+    model = make_tagger(num_layers=2, type_vocab_size=2)
+    groups = model.layer_groups()
+    assert [name for name, _ in groups] == ["embeddings", "lstm.0", "lstm.1", "classifier"]
+    assert dict(groups)["embeddings"] == [
+        model.embeddings,
+        model.token_type_embeddings,
+        model.shape_embeddings,
+    ]
+    grouped = [id(p) for _, modules in groups for m in modules for p in m.parameters()]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
+def test_fresh_tagger_shape_table_has_a_zero_padding_row():
+    model = BiLSTMForTokenClassification(
+        BiLSTMConfig(vocab_size=8, embedding_dim=4, hidden_size=3, shape_dim=5)
+    )
+    assert model.shape_embeddings.weight.shape == (10, 5)
+    assert torch.all(model.shape_embeddings.weight[0] == 0)
+    assert model.shape_embeddings.weight[1:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape_dim", [0, 3])
+def test_tagger_auto_round_trip_gives_identical_logits(tmp_path, shape_dim):
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    register_auto()
+    model = make_tagger(shape_dim=shape_dim)
+    batch = tagged_batch([5, 11, 3])
+    with torch.no_grad():
+        before = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert AutoConfig.from_pretrained(tmp_path).shape_dim == shape_dim
+    loaded = AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    assert type(loaded) is BiLSTMForTokenClassification
+    reloaded = loaded.state_dict()
+    assert list(reloaded) == list(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded[name]), name
+    with torch.no_grad():
+        assert torch.equal(before, loaded(**batch).logits)
+
+
+@pytest.mark.parametrize("bad", [{"shape_dim": -1}, {"shape_vocab_size": 0}])
+def test_config_rejects_bad_shape_settings(bad):
+    with pytest.raises(ValueError):
+        BiLSTMConfig(vocab_size=25, **bad)

@@ -211,3 +211,156 @@ def test_registered_with_settings_whose_defaults_are_the_models():
     config = BiLSTMConfig()
     for name, value in dataclasses.asdict(BiLSTMSettings()).items():
         assert getattr(config, name) == value, name
+
+
+# --- the token (NER) student ---------------------------------------------------------
+
+TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+SENTENCES = [
+    ["he", "sat", "on", "the", "mat"],
+    ["the", "cat", "and", "the", "dog"],
+    ["she", "is", "charming", "yes"],
+    ["xyzzy", "plot", "!"],
+]
+
+
+@pytest.fixture(scope="module")
+def token_teacher(tiny_encoder):
+    """The tiny encoder with a fresh 5-tag token head, and its (uncased) tokenizer."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_encoder, num_labels=5)
+    return model, AutoTokenizer.from_pretrained(tiny_encoder)
+
+
+def token_head() -> dict:
+    from lmshrink.data.task_kinds import TOKEN_CLASSIFICATION
+
+    return TOKEN_CLASSIFICATION.head_settings(TAGS)
+
+
+def build_tagger(token_teacher, sentences=SENTENCES, **settings):
+    model, tokenizer = token_teacher
+    chosen = dict(embedding_dim=16, hidden_size=16, dropout=0.0)
+    chosen.update(settings)
+    torch.manual_seed(0)
+    built = STUDENTS.get("bilstm").build(model, tokenizer, sentences, token_head(), 12, **chosen)
+    assert built.tokenizer is tokenizer and built.teacher_tokenizer and not built.token_states
+    return built.model
+
+
+def test_a_token_teacher_gets_a_tagger_with_teacher_initialised_embeddings(token_teacher):
+    from lmshrink.models.bilstm import BiLSTMForTokenClassification
+
+    model, tokenizer = token_teacher
+    assert emb.is_token_classifier(model)
+    student = build_tagger(token_teacher, shape_dim=6)
+    assert type(student) is BiLSTMForTokenClassification
+    kept = emb.collect_word_vocab(tokenizer, SENTENCES, 12)
+    expected = set(tokenizer.all_special_ids)
+    for words in SENTENCES:
+        expected.update(tokenizer(words, is_split_into_words=True)["input_ids"])
+    assert kept == sorted(expected)
+    config = student.config
+    assert config.vocab_size == len(kept) and config.num_labels == 5
+    assert config.id2label == dict(enumerate(TAGS))
+    assert student.token_map[torch.tensor(kept)].tolist() == list(range(len(kept)))
+    reduced = reduce_embeddings(model.get_input_embeddings().weight[torch.tensor(kept)], 16)
+    assert torch.equal(student.embeddings.weight.detach(), reduced)
+    # the shape table: 6 wide, padding row 0, at the scale of the word vectors
+    shapes = student.shape_embeddings.weight.detach()
+    assert config.shape_dim == 6 and shapes.shape == (10, 6)
+    assert torch.all(shapes[0] == 0)
+    assert 0.5 < float(shapes[1:].std() / reduced.std()) < 2.0
+
+
+def test_word_vocab_refuses_texts_that_are_not_word_lists(token_teacher):
+    _, tokenizer = token_teacher
+    with pytest.raises(ValueError, match="sentence 1 is not a list of words"):
+        emb.collect_word_vocab(tokenizer, [["a", "b"], "a text"], 12)
+
+
+@pytest.mark.parametrize("given", [{}, {"shape_dim": 8}])
+def test_a_sentence_teacher_ignores_shape_dim(teacher, given):
+    student = build(teacher, **given)
+    assert type(student) is BiLSTMForSequenceClassification
+    assert student.config.shape_dim == 0 and student.shape_embeddings is None
+
+
+def test_a_token_student_reads_word_shapes_by_default(token_teacher):
+    student = build_tagger(token_teacher)
+    assert student.reads_word_shapes and student.config.shape_dim == BiLSTMSettings().shape_dim
+    assert BiLSTMSettings().shape_dim > 0
+
+
+def capital_tagged(n: int, seed: int) -> tuple[list[list[str]], list[list[int]]]:
+    """Sentences whose tags depend on capitals only: a Title word is B-PER (the word after
+    it, also Title, I-PER), an ALL-CAPS one B-LOC, lower words O. The same words appear in
+    every form, so an uncased tokenizer's ids alone cannot tell the tags apart."""
+    import random
+
+    rng = random.Random(seed)
+    pool = ["cat", "dog", "mat", "he", "she", "plot", "good"]
+    sentences, tags = [], []
+    for _ in range(n):
+        words, row = [], []
+        while len(words) < 6:
+            word, form = rng.choice(pool), rng.random()
+            if form < 0.5:
+                words.append(word), row.append(0)
+            elif form < 0.75:
+                words += [word.title(), rng.choice(pool).title()]
+                row += [1, 2]
+            else:
+                words.append(word.upper()), row.append(3)
+        sentences.append(words)
+        tags.append(row)
+    return sentences, tags
+
+
+def train_tagger(student, enc, steps: int) -> list[float]:
+    from lmshrink.data.batching import collate
+
+    student.train()
+    optimiser = torch.optim.Adam(student.parameters(), lr=0.02)
+    losses = []
+    for step in range(steps):
+        batch = collate(enc, [(step * 8 + i) % len(enc) for i in range(8)])
+        loss = student(**batch).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_tagger_trains_end_to_end_and_word_shapes_see_capitals(token_teacher, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from lmshrink.data.batching import encode_words
+    from lmshrink.training.inference import predict_words
+
+    _, tokenizer = token_teacher
+    sentences, tags = capital_tagged(48, seed=3)
+    shaped = build_tagger(token_teacher, sentences, shape_dim=4)
+    plain = build_tagger(token_teacher, sentences, shape_dim=0)
+    enc, _ = encode_words(tokenizer, sentences, tags, 32, word_shapes=True)
+    without, _ = encode_words(tokenizer, sentences, tags, 32)
+    shaped_losses = train_tagger(shaped, enc, 60)
+    plain_losses = train_tagger(plain, without, 60)
+    assert sum(shaped_losses[-10:]) < 0.2 * sum(shaped_losses[:10])  # it learns
+    # without shapes, "Cat" and "cat" are the same input: capitals cannot be learnt
+    assert sum(shaped_losses[-10:]) < 0.3 * sum(plain_losses[-10:])
+
+    shaped.eval()
+    register_auto()
+    shaped.save_pretrained(tmp_path)
+    loaded = AutoModelForTokenClassification.from_pretrained(tmp_path)
+    got = predict_words(loaded, enc, batch_size=16)  # its batches carry word_shape_ids
+    words_right = sum(int((g.argmax(-1) == t).sum()) for g, t in zip(got, tags, strict=True)) / sum(
+        len(t) for t in tags
+    )
+    assert words_right > 0.9
+    np_before = predict_words(shaped, enc, batch_size=16)
+    assert all((a == b).all() for a, b in zip(got, np_before, strict=True))

@@ -161,3 +161,26 @@ def test_importing_the_students_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_token_classifiers_and_word_shape_readers_are_told_apart():
+    from transformers import BertForSequenceClassification, BertForTokenClassification, BertModel
+
+    from lmshrink.errors import ModelError
+    from lmshrink.students.common import check_teacher, is_token_classifier, reads_word_shapes
+
+    config = tiny_bert_config(num_labels=3)
+    tagger, classifier = BertForTokenClassification(config), BertForSequenceClassification(config)
+    assert is_token_classifier(tagger) and not is_token_classifier(classifier)
+    head = {"num_labels": 3}
+    check_teacher(tagger, head)  # a token teacher is a teacher
+    check_teacher(classifier, head)
+    with pytest.raises(ModelError, match="not a sequence or token classifier"):
+        check_teacher(BertModel(config), head)
+    with pytest.raises(ModelError, match="has 3 output"):
+        check_teacher(tagger, {"num_labels": 9})
+
+    class ShapeReader(torch.nn.Module):
+        reads_word_shapes = True
+
+    assert reads_word_shapes(ShapeReader()) and not reads_word_shapes(tagger)

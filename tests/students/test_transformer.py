@@ -210,7 +210,7 @@ def test_layer_subset_rejects_bad_settings(tokenizer, settings, message):
 
 def test_layer_subset_needs_a_classifier_with_the_tasks_outputs(tokenizer):
     teacher = bert_teacher(tokenizer)
-    with pytest.raises(ModelError, match="not a sequence classifier"):
+    with pytest.raises(ModelError, match="not a sequence or token classifier"):
         make("layers", teacher.bert, tokenizer, TEXTS, SST2, 32)
     with pytest.raises(ModelError, match="has 2 output"):
         make("layers", teacher, tokenizer, TEXTS, task_head_settings(get_task("mnli")), 32)
@@ -668,3 +668,86 @@ def test_students_load_as_stock_folders_without_lmshrink(tmp_path, tokenizer):
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     for folder, values in loaded.items():
         torch.testing.assert_close(torch.tensor(values), expected[folder], atol=1e-5, rtol=0)
+
+
+# --- token classification (NER) teachers ----------------------------------------------------
+
+CONLL = task_head_settings(get_task("conll2003"))
+WORD_TEXTS = [text.split() for (text, *_rest) in TEXTS]  # a token task's texts: word lists
+
+
+def token_teacher(tokenizer, layers: int = 3, hidden: int = 48):
+    """A random BERT tagger (9 CoNLL tags), every tensor drawn afresh, in eval mode."""
+    from transformers import BertForTokenClassification
+
+    torch.manual_seed(0)
+    config = tiny_bert_config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        **CONLL,
+    )
+    model = BertForTokenClassification(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def test_transformer_students_of_a_token_teacher_tag_every_token(tokenizer, dev):
+    """A token teacher's `layers` and `narrow` students are token classifiers of its class
+    with its head; keeping every layer (or the full width) gives back the teacher's
+    per-token logits exactly."""
+    from transformers import BertForTokenClassification
+
+    teacher = token_teacher(tokenizer)
+    want = logits(teacher, dev[0])  # [N, T, 9]
+    kept = make("layers", teacher, tokenizer, WORD_TEXTS, CONLL, 32, layers=3)
+    full = {"layers": 3, "hidden_size": 48, "intermediate_size": 96}
+    narrow = make("narrow", teacher, tokenizer, WORD_TEXTS, CONLL, 32, **full)
+    for built in (kept, narrow):
+        assert type(built.model) is BertForTokenClassification and built.compares_tokens
+        assert built.model.config.id2label == CONLL["id2label"]
+        torch.testing.assert_close(logits(built.model, dev[0]), want, atol=1e-4, rtol=0)
+    one = make("layers", teacher, tokenizer, WORD_TEXTS, CONLL, 32, layers=1).model
+    assert logits(one, dev[0]).shape == want.shape
+    assert_same_tensors(one.classifier.state_dict(), teacher.classifier.state_dict())
+
+
+def test_a_narrow_token_student_starts_near_the_teachers_per_token_logits(tokenizer, dev):
+    """Half as wide, the narrow tagger (its head reading the student's states through the
+    projection, with what it drops folded into the bias) is far closer to the teacher's
+    per-token logits than random taggers of its shape."""
+    from transformers import BertForTokenClassification
+
+    teacher = token_teacher(tokenizer, layers=2)
+    batch = dev[0]
+    real = batch["attention_mask"].bool()
+    want = logits(teacher, batch)[real]  # [tokens, 9]
+    torch.manual_seed(0)
+    student = make("narrow", teacher, tokenizer, WORD_TEXTS, CONLL, 32, layers=2, hidden_size=24)
+    error = F.mse_loss(logits(student.model, batch)[real], want).item()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        random_student = BertForTokenClassification(student.model.config)
+        assert error < 0.02 * F.mse_loss(logits(random_student, batch)[real], want).item()
+
+
+def test_pretrained_student_of_a_token_teacher_is_a_token_classifier(tmp_path, tokenizer):
+    from transformers import BertForTokenClassification
+
+    save_other_encoder(tmp_path / "other")
+    built = make(
+        "pretrained",
+        token_teacher(tokenizer),
+        tokenizer,
+        WORD_TEXTS,
+        CONLL,
+        32,
+        model=str(tmp_path / "other"),
+    )
+    assert type(built.model) is BertForTokenClassification
+    assert built.model.config.num_labels == 9 and not built.compares_tokens

@@ -36,6 +36,7 @@ import numpy as np
 from lmshrink.compress.onnx import (
     EXPORT_FILE,
     MODEL_FILE,
+    pad_words,
     require_onnx,
     save_serving_files,
     write_json,
@@ -71,9 +72,17 @@ def quantize_torch(model: Any, modules: tuple[str, ...] = TORCH_MODULES) -> Any:
     return quantized.eval()
 
 
-def save_torch_int8(source: str, model: Any, tokenizer: Any, folder: Path) -> None:
+def save_torch_int8(
+    source: str,
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    auto_model: str = "AutoModelForSequenceClassification",
+) -> None:
     """The fp32 model folder plus quantization.json, from which `load_quantized` rebuilds
-    the int8 model (see the module doc for why no int8 weights are stored)."""
+    the int8 model (see the module doc for why no int8 weights are stored); `auto_model` is
+    the transformers Auto class that loads it (the task kind's: sequence or token
+    classification)."""
     import torch
 
     model.save_pretrained(folder)
@@ -82,6 +91,7 @@ def save_torch_int8(source: str, model: Any, tokenizer: Any, folder: Path) -> No
         folder / QUANT_FILE,
         {
             "format": TORCH_FORMAT,
+            "auto_model": auto_model,
             "modules": list(TORCH_MODULES),
             "dtype": "qint8",
             "engine": torch.backends.quantized.engine,
@@ -94,9 +104,10 @@ def save_torch_int8(source: str, model: Any, tokenizer: Any, folder: Path) -> No
 
 def load_quantized(folder: str | Path) -> Any:
     """The PyTorch int8 model of a `torch-int8/` folder that `lmshrink quantize` wrote (or of
-    its `--out` folder): the fp32 weights (safetensors) quantized as they were when measured.
-    Its tokenizer loads with `AutoTokenizer.from_pretrained(folder)`."""
-    from transformers import AutoModelForSequenceClassification
+    its `--out` folder): the fp32 weights (safetensors) quantized as they were when measured,
+    a sentence or a token classifier as it was saved. Its tokenizer loads with
+    `AutoTokenizer.from_pretrained(folder)`."""
+    import transformers
 
     import lmshrink  # noqa: F401  (registers lmshrink's model classes with the Auto API)
 
@@ -115,7 +126,14 @@ def load_quantized(folder: str | Path) -> Any:
             f"{spec_file}: format {spec.get('format')!r} is not {TORCH_FORMAT!r}; quantize "
             "the model again with lmshrink quantize."
         )
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    # Folders written before token models could be quantized name no class: sentence ones.
+    auto = spec.get("auto_model", "AutoModelForSequenceClassification")
+    if auto not in ("AutoModelForSequenceClassification", "AutoModelForTokenClassification"):
+        raise ModelError(
+            f"{spec_file}: auto_model {auto!r} is not a classifier lmshrink makes; quantize "
+            "the model again with lmshrink quantize."
+        )
+    model = getattr(transformers, auto).from_pretrained(path).eval()
     return quantize_torch(model, tuple(spec["modules"]))
 
 
@@ -163,10 +181,28 @@ def onnx_int8_folder(fp32_folder: Path, folder: Path) -> None:
 # --- choosing a backend ---------------------------------------------------------------
 
 
-def agreement(reference: np.ndarray, outputs: np.ndarray, kind: TaskKind) -> float:
+Outputs = np.ndarray | list[np.ndarray]  # [N, C]; a token task's: one [W_i, C] per sentence
+
+
+def agreement(reference: Outputs, outputs: Outputs, kind: TaskKind) -> float:
     """Share of dev predictions [N, C] equal to the reference's, as the task kind counts them
-    (the same class; regression: scores within its agreement tolerance, 0.05)."""
+    (the same class; regression: scores within its agreement tolerance, 0.05). A token task's
+    outputs (one [W_i, C] array per sentence) agree per word: the share of words tagged
+    alike (`kind.same_prediction` under the word mask)."""
+    if kind.token_level:
+        (ref, mask), (out, _) = pad_words(list(reference)), pad_words(list(outputs))
+        same = kind.same_prediction(ref, out, mask=mask)  # [words]
+        return float(same.mean()) if same.size else 1.0
     return float(np.mean(kind.same_prediction(reference, outputs)))
+
+
+def max_abs_diff(reference: Outputs, outputs: Outputs) -> float:
+    """The largest |difference| between two models' outputs on the same examples (a token
+    task's: over every word of every sentence)."""
+    if isinstance(reference, np.ndarray):
+        return float(np.abs(reference - outputs).max())
+    pairs = zip(reference, outputs, strict=True)
+    return max((float(np.abs(a - b).max(initial=0.0)) for a, b in pairs), default=0.0)
 
 
 def choose_best(result: dict[str, Any], max_drop: float) -> dict[str, str]:

@@ -4,7 +4,8 @@ Every model lmshrink makes exports the same way: stock Hugging Face BERT-family 
 (teachers; layer-subset, narrow, pretrained and Theseus students) and the BiLSTM student.
 The graph takes `input_ids`, `attention_mask` and, when the model reads them,
 `token_type_ids` (all int64 `[batch, sequence]`, both axes dynamic, right-padded) and
-returns `logits [batch, labels]`.
+returns `logits [batch, labels]`; a token classifier (NER) returns `logits [batch, sequence,
+labels]`, one row per sub-token, of which a server reads each word's first sub-token.
 
 **Exporter.** `torch.onnx.export(..., dynamo=False)`, the TorchScript tracer. torch 2.13
 defaults to the dynamo exporter, which needs `onnxscript` and captures the model with
@@ -24,6 +25,9 @@ ONNX Runtime 1.13 (2022) on run it, and ONNX Runtime's int8 quantizer accepts it
 model (batches in dev order, so they hold real padding; several batch sizes); the largest
 |logit difference| and the share of identical predictions are written to `export.json`. Past
 `--tolerance` the export fails with `ParityError` (and `lmshrink export` writes nothing).
+A token classifier is compared where its predictions are read, per word: the logits at each
+word's first sub-token (word masks leave out later sub-tokens, special tokens and padding),
+and the share of words given the same tag.
 
 A folder `export_folder` writes is self-contained: `model.onnx`, the tokenizer
 (`tokenizer.json` and its config), the model's `lmshrink.json` when it has one, and
@@ -38,11 +42,13 @@ import json
 import shutil
 import types
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmshrink.compress.token_serving import token_serving_notes, write_rule_files
 from lmshrink.config import option
 from lmshrink.data.batching import Encoded, collate
 from lmshrink.data.task_kinds import TaskKind
@@ -59,6 +65,9 @@ MIN_OPSET, MAX_OPSET = 14, 20
 MODEL_FILE = "model.onnx"
 EXPORT_FILE = "export.json"
 OUTPUT_NAME = "logits"
+# Inputs beyond the tokenizer's that a model may read (the BiLSTM token student's word-shape
+# ids); each becomes a graph input when the model's forward takes it and the encoding has it.
+EXTRA_INPUTS = ("word_shape_ids",)
 
 
 class ParityError(LmshrinkError):
@@ -117,17 +126,19 @@ def check_settings(settings: OnnxSettings) -> None:
 # --- export -----------------------------------------------------------------------------
 
 
-def onnx_input_names(model: Any, tokenizer: Any) -> list[str]:
+def onnx_input_names(model: Any, tokenizer: Any, features: Iterable[str] = ()) -> list[str]:
     """The graph's inputs: input_ids and attention_mask, plus token_type_ids when the model
-    takes them, the tokenizer writes them and the model has segment embeddings."""
+    takes them, the tokenizer writes them and the model has segment embeddings, plus each
+    of `EXTRA_INPUTS` that the model takes and the encoding's `features` hold."""
     import inspect
 
     names = ["input_ids", "attention_mask"]
-    takes = "token_type_ids" in inspect.signature(model.forward).parameters
+    params = inspect.signature(model.forward).parameters
     writes = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
     has_segments = getattr(model.config, "type_vocab_size", 1) != 0
-    if takes and writes and has_segments:
+    if "token_type_ids" in params and writes and has_segments:
         names.append("token_type_ids")
+    names += [name for name in EXTRA_INPUTS if name in params and name in set(features)]
     return names
 
 
@@ -150,7 +161,8 @@ def export_onnx(
     model: Any, example: dict[str, Any], path: str | Path, opset: int = ONNX_OPSET
 ) -> None:
     """Trace `model` on `example` (named int64 tensors [B, T]) and write the ONNX graph to
-    `path`: those inputs, output `logits [B, C]`, batch and sequence axes dynamic."""
+    `path`: those inputs, output `logits [B, C]` (a token classifier's: `[B, T, C]`), batch
+    and sequence axes dynamic."""
     import torch
 
     names = list(example)
@@ -166,9 +178,11 @@ def export_onnx(
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             return self.model(**dict(zip(names, inputs, strict=True))).logits
 
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    axes[OUTPUT_NAME] = {0: "batch"}
     wrapper = LogitsOnly().eval()
+    with torch.no_grad():  # per sub-token logits [B, T, C] (token classifiers) or [B, C]
+        per_token = wrapper(*(example[n] for n in names)).dim() == 3
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         # The exporter warns that the TorchScript path is deprecated (it is the one that
         # handles packed LSTMs), and the tracer about Python-side checks it freezes; the
@@ -240,6 +254,13 @@ class OnnxClassifier:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.threads = options.intra_op_num_threads
 
+    @property
+    def reads_word_shapes(self) -> bool:
+        """Whether the graph takes `word_shape_ids` (an exported BiLSTM tagger with word
+        shapes), so that its inputs are encoded with `encode(..., word_shapes=True)`, as the
+        PyTorch model's are."""
+        return "word_shape_ids" in self.input_names
+
     @classmethod
     def from_folder(cls, folder: str | Path, threads: int | None = None) -> OnnxClassifier:
         """The session of `folder/model.onnx` (a folder `lmshrink export` wrote)."""
@@ -255,8 +276,9 @@ class OnnxClassifier:
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, **inputs: Any) -> Any:
         """input_ids, attention_mask, token_type_ids: int64 tensors [B, T] (right-padded);
-        returns an object whose `logits` is a float32 tensor [B, C]. A graph input the
-        batch lacks is filled as a tokenizer would: mask all ones, token types all zeros."""
+        returns an object whose `logits` is a float32 tensor [B, C] ([B, T, C] for a token
+        classifier). A graph input the batch lacks is filled as a tokenizer would: mask all
+        ones, token types all zeros."""
         import torch
 
         given = {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}
@@ -272,6 +294,19 @@ class OnnxClassifier:
 
 
 # --- parity -----------------------------------------------------------------------------
+
+
+def pad_words(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-word outputs of sentences (one [W_i, C] array each) as one array [N, W, C],
+    zero-padded to the longest sentence, and its word mask [N, W] (True on real words)."""
+    width = max((len(r) for r in rows), default=0)
+    classes = rows[0].shape[-1] if rows else 0
+    out = np.zeros((len(rows), width, classes), dtype=np.float32)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+        mask[i, : len(row)] = True
+    return out, mask
 
 
 def check_parity(
@@ -293,6 +328,11 @@ def check_parity(
     predictions, where the largest difference occurred, and the same per batch size; `passed`
     says whether the largest difference is within `tolerance`. A NaN counts as an infinite
     difference.
+
+    A token-level kind (NER; `enc` from `encode_words`) is compared per word, where its
+    predictions are read: the logits at each word's first sub-token (`enc.word_starts`),
+    under a word mask; the share of identical predictions is then over words, and `words`
+    says how many were compared.
     """
     import torch
 
@@ -307,34 +347,54 @@ def check_parity(
         batches = eval_batches(
             enc, bs, order="dataset", limit=limit, progress=progress, desc=f"parity b={bs}"
         )
-        for _, batch, _ in batches:
+        for indices, batch, _ in batches:
             with torch.inference_mode():
-                ref_rows.append(model(**batch).logits.float().numpy())  # [b, C]
-            got_rows.append(onnx_model(**batch).logits.numpy())  # [b, C]
-        ref, got = np.concatenate(ref_rows), np.concatenate(got_rows)  # [n, C]
+                ref_out = model(**batch).logits.float().numpy()  # [b, C] or [b, T, C]
+            got_out = onnx_model(**batch).logits.numpy()
+            if kind.token_level:  # each sentence's words, read at their first sub-token
+                assert enc.word_starts is not None, "a token task's encoding has word_starts"
+                starts = [enc.word_starts[i] for i in indices]
+                ref_rows += [ref_out[r, pos] for r, pos in enumerate(starts)]  # [W_i, C]
+                got_rows += [got_out[r, pos] for r, pos in enumerate(starts)]
+            else:
+                ref_rows.append(ref_out)  # [b, C]
+                got_rows.append(got_out)
+        mask = None
+        if kind.token_level:
+            (ref, mask), (got, _) = pad_words(ref_rows), pad_words(got_rows)  # [n, W, C]
+        else:
+            ref, got = np.concatenate(ref_rows), np.concatenate(got_rows)  # [n, C]
         diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
         diff[~np.isfinite(diff)] = np.inf
-        per_row = diff.max(axis=1)  # [n]
-        agree = kind.same_prediction(ref, got, tolerance)  # [n]
+        if mask is not None:
+            diff[~mask] = 0.0  # padding words: nothing is read there
+        per_row = diff.reshape(len(diff), -1).max(axis=1, initial=0.0)  # [n]
+        agree = kind.same_prediction(ref, got, tolerance, mask)  # [n], or [words]
         row = int(per_row.argmax())
         by_batch[str(bs)] = {
             "examples": n,
             "max_abs_diff": float(per_row[row]),
-            "agreement": float(agree.mean()),
+            "agreement": float(agree.mean()) if agree.size else 1.0,
         }
+        if mask is not None:
+            by_batch[str(bs)]["words"] = int(agree.size)
         if per_row[row] > worst["max_abs_diff"]:
             worst = {"max_abs_diff": float(per_row[row]), "batch_size": bs, "example": row}
         agree_total += int(agree.sum())
-        compared += n
-    return {
+        compared += int(agree.size)
+    result = {
         "split": "dev",
         "tolerance": tolerance,
         "passed": bool(worst["max_abs_diff"] <= tolerance),
         "max_abs_diff": worst["max_abs_diff"],
-        "agreement": agree_total / compared,
+        "agreement": agree_total / compared if compared else 1.0,
         "worst": {"batch_size": worst["batch_size"], "example": worst["example"]},
         "by_batch_size": by_batch,
     }
+    if kind.token_level:
+        result["compared"] = "words: the logits at each word's first sub-token"
+        result["words"] = compared // len(batch_sizes)  # the dev words, at each batch size
+    return result
 
 
 def raise_on_mismatch(parity: dict[str, Any], source: str, dev: str) -> None:
@@ -342,11 +402,12 @@ def raise_on_mismatch(parity: dict[str, Any], source: str, dev: str) -> None:
     if parity["passed"]:
         return
     worst = parity["worst"]
+    unit = "word predictions" if "words" in parity else "predictions"
     raise ParityError(
         f"{source}: the ONNX export's logits (ONNX Runtime) differ from PyTorch's by up to "
         f"{parity['max_abs_diff']:.3g} (batch size {worst['batch_size']}, example "
         f"{worst['example']} of {dev}), past --tolerance {parity['tolerance']:g}; "
-        f"{100 * parity['agreement']:.2f}% of predictions are identical. The export is not "
+        f"{100 * parity['agreement']:.2f}% of {unit} are identical. The export is not "
         "trustworthy, so nothing was written; report it with the model's config.json, or "
         "raise --tolerance if this difference is acceptable."
     )
@@ -366,8 +427,8 @@ def save_serving_files(source: str, tokenizer: Any, folder: Path) -> None:
 def serving_metadata(
     src: ModelSource, inputs: list[str], opset: int, folder: Path
 ) -> dict[str, Any]:
-    """What a server needs besides the graph (inputs, labels, tokenizer settings), and
-    where the file came from."""
+    """What a server needs besides the graph (inputs, labels, tokenizer settings; for a token
+    classifier, how words are split, encoded and read), and where the file came from."""
     import onnx
     import onnxruntime
     import torch
@@ -375,7 +436,8 @@ def serving_metadata(
     from lmshrink import __version__
 
     task, tokenizer = src.task, src.tokenizer
-    return {
+    num_labels = src.model.config.num_labels
+    meta = {
         "format": "onnx",
         "file": MODEL_FILE,
         "weights": "fp32",
@@ -384,8 +446,13 @@ def serving_metadata(
         "source": str(src.folder),
         "model_type": src.model.config.model_type,
         "task": task.name,
+        "task_kind": task.kind.name,
         "inputs": inputs,
-        "output": f"{OUTPUT_NAME} [batch, {src.model.config.num_labels}]",
+        "output": (
+            f"{OUTPUT_NAME} [batch, sequence, {num_labels}]"
+            if task.kind.token_level
+            else f"{OUTPUT_NAME} [batch, {num_labels}]"
+        ),
         "problem_type": task.kind.problem_type,
         # the logits' columns in id order: the order lmshrink scores and trains with
         "labels": task.kind.output_names(task.labels),
@@ -403,6 +470,9 @@ def serving_metadata(
             "onnxruntime": onnxruntime.__version__,
         },
     }
+    if task.kind.token_level:
+        meta["words"] = token_serving_notes("word_shape_ids" in inputs)
+    return meta
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -420,7 +490,7 @@ def export_folder(
     """
     folder.mkdir(parents=True, exist_ok=True)
     model = src.model.eval()
-    example = example_batch(src.enc, onnx_input_names(model, src.tokenizer))
+    example = example_batch(src.enc, onnx_input_names(model, src.tokenizer, src.enc.features))
     export_onnx(model, example, folder / MODEL_FILE, settings.opset)
     session = OnnxClassifier(folder / MODEL_FILE)
     parity = check_parity(
@@ -435,6 +505,8 @@ def export_folder(
     )
     raise_on_mismatch(parity, src.folder, src.splits[0].source)
     save_serving_files(src.folder, src.tokenizer, folder)
+    if src.task.kind.token_level:  # split_words.py (and word_shapes.py) for servers
+        write_rule_files(folder, shapes="word_shape_ids" in session.input_names)
     meta = serving_metadata(src, session.input_names, settings.opset, folder)
     meta["parity"] = parity
     write_json(folder / EXPORT_FILE, meta)

@@ -102,11 +102,37 @@ def check_augment_config(cfg: AugmentConfig) -> None:
         )
 
 
+def augment_words(
+    sentences: list[tuple[str, ...]], cfg: AugmentConfig, seed: int
+) -> list[tuple[str, ...]]:
+    """`augment` for a token task's transfer set, whose examples are word lists (one tuple
+    of words per sentence): `cfg.multiplier` copies of each, copy k of sentence i at index
+    `i * multiplier + k`, each the whole sentence's words changed as `augment` changes one
+    text field (n-gram, masking, dropout, swaps). A masked word becomes the mask token,
+    one word; a copy that would come out empty is its source."""
+    check_augment_config(cfg)
+    if cfg.multiplier == 0:
+        return []
+    rng = random.Random(seed)
+    out: list[tuple[str, ...]] = []
+    for words in sentences:
+        for _ in range(cfg.multiplier):
+            changed = _augment_words(list(words), cfg, rng)
+            out.append(tuple(changed) if changed else tuple(words))
+    return out
+
+
 def _augment_field(field: str, cfg: AugmentConfig, rng: random.Random) -> str:
     """One augmented version of one text field (or the field itself if nothing is left)."""
     words = field.split()
     if not words:
         return field
+    words = _augment_words(words, cfg, rng)
+    return " ".join(words) if words else field
+
+
+def _augment_words(words: list[str], cfg: AugmentConfig, rng: random.Random) -> list[str]:
+    """One augmented version of a non-empty word list (maybe empty: every word dropped)."""
     # The n-gram step comes first: masking afterwards costs less and gives the same rates.
     if cfg.p_ngram and rng.random() < cfg.p_ngram:
         n = min(rng.randint(1, MAX_NGRAM), len(words))
@@ -131,4 +157,4 @@ def _augment_field(field: str, cfg: AugmentConfig, rng: random.Random) -> str:
                 i += 2  # a swapped word is not carried further along
             else:
                 i += 1
-    return " ".join(words) if words else field
+    return words

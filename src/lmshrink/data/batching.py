@@ -17,6 +17,8 @@ from typing import Any
 from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
 from lmshrink.data.task_kinds import IGNORE_INDEX
+from lmshrink.data.word_shapes import PAD as SHAPE_PAD
+from lmshrink.data.word_shapes import word_shape_ids
 
 
 @dataclasses.dataclass
@@ -40,11 +42,16 @@ class Encoded:
         return [len(ids) for ids in self.features["input_ids"]]
 
 
-def encode(tokenizer: Any, split: Split | TokenSplit, max_length: int) -> Encoded:
+def encode(
+    tokenizer: Any, split: Split | TokenSplit, max_length: int, word_shapes: bool = False
+) -> Encoded:
     """Tokenize every example once (pairs as a pair; a token task's sentences as their
-    words), truncating to `max_length` tokens."""
+    words), truncating to `max_length` tokens. `word_shapes` (token tasks only) adds
+    `features["word_shape_ids"]`, for a model that reads them (see `encode_words`)."""
     if isinstance(split, TokenSplit):
-        enc, cut = encode_words(tokenizer, split.words, split.labels, max_length)
+        enc, cut = encode_words(
+            tokenizer, split.words, split.labels, max_length, word_shapes=word_shapes
+        )
         if cut:  # their tags are lost to the model: scores count their entities as missed
             print(
                 f"warning: {split.source}: {cut:,} of {split.num_words:,} words are past "
@@ -54,6 +61,8 @@ def encode(tokenizer: Any, split: Split | TokenSplit, max_length: int) -> Encode
                 flush=True,
             )
         return enc
+    if word_shapes:
+        raise ValueError("word shapes describe the words of a token task; this split has texts.")
     firsts = [t[0] for t in split.texts]
     seconds = [t[1] for t in split.texts] if split.texts and len(split.texts[0]) > 1 else None
     out = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
@@ -62,18 +71,33 @@ def encode(tokenizer: Any, split: Split | TokenSplit, max_length: int) -> Encode
 
 
 def encode_words(
-    tokenizer: Any, words: list[list[str]], tags: list[list[int]] | None, max_length: int
+    tokenizer: Any,
+    words: list[list[str]],
+    tags: list[list[int]] | None,
+    max_length: int,
+    word_shapes: bool = False,
 ) -> tuple[Encoded, int]:
     """Tokenize pre-split sentences (`words[i]` one sentence), truncating to `max_length`
     tokens; returns (the encoding, how many words truncation cut), so that the caller can
-    warn. Tags go on each word's first sub-token; the other positions are IGNORE_INDEX."""
+    warn. Tags go on each word's first sub-token; the other positions are IGNORE_INDEX.
+
+    `word_shapes=True` adds `features["word_shape_ids"]`: on every sub-token, the shape id
+    (`lmshrink.data.word_shapes`) of the word it belongs to, computed from the word as
+    written (an uncased tokenizer has lowercased its ids), and 0 on special tokens. Only a
+    model that reads them gets them (the BiLSTM token student with `shape_dim > 0`); a
+    teacher's encodings never carry them.
+    """
     out = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
     features = {k: list(v) for k, v in out.items() if k in ("input_ids", "token_type_ids")}
+    shapes: list[list[int]] = []
     starts: list[list[int]] = []
     labels: list[list[int]] | None = [] if tags is not None else None
     cut = 0
     for i, sentence in enumerate(words):
         word_ids = out.word_ids(i)
+        if word_shapes:
+            of_word = word_shape_ids(sentence)
+            shapes.append([SHAPE_PAD if w is None else of_word[w] for w in word_ids])
         first = [
             pos
             for pos, w in enumerate(word_ids)
@@ -86,6 +110,8 @@ def encode_words(
             for pos in first:
                 row[pos] = tags[i][word_ids[pos]]
             labels.append(row)
+    if word_shapes:
+        features["word_shape_ids"] = shapes  # collate pads it with 0, the padding shape
     return Encoded(features, labels, tokenizer.pad_token_id or 0, starts), cut
 
 

@@ -7,6 +7,11 @@ and optionally augmented copies. File texts are cleaned of HTML markup, optional
 into sentences and filtered by length, so that they look like the task's inputs. The
 result is deduplicated (the teacher would label a repeated text twice for nothing) and
 deterministic for a seed, so its fingerprint can key the teacher cache.
+
+A token task's (NER) transfer set is made of word lists, not strings (`WordTransferSet`):
+its train sentences with the tags hidden, the sentences of unlabeled `.txt` files split into
+words by `split_words` (whitespace, with punctuation and clitics split off as CoNLL-2003 is
+tokenised), and augmented copies changed word by word.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import re
 from pathlib import Path
 
 from lmshrink.config import option
-from lmshrink.data.augment import AugmentConfig, augment, check_augment_config
+from lmshrink.data.augment import AugmentConfig, augment, augment_words, check_augment_config
 from lmshrink.data.files import check_file, read_table, shorten, text_lines
+from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
 from lmshrink.data.tasks import Task
+from lmshrink.data.words import ABBREVIATIONS, split_words
 from lmshrink.errors import ConfigError, DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -40,7 +47,9 @@ class TransferConfig:
     files: list[str] = option(
         [],
         "unlabeled in-domain files: .txt (one text per line), or .csv/.tsv/.jsonl "
-        "read from --columns (repeat the path list comma-separated).",
+        "read from --columns (repeat the path list comma-separated). Token tasks (NER) "
+        "read .txt files, one sentence per line, split into words at whitespace with "
+        "punctuation and clitics ('s, n't) split off as CoNLL-2003 is tokenised.",
         flag="transfer",
     )
     columns: list[str] = option(
@@ -92,6 +101,30 @@ class TransferSet:
         return h.hexdigest()[:16]
 
 
+@dataclasses.dataclass
+class WordTransferSet:
+    """The transfer set of a token task: one tuple of words per sentence, and `counts` as
+    `TransferSet.counts` says them (sentences instead of texts)."""
+
+    words: list[tuple[str, ...]]
+    counts: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def fingerprint(self) -> str:
+        """A short hash of exactly these sentences in this order (to key the teacher cache)."""
+        h = hashlib.sha256()
+        for words in self.words:
+            h.update("\x1f".join(words).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()[:16]
+
+    def split(self, task: str) -> TokenSplit:
+        """The sentences as an unlabeled `TokenSplit` (what `data.batching.encode` reads)."""
+        return TokenSplit(task, "transfer", "the transfer set", [list(w) for w in self.words], None)
+
+
 # --- cleaning ---------------------------------------------------------------------------
 
 # Only real HTML tag names are removed: reviews also hold "<sighs>", "<3" and
@@ -121,11 +154,6 @@ def clean_text(text: str) -> str:
 # character, which `split_into_sentences` checks to be uppercase or a digit.
 _SENTENCE_END = re.compile(r"""[.!?]+["'”’)\]]*(?=\s+["'“‘(\[]?(\w))""")
 
-# Words whose full stop rarely ends a sentence (titles before a name, "vs.").
-_ABBREVIATIONS = frozenset(
-    ["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "mt", "ft", "gen", "col", "lt"]
-    + ["sgt", "capt", "rev", "gov", "sen", "rep", "messrs", "mme", "mlle", "vol", "fig", "cf"]
-)
 # "e.g", "i.e", "U.S", "p.m": letters joined by dots.
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
 
@@ -169,7 +197,7 @@ def _word_before(text: str, end: int) -> str:
 def _is_abbreviation(word: str) -> bool:
     if len(word) == 1:
         return word.isupper()  # an initial, as in "J. R. R. Tolkien"
-    return word.lower() in _ABBREVIATIONS or _DOTTED.fullmatch(word) is not None
+    return word.lower() in ABBREVIATIONS or _DOTTED.fullmatch(word) is not None
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -256,8 +284,12 @@ def _check_header(file: Path, columns: list[str]) -> None:
 
 
 def build_transfer_set(
-    cfg: TransferConfig, task: Task, train: Split | None, seed: int, progress: bool = True
-) -> TransferSet:
+    cfg: TransferConfig,
+    task: Task,
+    train: Split | TokenSplit | None,
+    seed: int,
+    progress: bool = True,
+) -> TransferSet | WordTransferSet:
     """The transfer set for `task`: train inputs, then file texts, then augmented copies.
 
     Training inputs are taken as the task gives them (they are what the student will be
@@ -265,16 +297,23 @@ def build_transfer_set(
     `min_words`/`max_words`. Duplicates are dropped (first one kept; exact, case-sensitive
     match on the whole example), augmented copies are appended and deduplicated against
     everything before them, and `max_transfer_samples` keeps a fixed-seed subset in order.
+
+    A token task (`task.kind.token_level`) gets a `WordTransferSet`: the train split's
+    sentences (a `TokenSplit`, tags hidden) and the sentences of `.txt` files split into
+    words by `split_words`, `min_words`/`max_words` counting those words, and copies made by
+    `augment_words`.
     """
     _check_config(cfg, task)
+    words = task.kind.token_level
     counts: dict[str, int] = {}
     texts: list[tuple[str, ...]] = []
     empty_inputs: list[str] = []  # for the error message if nothing is left
 
     if cfg.include_train and train is not None:
-        texts.extend(tuple(fields) for fields in train.texts)
-        counts["train"] = len(train.texts)
-        if not train.texts:
+        inputs = train.words if isinstance(train, TokenSplit) else train.texts
+        texts.extend(tuple(fields) for fields in inputs)
+        counts["train"] = len(inputs)
+        if not inputs:
             empty_inputs.append(f"the train split {train.source} holds no examples")
     else:
         counts["train"] = 0
@@ -283,12 +322,16 @@ def build_transfer_set(
         )
 
     too_short = 0
-    columns = _transfer_columns(cfg, task)
+    columns = [] if words else _transfer_columns(cfg, task)
     if not cfg.files:
         empty_inputs.append("no transfer files were given")
     for path in cfg.files:
-        raw = read_unlabeled(path, columns, task.is_pair)
-        kept, dropped = _prepare(raw, cfg, progress, Path(path).name)
+        if words:
+            lines = read_sentences(path)
+            kept, dropped = _prepare_words(lines, cfg, progress, Path(path).name)
+        else:
+            raw = read_unlabeled(path, columns, task.is_pair)
+            kept, dropped = _prepare(raw, cfg, progress, Path(path).name)
         counts[path] = counts.get(path, 0) + len(kept)
         too_short += dropped
         texts.extend(kept)
@@ -302,7 +345,7 @@ def build_transfer_set(
     seen: set[tuple[str, ...]] = set()
     if cfg.dedup:
         texts, duplicates = _dedup(texts, seen)
-    copies = augment(texts, cfg.augment, seed)
+    copies = (augment_words if words else augment)(texts, cfg.augment, seed)
     counts["augmented"] = len(copies)
     if cfg.dedup and copies:
         # `seen` now holds every original, so copies equal to one of them go too.
@@ -324,10 +367,16 @@ def build_transfer_set(
         counts["subset_dropped"] = len(texts) - n
         texts = [texts[i] for i in keep]
     counts["total"] = len(texts)
-    return TransferSet(texts, counts)
+    return WordTransferSet(texts, counts) if words else TransferSet(texts, counts)
 
 
 def _check_config(cfg: TransferConfig, task: Task) -> None:
+    if task.kind.token_level and cfg.columns:
+        raise ConfigError(
+            f"--columns names the text columns of CSV/TSV/JSONL transfer files, but the token "
+            f"task {task.name} reads unlabeled .txt files (one sentence per line); leave out "
+            "--columns."
+        )
     if cfg.split_sentences and task.is_pair:
         raise ConfigError(
             f"split_sentences cannot be used with the pair task {task.name}, as it would "
@@ -390,6 +439,50 @@ def _prepare(
     return kept, too_short
 
 
+def read_sentences(path: str) -> list[str]:
+    """The non-blank lines of a token task's unlabeled `.txt` file, stripped: one sentence
+    (or, with split_sentences, one document) per line."""
+    file = Path(path)
+    check_file(file, "check --transfer")
+    if file.suffix.lower() != ".txt":
+        raise DataError(
+            f"{path}: a token task reads unlabeled text from .txt files (one sentence per "
+            f"line), not '{file.suffix.lower()}'; write the sentences one per line into a "
+            ".txt file."
+        )
+    lines = [line.strip() for line in text_lines(file, "check --transfer")]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(
+            f"{path}: the transfer file holds no texts; it needs one sentence per line."
+        )
+    return lines
+
+
+def _prepare_words(
+    lines: list[str], cfg: TransferConfig, progress: bool, name: str
+) -> tuple[list[tuple[str, ...]], int]:
+    """Clean, split into sentences (if asked) and into words, and length-filter one file's
+    lines; returns (kept word tuples, number too short)."""
+    from tqdm.auto import tqdm
+
+    kept: list[tuple[str, ...]] = []
+    too_short = 0
+    show = progress and len(lines) >= _PROGRESS_MIN_TEXTS
+    for line in tqdm(lines, desc=f"reading {name}", unit="text", disable=not show, leave=False):
+        if cfg.split_sentences:
+            candidates = _sentences(line, cfg.clean_markup)
+        else:
+            candidates = [_clean(line, cfg.clean_markup)]
+        for sentence in candidates:
+            words = split_words(sentence)
+            if len(words) < max(cfg.min_words, 1):
+                too_short += 1
+                continue
+            kept.append(tuple(words[: cfg.max_words] if cfg.max_words else words))
+    return kept, too_short
+
+
 def _clean(text: str, clean_markup: bool) -> str:
     return clean_text(text) if clean_markup else text.strip()
 
@@ -415,15 +508,23 @@ def _dedup(
     return out, len(texts) - len(out)
 
 
-def without_texts(transfer: TransferSet, splits: list[Split]) -> TransferSet:
+def without_texts(
+    transfer: TransferSet | WordTransferSet, splits: list[Split] | list[TokenSplit]
+) -> TransferSet | WordTransferSet:
     """`transfer` without the examples that are also inputs of `splits` (the dev splits), so
     that a student never learns the teacher's answers on the texts it is scored on; the
-    count dropped is `counts["dev_overlap_dropped"]`."""
+    count dropped is `counts["dev_overlap_dropped"]`. A token task's sentences match by
+    their words."""
+    if isinstance(transfer, WordTransferSet):
+        held_words = {tuple(words) for split in splits for words in split.words}
+        kept_words = [w for w in transfer.words if w not in held_words]
+        counts = _overlap_counts(transfer.counts, len(transfer.words), len(kept_words))
+        return dataclasses.replace(transfer, words=kept_words, counts=counts)
     held_out = {t for split in splits for t in split.texts}
     kept = [t for t in transfer.texts if t not in held_out]
-    counts = {
-        **transfer.counts,
-        "dev_overlap_dropped": len(transfer.texts) - len(kept),
-        "total": len(kept),
-    }
+    counts = _overlap_counts(transfer.counts, len(transfer.texts), len(kept))
     return dataclasses.replace(transfer, texts=kept, counts=counts)
+
+
+def _overlap_counts(counts: dict[str, int], before: int, after: int) -> dict[str, int]:
+    return {**counts, "dev_overlap_dropped": before - after, "total": after}

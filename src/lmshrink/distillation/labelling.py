@@ -4,7 +4,8 @@ Two passes, both resumable and reused by later runs with the same inputs (see
 `lmshrink.distillation.teacher_cache`):
 
 - logits (and, for representation stages, a pooled hidden state) on the transfer set and on
-  dev, for every run with a stage on transfer data;
+  dev, for every run with a stage on transfer data; for a token task, per word (at each
+  word's first sub-token), stored ragged and handed to the stages as `WordTargets`;
 - the per-token targets of layer-wise losses on the transfer set (`layer_cache`), when the
   stages' losses declare which teacher layers they read and the cache fits under
   `labelling.layer_cache_gb`; otherwise the teacher runs on every training batch instead.
@@ -47,11 +48,57 @@ class LabellingConfig:
 
 def named_targets(outputs: Any | None) -> dict[str, Any]:
     """A split's cached teacher outputs (`TeacherOutputs`, or None when nothing was
-    labelled) as the named loss targets `teacher_logits` [N, C] and `teacher_repr` [N, D]."""
-    if outputs is None:
+    labelled) as the named loss targets `teacher_logits` [N, C] and `teacher_repr` [N, D];
+    nothing for a token task's outputs (see `word_targets`)."""
+    if outputs is None or outputs.word_counts is not None:
         return {}
     named = {"teacher_logits": outputs.logits, "teacher_repr": outputs.representation}
     return {k: v for k, v in named.items() if v is not None}
+
+
+def word_targets(outputs: Any | None) -> WordTargets | None:
+    """A token task's cached teacher outputs as `WordTargets` (None for a sentence task's, or
+    when nothing was labelled)."""
+    if outputs is None or outputs.word_counts is None:
+        return None
+    return WordTargets(outputs.logits, outputs.representation, outputs.word_counts)
+
+
+class WordTargets:
+    """The teacher's per-word outputs on a token task's examples, stored ragged (flat rows,
+    example after example) and handed out padded, batch by batch."""
+
+    def __init__(self, logits: Any, representation: Any, word_counts: Any) -> None:
+        import torch
+
+        self.logits = logits  # [total words, C]
+        self.representation = representation  # [total words, D] or None
+        self.counts = word_counts  # [N]
+        self.offsets = torch.cat([word_counts.new_zeros(1), word_counts.cumsum(0)])  # [N + 1]
+
+    def take(self, indices: list[int], width: int, device: Any = None) -> dict[str, Any]:
+        """The examples' targets padded (with zeros) or cut to `width` words:
+        `teacher_word_logits` [B, W, C], `teacher_word_repr` [B, W, D] when cached, and
+        `teacher_word_mask` [B, W] (True at the words the teacher labelled)."""
+        import torch
+
+        b = len(indices)
+        logits = self.logits.new_zeros(b, width, self.logits.shape[-1])
+        rep = None
+        if self.representation is not None:
+            rep = self.representation.new_zeros(b, width, self.representation.shape[-1])
+        mask = torch.zeros(b, width, dtype=torch.bool)
+        for row, i in enumerate(indices):
+            lo = int(self.offsets[i])
+            n = min(int(self.counts[i]), width)
+            logits[row, :n] = self.logits[lo : lo + n]
+            if rep is not None:
+                rep[row, :n] = self.representation[lo : lo + n]
+            mask[row, :n] = True
+        out = {"teacher_word_logits": logits, "teacher_word_mask": mask}
+        if rep is not None:
+            out["teacher_word_repr"] = rep
+        return {k: v.to(device) for k, v in out.items()}
 
 
 @dataclasses.dataclass
@@ -71,21 +118,28 @@ class Labeller:
     accelerator: Any
     progress: bool
     log: Callable[[str], None]
+    # a token task: its examples are word lists, labelled per word
+    words: bool = False
 
     def __post_init__(self) -> None:
         from lmshrink.distillation.teacher_cache import folder_fingerprint
 
-        # Representation stages need the teacher's pooled hidden state beside its logits.
-        self.needs_repr = any("teacher_repr" in e.inputs for e in loss_entries(self.stages))
+        # Representation stages need the teacher's pooled hidden state beside its logits
+        # (a token task: its state at each word).
+        wanted = "teacher_word_repr" if self.words else "teacher_repr"
+        self.needs_repr = any(wanted in e.inputs for e in loss_entries(self.stages))
         lab = self.settings
+        pooling = "first_subtoken" if self.words else lab.repr_pooling
         # Everything that changes the teacher's outputs names the cache folder.
         self.key = {
             "teacher": folder_fingerprint(self.teacher_dir),
             "max_length": self.max_length,
             "tokenizer": type(self.tokenizer).__name__,
             "vocab": len(self.tokenizer),
-            "repr": [lab.repr_layer, lab.repr_pooling] if self.needs_repr else None,
+            "repr": [lab.repr_layer, pooling] if self.needs_repr else None,
         }
+        if self.words:  # sentence tasks keep the keys (and the caches) they always had
+            self.key["level"] = "word"
 
     def _cache(self, key: dict[str, Any], num_examples: int) -> Any:
         from lmshrink.distillation.teacher_cache import TeacherCache
@@ -97,10 +151,15 @@ class Labeller:
     def _progress(self) -> bool:
         return self.progress and self.accelerator.is_local_main_process
 
+    def _examples(self, split: Any) -> list[tuple[str, ...]]:
+        """A split's examples: its texts, or a token task's word lists as tuples."""
+        return [tuple(w) for w in split.words] if self.words else split.texts
+
     def teacher_outputs(self, splits: dict[str, Any]) -> dict[str, Any]:
         """The teacher's outputs (`TeacherOutputs`) on each of `splits` (name -> an object
-        with `texts` and `fingerprint()`: the transfer set, dev), labelled into the cache or
-        read from it; nothing when no stage trains on transfer data (gold labels only)."""
+        with `texts`, or a token task's `words`, and `fingerprint()`: the transfer set, dev),
+        labelled into the cache or read from it; nothing when no stage trains on transfer
+        data (gold labels only)."""
         from lmshrink.distillation.teacher_cache import label_transfer_set
 
         if not any(stage.data == "transfer" for stage in self.stages):
@@ -108,11 +167,12 @@ class Labeller:
         acc, lab = self.accelerator, self.settings
         outputs = {}
         for name, split in splits.items():
-            cache = self._cache({"texts": split.fingerprint()}, len(split.texts))
+            examples = self._examples(split)
+            cache = self._cache({"texts": split.fingerprint()}, len(examples))
             stats = label_transfer_set(
                 self.teacher,
                 self.tokenizer,
-                split.texts,
+                examples,
                 cache,
                 self.max_length,
                 lab.batch_size,
@@ -121,6 +181,7 @@ class Labeller:
                 acc.process_index,
                 acc.num_processes,
                 self._progress(),
+                words=self.words,
             )
             acc.wait_for_everyone()
             if name == "transfer":
@@ -177,11 +238,12 @@ class Labeller:
             return None
         acc = self.accelerator
         key = {"texts": transfer.fingerprint(), "layers": needs.as_key()}
-        cache = self._cache(key, len(transfer.texts))
+        examples = self._examples(transfer)
+        cache = self._cache(key, len(examples))
         stats = label_layer_targets(
             self.teacher,
             self.tokenizer,
-            transfer.texts,
+            examples,
             cache,
             needs,
             self.max_length,
@@ -189,6 +251,7 @@ class Labeller:
             acc.process_index,
             acc.num_processes,
             self._progress(),
+            words=self.words,
         )
         acc.wait_for_everyone()
         self.log(

@@ -136,9 +136,11 @@ def label_layer_targets(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    words: bool = False,
 ) -> Any:
     """Fill `cache` with the teacher's per-token tensors of `needs` on `texts` (this process's
-    shards). Attention maps need the teacher on eager attention
+    shards; with `words`, `texts` are a token task's word lists, encoded as the student
+    reads them). Attention maps need the teacher on eager attention
     (`lmshrink.distillation.objective.prepare_for_attention_losses`). Returns the `LabelStats`."""
     import contextlib
 
@@ -154,11 +156,12 @@ def label_layer_targets(
             cache,
             max_length,
             batch_size,
-            lambda n: _LayerCollector(n, needs, values),
+            lambda enc: _LayerCollector(len(enc), needs, values),
             rank,
             world_size,
             progress,
             desc="teacher layer targets",
+            words=words,
         )
 
 

@@ -6,10 +6,16 @@ of the pipeline asks about it, so that adding a loss touches only the file that 
 
 - what it reads: the names of its `forward` parameters, each one of the named tensors the
   distillation loop provides (`INPUTS`: student and teacher logits, the pooled
-  representations, gold labels, per-token states and attention masks);
+  representations, gold labels, per-token states and attention masks; for token tasks,
+  the same per word);
+- so, which kind of task it fits (`level`): a loss on one output per sentence
+  (`student_logits`, `labels`, ...) fits sentence tasks, a loss on per-word outputs
+  (`student_word_logits`, `word_labels`, ...) token tasks, and a layer-wise loss on
+  per-token states both;
 - whether it is built with the layer map's (student, teacher) pairs (`needs_pairs`), or with
   the two models' widths for a learned projection (`widths`: "representation" for the
-  pooled sentence vectors, "hidden" for the hidden states);
+  pooled sentence vectors, "hidden" for the hidden states, "word" for the per-word states
+  of token tasks);
 - which teacher layers its per-token teacher targets index (`teacher_layers`: "mapped", the
   teacher layers of the pairs, or "embeddings", hidden state 0), so that the layer cache can
   store them once. A loss that reads per-token teacher targets without saying which layers
@@ -41,7 +47,27 @@ from lmshrink.errors import ConfigError
 from lmshrink.registry import Registry
 
 # Every named tensor a loss may read, and where it comes from. Shapes: B batch, C classes,
-# T tokens, L layers, H heads, D widths (s: student, t: teacher).
+# T tokens, W words, L layers, H heads, D widths (s: student, t: teacher).
+# Word-level tensors (token tasks) are read at each word's first sub-token (for the student
+# from its per-token outputs, at `Encoded.word_starts`), padded to the batch's most words;
+# `word_mask` is True at the real words both models saw (never padding, never later
+# sub-tokens), and every word-level loss averages over those only.
+WORD_INPUTS = {
+    "student_word_logits": "student",  # [B, W, C]
+    "student_word_states": "student",  # [B, W, Ds]: the student's last hidden state per word
+    "teacher_word_logits": "teacher",  # [B, W, C]: from the teacher cache
+    "teacher_word_repr": "teacher",  # [B, W, Dt]: the teacher's hidden state per word, cached
+    "word_labels": "gold",  # [B, W]: gold tag ids (-100 at padding)
+    "word_mask": "words",  # [B, W] bool
+}
+# The tensors of sentence tasks: one output per example.
+SENTENCE_INPUTS = {
+    "student_logits",
+    "student_repr",
+    "teacher_logits",
+    "teacher_repr",
+    "labels",
+}
 INPUTS = {
     "student_logits": "student",  # [B, C]
     "student_repr": "student",  # [B, Ds]: the student's sentence vector (pooled, or [CLS])
@@ -55,6 +81,7 @@ INPUTS = {
     "teacher_attentions": "teacher_tokens",  # L_t of [B, H, T, T]
     "teacher_values": "teacher_tokens",  # L_t of [B, T, Dt]
     "attention_mask": "tokens",  # [B, T]: 1 at real tokens
+    **WORD_INPUTS,
 }
 # The per-token teacher targets, by the kind of layer output they hold.
 TARGET_NAMES = {
@@ -63,7 +90,9 @@ TARGET_NAMES = {
     "values": "teacher_values",
 }
 TEACHER_TOKEN_TARGETS = frozenset(TARGET_NAMES.values())
-WIDTHS = ("representation", "hidden")
+WIDTHS = ("representation", "hidden", "word")
+# `LossEntry.level`: what kind of task a loss fits.
+SENTENCE, WORD = "sentence", "word"
 TEACHER_LAYERS = ("mapped", "embeddings")
 
 
@@ -97,6 +126,14 @@ class LossEntry:
         """Compares per-token states of both models: a transformer student that reads the
         teacher's tokens, on transfer data."""
         return bool(self._sources() & {"student_tokens", "teacher_tokens", "tokens"})
+
+    @property
+    def level(self) -> str | None:
+        """The kind of task it fits: SENTENCE (reads one output per example), WORD (reads
+        per-word outputs: token tasks), or None (per-token states only: both)."""
+        if set(self.inputs) & set(WORD_INPUTS):
+            return WORD
+        return SENTENCE if set(self.inputs) & SENTENCE_INPUTS else None
 
     @property
     def teacher_targets(self) -> tuple[str, ...]:
@@ -164,6 +201,10 @@ def make_entry(
         raise ValueError(
             f"{where} reads {', '.join(unknown) or 'nothing'}; a loss reads some of: "
             f"{', '.join(INPUTS)}."
+        )
+    if set(inputs) & set(WORD_INPUTS) and set(inputs) & SENTENCE_INPUTS:
+        raise ValueError(
+            f"{where} reads both per-example and per-word tensors; a loss fits one kind of task."
         )
     params = _parameters(cls)
     if widths not in (None, *WIDTHS):

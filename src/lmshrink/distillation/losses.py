@@ -18,8 +18,9 @@ A loss with no example left to learn from (all rows unlabeled, or all below a co
 threshold) returns a zero that is still connected to the student's graph, so that
 `loss.backward()` works the same for every batch.
 
-The layer-wise losses (TinyBERT, MiniLM) live in `lmshrink.distillation.layer_losses`;
-importing this module registers them too, so every built-in loss is known.
+The layer-wise losses (TinyBERT, MiniLM) live in `lmshrink.distillation.layer_losses`, the
+per-word losses of token tasks in `lmshrink.distillation.token_losses`; importing this
+module registers them too, so every built-in loss is known.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmshrink.data.task_kinds import IGNORE_INDEX  # a `labels` value no loss reads
-from lmshrink.distillation import layer_losses  # noqa: F401  (registers the layer-wise losses)
+from lmshrink.distillation import (
+    layer_losses,  # noqa: F401  (registers the layer-wise losses)
+    token_losses,  # noqa: F401  (registers the per-word losses)
+)
 from lmshrink.distillation.loss_registry import (
     LOSSES,
     build_loss,

@@ -12,7 +12,12 @@ tensors; this module produces the ones a stage's losses need:
   [B, T, H] each), `*_attentions` ([B, heads, T, T] each), `*_values` ([B, T, H] each),
   and `attention_mask` [B, T]. They come from the teacher's cached targets
   (`lmshrink.distillation.layer_cache`) when the batch brings them, else from a forward pass of the
-  teacher on the batch, without gradient.
+  teacher on the batch, without gradient;
+- for token tasks, the word-level tensors (`loss_registry.WORD_INPUTS`): the student's
+  `student_word_logits` [B, W, C] and `student_word_states` [B, W, Ds] (its last hidden
+  state) gathered at each word's first sub-token, and `word_labels` [B, W] from the gold
+  per-token labels, all at the positions `word_index` [B, W] of the targets; the targets
+  bring `word_mask` [B, W] and the cached `teacher_word_logits`, `teacher_word_repr`.
 
 What each loss reads and needs at construction (layer pairs, the two models' widths) comes
 from its registry entry (`lmshrink.distillation.loss_registry`).
@@ -58,6 +63,8 @@ class Objective(nn.Module):
                 params.update(
                     student_dim=student.config.hidden_size, teacher_dim=teacher.config.hidden_size
                 )
+            elif entry.widths == "word":
+                params.update(student_dim=word_state_size(student), teacher_dim=teacher_repr_dim)
             if entry.needs_pairs:
                 params["pairs"] = pairs
             self.losses.append(entry.build(**params))
@@ -80,6 +87,8 @@ class Objective(nn.Module):
             for key, value in online.items():
                 named.setdefault(key, value)  # cached targets (the chosen repr) come first
         named["attention_mask"] = batch["attention_mask"]
+        if "word_index" in targets:  # a token task: read the student at each word
+            self._word_tensors(named, targets["word_index"], targets["word_mask"])
         total = named["student_logits"].new_zeros(())
         parts = {}
         losses = zip(self.names, self.weights, self.losses, self.inputs, strict=True)
@@ -89,12 +98,30 @@ class Objective(nn.Module):
             total = total + weight * value
         return total, parts
 
+    def _word_tensors(self, named: dict[str, Any], index: torch.Tensor, mask: torch.Tensor) -> None:
+        """Add the word-level tensors the losses read, gathered at `index` [B, W]."""
+        from lmshrink.data.task_kinds import IGNORE_INDEX
+
+        needs = self.needs
+        if "student_word_logits" in needs:
+            named["student_word_logits"] = gather_words(named["student_logits"], index)
+        if "student_word_states" in needs:
+            named["student_word_states"] = gather_words(named["student_token_states"], index)
+        if "word_labels" in needs:
+            labels = gather_words(named["labels"], index)  # [B, W]
+            named["word_labels"] = labels.masked_fill(~mask.bool(), IGNORE_INDEX)
+
     def _run(self, model: nn.Module, side: str, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """One model's forward, returning the named tensors of `side` that losses read."""
         from lmshrink.distillation.probes import capture_values
 
         needs = self.needs
-        hidden = f"{side}_hidden_states" in needs or (side == "student" and "student_repr" in needs)
+        word_states = side == "student" and "student_word_states" in needs
+        hidden = (
+            f"{side}_hidden_states" in needs
+            or (side == "student" and "student_repr" in needs)
+            or word_states
+        )
         kwargs = {
             "output_hidden_states": hidden,
             "output_attentions": f"{side}_attentions" in needs,
@@ -113,6 +140,8 @@ class Objective(nn.Module):
             named[f"{side}_attentions"] = out.attentions
         if captured is not None:
             named[f"{side}_values"] = list(captured)
+        if word_states:  # [B, T, Ds], read at the words by `_word_tensors`
+            named["student_token_states"] = out.hidden_states[-1]
         return named
 
 
@@ -121,6 +150,21 @@ def pooled_size(student: nn.Module) -> int:
     declares (the BiLSTM's, 2 x hidden), else the hidden size (a transformer's [CLS] state)."""
     config = student.config
     return getattr(config, "pooled_size", config.hidden_size)
+
+
+def word_state_size(student: nn.Module) -> int:
+    """Width of the student's per-word state `student_word_states` (its last hidden state):
+    the `pooled_size` its config declares (a BiLSTM's, both directions: 2 x hidden), else
+    the hidden size (a transformer's)."""
+    return pooled_size(student)
+
+
+def gather_words(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`values` [B, T, ...] read at token positions `index` [B, W] -> [B, W, ...]."""
+    if values.dim() == 2:
+        return values.gather(1, index)
+    expanded = index.reshape(*index.shape, *([1] * (values.dim() - 2)))
+    return values.gather(1, expanded.expand(-1, -1, *values.shape[2:]))
 
 
 def prepare_for_attention_losses(model: nn.Module) -> None:

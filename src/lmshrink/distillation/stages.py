@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from lmshrink.config import OptimSettings, option
-from lmshrink.distillation.loss_registry import LOSSES, LossEntry
+from lmshrink.distillation.loss_registry import LOSSES, SENTENCE, WORD, LossEntry
 from lmshrink.errors import ConfigError
 
 _OPTIM = {f.name: f for f in dataclasses.fields(OptimSettings)}
@@ -62,12 +62,15 @@ class StageConfig(OptimSettings):
 
 def default_stages(kind: Any) -> list[StageConfig]:
     """XtremeDistil for a task of `kind` (a `lmshrink.data.task_kinds.TaskKind`):
-    representation, then logits, then the kind's gold-label loss."""
+    representation, then logits, then the kind's gold-label loss. A token task (NER) runs
+    the same schedule word by word: the teacher's hidden state at each word, its logits at
+    each word, then the gold tags."""
+    token = kind.token_level
     return [
         StageConfig(
             name="representation",
             data="transfer",
-            losses=[LossSpec("representation")],
+            losses=[LossSpec("token_representation" if token else "representation")],
             epochs=4.0,
             lr=1e-3,
             unfreeze="gradual",
@@ -75,7 +78,7 @@ def default_stages(kind: Any) -> list[StageConfig]:
         StageConfig(
             name="logits",
             data="transfer",
-            losses=[LossSpec("logit_mse")],
+            losses=[LossSpec("token_logit_mse" if token else "logit_mse")],
             epochs=6.0,
             lr=1e-3,
             unfreeze="gradual",
@@ -102,8 +105,10 @@ def loss_entries(stages: list[StageConfig], data: str | None = None) -> list[Los
     ]
 
 
-def validate_stages(stages: list[StageConfig]) -> None:
-    """Check names and the data each loss needs before anything slow starts."""
+def validate_stages(stages: list[StageConfig], kind: Any = None) -> None:
+    """Check names and the data each loss needs before anything slow starts; with the task's
+    `kind` (a `TaskKind`), also that each loss fits it: per-example losses for sentence
+    tasks, per-word ones for token tasks (layer-wise losses fit both)."""
 
     if not stages:
         raise ConfigError("the run has no stages; give at least one under 'stages'.")
@@ -117,6 +122,8 @@ def validate_stages(stages: list[StageConfig]) -> None:
             raise ConfigError(f"{where}: a stage needs at least one loss.")
         for spec in stage.losses:
             entry = LOSSES.get(spec.name)
+            if kind is not None:
+                _check_level(where, entry, kind)
             if stage.data == "labeled" and entry.per_token:
                 raise ConfigError(
                     f"{where}: loss {spec.name!r} compares per-token states with "
@@ -132,6 +139,22 @@ def validate_stages(stages: list[StageConfig]) -> None:
                     f"{where}: loss {spec.name!r} needs gold labels, which only "
                     "'labeled' stages have."
                 )
+
+
+def _check_level(where: str, entry: LossEntry, kind: Any) -> None:
+    """A `ConfigError` for a loss of the other kind of task, naming the losses that fit."""
+    wanted = WORD if kind.token_level else SENTENCE
+    if entry.level in (None, wanted):
+        return
+    fitting = sorted(e.name for _, e in LOSSES.items() if e.level == wanted)
+    if kind.token_level:
+        what = "reads one output per sentence, but the task is token classification (NER)"
+    else:
+        what = f"reads one output per word (token tasks), but the task is {kind.name}"
+    raise ConfigError(
+        f"{where}: loss {entry.name!r} {what}; use one of {', '.join(fitting)} (or a "
+        "layer-wise loss)."
+    )
 
 
 def unfreeze_plan(student: Any, stage: StageConfig, uses_logits: bool) -> list[list[Any]]:

@@ -7,6 +7,11 @@ named by a fingerprint of everything that changes the outputs: the teacher's wei
 config, the texts, the tokenizer and its settings, and the representation choice. A second
 run with the same inputs reuses the cache; labelling that was killed resumes at the first
 missing shard. With several processes, shard k is labelled by process k % world_size.
+
+A token task's examples are word lists; the teacher's outputs are kept per word, read at
+each word's first sub-token, ragged: a shard holds `word_counts` [n] and the flat
+`logits` [words, C] (and `repr` [words, D]) of its examples' words one after the other, so
+no padding is stored (`WordOutputs`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from lmshrink.data.batching import encode
+from lmshrink.data.batching import Encoded, encode
+from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
 from lmshrink.runs import write_text_atomic
 from lmshrink.training.inference import eval_batches
@@ -44,8 +50,11 @@ def folder_fingerprint(folder: str | Path) -> str:
 class TeacherOutputs:
     """What the teacher said about each transfer example, in transfer-set order."""
 
-    logits: Any  # torch.Tensor [N, C] float32
+    logits: Any  # torch.Tensor [N, C] float32 (token tasks: [total words, C])
     representation: Any  # torch.Tensor [N, D] float32, or None when no stage needs it
+    # token tasks: words per example [N] (its rows of `logits` and `representation` follow
+    # those of the examples before it); None for sentence tasks
+    word_counts: Any = None
 
 
 @dataclasses.dataclass
@@ -108,7 +117,10 @@ class TeacherCache:
         shards = [load_file(str(self.shard_path(k))) for k in range(self.num_shards)]
         logits = torch.cat([s["logits"] for s in shards]).float()
         rep = torch.cat([s["repr"] for s in shards]).float() if "repr" in shards[0] else None
-        return TeacherOutputs(logits, rep)
+        counts = (
+            torch.cat([s["word_counts"] for s in shards]) if "word_counts" in shards[0] else None
+        )
+        return TeacherOutputs(logits, rep, counts)
 
 
 def pooled_representation(hidden: Any, attention_mask: Any, pooling: str) -> Any:
@@ -126,7 +138,8 @@ class ShardCollector(Protocol):
         """Extra keyword arguments of the teacher call (output_hidden_states, ...)."""
 
     def add(self, indices: list[int], batch: dict[str, Any], out: Any) -> None:
-        """Record the outputs of the examples at `indices` (positions within the shard)."""
+        """Record the outputs of the examples at `indices` (positions within the shard; the
+        shard's encoding was given to the collector's maker)."""
 
     def tensors(self) -> dict[str, Any]:
         """The shard's tensors, once every example was added."""
@@ -139,17 +152,19 @@ def fill_cache(
     cache: TeacherCache,
     max_length: int,
     batch_size: int,
-    new_collector: Callable[[int], ShardCollector],
+    new_collector: Callable[[Encoded], ShardCollector],
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
     desc: str = "teacher labels transfer set",
+    words: bool = False,
 ) -> LabelStats:
     """Run the teacher over the shards of `cache` this process owns and are not on disk yet
     (shard k belongs to process k % world_size), writing each shard atomically.
 
-    `new_collector(n)` makes the collector of a shard of n examples. Inference mode,
-    length-bucketed batches.
+    `texts` are texts (1- or 2-tuples) or, with `words`, a token task's sentences (one tuple
+    of words each, encoded with `encode_words`). `new_collector(enc)` makes the collector of
+    a shard encoded as `enc`. Inference mode, length-bucketed batches.
     """
     import torch
     from tqdm.auto import tqdm
@@ -170,8 +185,8 @@ def fill_cache(
     )
     for k in todo:
         lo, hi = k * cache.shard_size, min((k + 1) * cache.shard_size, cache.num_examples)
-        enc = encode(tokenizer, Split("transfer", "transfer", "", texts[lo:hi], None), max_length)
-        collector = new_collector(hi - lo)
+        enc = encode(tokenizer, _split(texts[lo:hi], words), max_length)
+        collector = new_collector(enc)
         with torch.inference_mode():
             for indices, batch, _ in eval_batches(enc, batch_size):
                 out = teacher(**batch, **collector.teacher_kwargs())
@@ -186,6 +201,14 @@ def fill_cache(
         shards_total=cache.num_shards,
         seconds=time.perf_counter() - start,
     )
+
+
+def _split(texts: list[tuple[str, ...]], words: bool) -> Split | TokenSplit:
+    if words:  # the word lists of a token task
+        return TokenSplit(
+            "transfer", "transfer", "the transfer set", [list(w) for w in texts], None
+        )
+    return Split("transfer", "transfer", "", texts, None)
 
 
 class _LogitsCollector:
@@ -218,6 +241,37 @@ class _LogitsCollector:
         return {"logits": self.logits, **({"repr": self.rep} if self.rep is not None else {})}
 
 
+class _WordCollector:
+    """A token task's outputs per word, ragged: `word_counts` [n], flat `logits` [words, C]
+    float32 and, optionally, the hidden state at `repr_layer` [words, H] float16, each read
+    at the word's first sub-token."""
+
+    def __init__(self, enc: Encoded, repr_layer: int | None) -> None:
+        self.starts = enc.word_starts
+        self.repr_layer = repr_layer
+        self.logits: list[Any] = [None] * len(enc)
+        self.rep: list[Any] = [None] * len(enc)
+
+    def teacher_kwargs(self) -> dict[str, Any]:
+        return {"output_hidden_states": self.repr_layer is not None}
+
+    def add(self, indices: list[int], batch: dict[str, Any], out: Any) -> None:
+        for b, i in enumerate(indices):
+            starts = self.starts[i]
+            self.logits[i] = out.logits[b, starts].float()  # [W_i, C]
+            if self.repr_layer is not None:
+                self.rep[i] = out.hidden_states[self.repr_layer][b, starts].half()  # [W_i, H]
+
+    def tensors(self) -> dict[str, Any]:
+        import torch
+
+        counts = torch.tensor([len(s) for s in self.starts], dtype=torch.long)
+        out = {"word_counts": counts, "logits": torch.cat(self.logits)}
+        if self.repr_layer is not None:
+            out["repr"] = torch.cat(self.rep)
+        return out
+
+
 def label_transfer_set(
     teacher: Any,
     tokenizer: Any,
@@ -230,13 +284,22 @@ def label_transfer_set(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    words: bool = False,
 ) -> LabelStats:
     """Fill the cache with the teacher's logits on `texts` (this process's shards only).
 
     `repr_layer` indexes the teacher's hidden states (0 = embeddings, -1 = last layer); None
-    stores no representation. Call `cache.load()` once every process has finished.
+    stores no representation. With `words`, `texts` are a token task's word lists and the
+    outputs are stored per word (`_WordCollector`; `repr_pooling` does not apply: each word
+    has its own state). Call `cache.load()` once every process has finished.
     """
     num_labels = teacher.config.num_labels
+
+    def collector(enc: Encoded) -> ShardCollector:
+        if words:
+            return _WordCollector(enc, repr_layer)
+        return _LogitsCollector(len(enc), num_labels, repr_layer, repr_pooling)
+
     return fill_cache(
         teacher,
         tokenizer,
@@ -244,8 +307,9 @@ def label_transfer_set(
         cache,
         max_length,
         batch_size,
-        lambda n: _LogitsCollector(n, num_labels, repr_layer, repr_pooling),
+        collector,
         rank,
         world_size,
         progress,
+        words=words,
     )

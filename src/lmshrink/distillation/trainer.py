@@ -30,6 +30,8 @@ class StageData:
     targets: dict[str, Any]  # name -> tensor [N, ...] indexed like enc
     # lmshrink.distillation.layer_cache.LayerTargets: cached per-token teacher targets
     layers: Any = None
+    # lmshrink.distillation.labelling.WordTargets: a token task's cached per-word targets
+    words: Any = None
 
 
 @dataclasses.dataclass
@@ -37,9 +39,10 @@ class DevData:
     """The dev split the stages are scored on, and the teacher's targets on it (for stages
     scored by their loss)."""
 
-    split: Any  # lmshrink.data.splits.Split
+    split: Any  # lmshrink.data.splits.Split (a token task: data.ner.TokenSplit)
     enc: Any  # lmshrink.data.batching.Encoded
     targets: dict[str, Any] = dataclasses.field(default_factory=dict)
+    words: Any = None  # lmshrink.distillation.labelling.WordTargets (token tasks)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -72,25 +75,28 @@ class Distiller:
         return max(scores, default=-math.inf)
 
     def dev_score(self, objective: Any) -> float:
-        """Higher is better: the dev task score, or minus the dev loss for stages that do
-        not train the classifier (representation matching)."""
+        """Higher is better: the dev task score (a token task's: entity F1 of the per-word
+        predictions), or minus the dev loss for stages that do not train the classifier
+        (representation matching)."""
         import torch
 
         from lmshrink.measure import metrics
         from lmshrink.measure.scoring import split_metrics
-        from lmshrink.training.inference import eval_batches, predict
+        from lmshrink.training.inference import eval_batches, predict, predict_words
 
-        if "student_logits" in objective.needs:
-            outputs = predict(self.student, self.dev.enc, self.cfg.eval_batch_size)
+        if scores_task(objective):
+            run = predict_words if self.task.kind.token_level else predict
+            outputs = run(self.student, self.dev.enc, self.cfg.eval_batch_size)
             return metrics.task_score(split_metrics(self.task, outputs, self.dev.split))
         device = self.accelerator.device
+        dev = StageData(self.dev.enc, self.dev.targets, words=self.dev.words)
         total, count = 0.0, 0
         objective.eval()
         with torch.inference_mode():
             for idx, batch, _ in eval_batches(
                 self.dev.enc, self.cfg.eval_batch_size, device=device
             ):
-                targets = {k: v[idx].to(device) for k, v in self.dev.targets.items()}
+                targets = _targets(dev, idx, batch, device)
                 loss, _ = objective(batch, targets)
                 total, count = total + loss.item() * len(idx), count + len(idx)
         objective.train()
@@ -109,8 +115,8 @@ class Distiller:
         teacher_dim = self.teacher.config.hidden_size  # of its pooled representation
         objective = Objective(self.student, stage.losses, self.teacher, teacher_dim, self.pairs)
         per_epoch, total = stage_steps(len(data.enc), stage, acc.num_processes)
-        scores_task = "student_logits" in objective.needs
-        plan = unfreeze_plan(self.student, stage, scores_task)
+        scores = scores_task(objective)
+        plan = unfreeze_plan(self.student, stage, scores)
         phase = Phase(
             name=f"stage {index + 1} {stage.name}",
             model=objective,
@@ -134,13 +140,13 @@ class Distiller:
             best_path=self.paths["best"],
             # A stage must beat the best dev score of earlier stages, or its start weights
             # (the earlier stages' best) are kept: a short gold-label stage cannot undo them.
-            initial_best=self.best_task_score() if scores_task else -math.inf,
+            initial_best=self.best_task_score() if scores else -math.inf,
             meta={"stage": index, "history": self.history},
             progress=cfg.progress,
             accelerator=acc,
             nan_hint="lower the stage's lr and start again, or check the data",
         )
-        log = _StageLog(stage.name, scores_task, acc.is_local_main_process)
+        log = _StageLog(stage.name, scores, acc.is_local_main_process)
         state = run(phase, [log, *self.callbacks], resume)
         self.history = state.meta["history"]
 
@@ -150,12 +156,43 @@ class Distiller:
 
         device = self.accelerator.device
         batch = {k: v.to(device) for k, v in collate(data.enc, idx).items()}
-        targets = {k: v[idx].to(device) for k, v in data.targets.items()}
-        if data.layers is not None:
-            targets.update(data.layers.take(idx, batch["input_ids"].shape[1], device))
-        if "labels" in batch:  # gold labels are a loss target, not a model input
-            targets["labels"] = batch.pop("labels")
+        labels = batch.pop("labels", None)  # gold labels are a loss target, not a model input
+        targets = _targets(data, idx, batch, device)
+        if labels is not None:
+            targets["labels"] = labels
         return batch, targets
+
+
+def scores_task(objective: Any) -> bool:
+    """Whether a stage's losses train the classifier (they read the student's logits, per
+    example or per word): such a stage is scored on dev by the task's metric."""
+    return bool({"student_logits", "student_word_logits"} & objective.needs)
+
+
+def _targets(data: StageData, idx: list[int], batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """The loss targets of the examples `idx` (their model inputs `batch`): cached teacher
+    outputs, per-token layer targets, and for a token task the word positions `word_index`
+    [B, W] and `word_mask` [B, W] (real words the student and, with cached targets, the
+    teacher both kept) with the teacher's per-word targets."""
+    import torch
+
+    targets = {k: v[idx].to(device) for k, v in data.targets.items()}
+    if data.layers is not None:
+        targets.update(data.layers.take(idx, batch["input_ids"].shape[1], device))
+    starts = data.enc.word_starts
+    if starts is not None:
+        width = max(1, max(len(starts[i]) for i in idx))
+        index = torch.zeros(len(idx), width, dtype=torch.long)
+        mask = torch.zeros(len(idx), width, dtype=torch.bool)
+        for row, i in enumerate(idx):
+            index[row, : len(starts[i])] = torch.tensor(starts[i], dtype=torch.long)
+            mask[row, : len(starts[i])] = True
+        if data.words is not None:
+            words = data.words.take(idx, width, device)
+            mask = mask.to(device) & words.pop("teacher_word_mask")
+            targets.update(words)
+        targets["word_index"], targets["word_mask"] = index.to(device), mask.to(device)
+    return targets
 
 
 class _StageLog(Callback):

@@ -81,7 +81,9 @@ def predict_and_score(
     outputs = []
     run = predict_words if task.kind.token_level else predict
     for split in splits:
-        enc = encode(tokenizer, split, max_length)
+        # a BiLSTM tagger with word shapes (and its ONNX export) reads word_shape_ids too
+        shapes = bool(getattr(model, "reads_word_shapes", False))
+        enc = encode(tokenizer, split, max_length, word_shapes=shapes)
         out = run(model, enc, batch_size, progress, desc=f"eval {split.name}")
         scores.update(split_metrics(task, out, split))
         outputs.append(out)

@@ -3,8 +3,9 @@
 Registering eagerly would import torch and transformers' modeling code (seconds) on every
 `import lmshrink`. Instead, `install()` adds an import hook: the moment
 `transformers.models.auto.modeling_auto` finishes loading (which any use of
-`AutoModelForSequenceClassification` does), lmshrink's classes are registered. If that
-module is already loaded, they are registered at once.
+`AutoModelForSequenceClassification` or `AutoModelForTokenClassification` does), lmshrink's
+classes are registered with every Auto class they serve (the BiLSTM students with both). If
+that module is already loaded, they are registered at once.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any
 from lmshrink.config import DataConfig
 from lmshrink.data.batching import Encoded, encode
 from lmshrink.data.splits import Split, load_eval_splits, resolve_task
-from lmshrink.data.tasks import GLUE_TASKS, Task
+from lmshrink.data.tasks import CUSTOM_NER, GLUE_TASKS, Task, canonical_name
 from lmshrink.errors import ConfigError
 from lmshrink.models.loading import load_for_eval, read_metadata, resolve_model_source
 from lmshrink.runs import check_out
@@ -57,8 +57,10 @@ class ModelSource:
 
     @functools.cached_property
     def enc(self) -> Encoded:
-        """The first split encoded with the model's tokenizer (made on first use)."""
-        return encode(self.tokenizer, self.splits[0], self.data.max_length)
+        """The first split encoded with the model's tokenizer (made on first use), with
+        word-shape ids for a model that reads them (the BiLSTM tagger with word shapes)."""
+        shapes = bool(getattr(self.model, "reads_word_shapes", False))
+        return encode(self.tokenizer, self.splits[0], self.data.max_length, word_shapes=shapes)
 
 
 def read_model(
@@ -134,7 +136,7 @@ def check_custom_settings(given: DataConfig, merged: DataConfig, folder: str) ->
     """Refuse custom-task settings the user gave (`--dev-file`, ...) for a named task (GLUE,
     NER), which reads its own files and would silently ignore them; for a GLUE task the fix
     names the custom task that reads the file as this model's task does."""
-    if not merged.task or merged.task.lower() == "custom":
+    if not merged.task or canonical_name(merged.task) in ("custom", CUSTOM_NER):
         return
     ignored = sorted(given_fields(given) & set(CUSTOM_ONLY))
     if not ignored:

@@ -9,13 +9,25 @@ from typing import Any
 
 from lmshrink.reporting.rows import read_json
 from lmshrink.reporting.run_report import GOLD_ONLY
-from lmshrink.reporting.text import human_size
+from lmshrink.reporting.text import human_size, metric_label
 
 CARD_MARKER = "<!-- model card written by lmshrink report; it is rewritten on each report -->"
+# The sentence a token model's card tags: pre-split words, as NER models read them.
+EXAMPLE_WORDS = ["Angela", "Merkel", "met", "the", "board", "of", "Siemens", "in", "Munich", "."]
+
+
+def is_token_row(row: dict[str, Any]) -> bool:
+    """Whether a row's model tags words (an NER task) rather than classifying sentences."""
+    from lmshrink.data.ner import is_ner_task
+
+    return bool(row["task"]) and is_ner_task(row["task"])
 
 
 def loading_snippet(row: dict[str, Any]) -> str:
-    """Python code that loads the row's model and classifies a sentence."""
+    """Python code that loads the row's model and classifies a sentence (a token model:
+    tags each word of a sentence given as words)."""
+    if is_token_row(row):
+        return token_loading_snippet(row)
     folder = row["path"]
     if row["backend"].startswith("onnx"):
         return (
@@ -58,6 +70,101 @@ def loading_snippet(row: dict[str, Any]) -> str:
         "with torch.inference_mode():",
         "    label_id = model(**batch).logits.argmax(-1).item()",
         "print(model.config.id2label[label_id])",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def token_loading_snippet(row: dict[str, Any]) -> str:
+    """Python code that loads the row's token model and prints each word's IOB2 tag, read at
+    the word's first sub-token (the README's serving example starts from raw text)."""
+    folder = row["path"]
+    lines: list[str]
+    shapes: list[str] = []  # the lines that add word_shape_ids, for a model that reads them
+    if row["backend"].startswith("onnx"):
+        export = Path(folder) / "export.json"
+        if export.is_file() and "word_shape_ids" in read_json(export).get("inputs", []):
+            shapes = [
+                "# this model also reads how each word is written: word_shapes.py, beside it",
+                'spec = importlib.util.spec_from_file_location("word_shapes", '
+                'f"{folder}/word_shapes.py")',
+                "rule = importlib.util.module_from_spec(spec)",
+                "spec.loader.exec_module(rule)",
+                "of_word = rule.word_shape_ids(words)",
+                'feeds["word_shape_ids"] = np.array('
+                "[[0 if w is None else of_word[w] for w in batch.word_ids(0)]])",
+            ]
+        lines = [
+            *(["import importlib.util"] if shapes else []),
+            "import json",
+            "",
+            "import numpy as np",
+            "import onnxruntime as ort",
+            "from transformers import AutoTokenizer",
+            "",
+            f'folder = "{folder}"',
+            'session = ort.InferenceSession(f"{folder}/model.onnx", '
+            'providers=["CPUExecutionProvider"])',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            'with open(f"{folder}/export.json") as f:',
+            '    labels = json.load(f)["labels"]  # IOB2 tags in id order',
+            f"words = {EXAMPLE_WORDS!r}",
+            'batch = tokenizer([words], is_split_into_words=True, return_tensors="np")',
+            "names = [i.name for i in session.get_inputs()]",
+            "feeds = {n: batch[n].astype(np.int64) for n in names if n in batch}",
+            *shapes,
+            '(logits,) = session.run(["logits"], feeds)  # [batch, sequence, labels]',
+            "tag_ids = logits[0].argmax(-1).tolist()",
+            "id2label = dict(enumerate(labels))",
+        ]
+    else:
+        config = (
+            read_json(Path(folder) / "config.json")
+            if (Path(folder) / "config.json").is_file()
+            else {}
+        )
+        lines = [
+            "import torch",
+            "from transformers import AutoModelForTokenClassification, AutoTokenizer",
+        ]
+        if config.get("shape_dim", 0) > 0:  # a BiLSTM tagger that reads word shapes
+            lines.append("from lmshrink.data.word_shapes import word_shape_ids")
+            shapes = [
+                "of_word = word_shape_ids(words)  # this model also reads how words are written",
+                'batch["word_shape_ids"] = torch.tensor('
+                "[[0 if w is None else of_word[w] for w in batch.word_ids(0)]])",
+            ]
+        if row["backend"] == "torch-int8":
+            lines.append(
+                "from lmshrink.quantize import load_quantized  # int8 weights made on load"
+            )
+        elif not _stock_model_type(config.get("model_type", "")):
+            lines.append(
+                f"import lmshrink  # registers the {config.get('model_type')} model class with "
+                "the Auto API"
+            )
+        load = (
+            "load_quantized(folder)"
+            if row["backend"] == "torch-int8"
+            else "AutoModelForTokenClassification.from_pretrained(folder).eval()"
+        )
+        lines += [
+            "",
+            f'folder = "{folder}"',
+            f"model = {load}",
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f"words = {EXAMPLE_WORDS!r}",
+            'batch = tokenizer([words], is_split_into_words=True, return_tensors="pt")',
+            *shapes,
+            "with torch.inference_mode():",
+            "    tag_ids = model(**batch).logits[0].argmax(-1).tolist()  # one per sub-token",
+            "id2label = model.config.id2label",
+        ]
+    lines += [
+        "word_ids = batch.word_ids(0)",
+        "firsts = [p for p, w in enumerate(word_ids) if w is not None and "
+        "(p == 0 or word_ids[p - 1] != w)]",
+        "for word, p in zip(words, firsts):  # each word's tag: at its first sub-token",
+        '    print(f"{word}\t{id2label[tag_ids[p]]}")',
     ]
     return "\n".join(lines) + "\n"
 
@@ -131,7 +238,7 @@ def how_made(row: dict[str, Any], by_path: dict[str, dict[str, Any]]) -> list[st
 def model_card(row: dict[str, Any], by_path: dict[str, dict[str, Any]]) -> str:
     """README.md of a model folder: what it is, how it was made, its numbers, how to load."""
     what = {"teacher": "teacher", "variant": f"{row['backend']} model"}.get(row["role"], "student")
-    numbers = [f"| dev {k} | {100 * v:.2f} |" for k, v in row["metrics"].items()]
+    numbers = [f"| dev {metric_label(k)} | {100 * v:.2f} |" for k, v in row["metrics"].items()]
     if row["retention"] is not None:
         numbers.append(f"| retention (score / teacher's) | {100 * row['retention']:.1f}% |")
     if row["parameters"] is not None:
@@ -155,7 +262,7 @@ def model_card(row: dict[str, Any], by_path: dict[str, dict[str, Any]]) -> str:
             CARD_MARKER,
             f"# {row['label']}: {row['task']} {what} ({row['kind']})",
             "",
-            f"A {row['task']} text classifier made with lmshrink: the {what} of this comparison.",
+            f"A {row['task']} {_made(row)} made with lmshrink: the {what} of this comparison.",
             "",
             "## How it was made",
             "",
@@ -175,6 +282,10 @@ def model_card(row: dict[str, Any], by_path: dict[str, dict[str, Any]]) -> str:
             "",
         ]
     )
+
+
+def _made(row: dict[str, Any]) -> str:
+    return "named-entity tagger (one IOB2 tag per word)" if is_token_row(row) else "text classifier"
 
 
 def write_cards(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:

@@ -35,6 +35,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> list[str]:
             "the Pareto plot needs matplotlib; install it with pip install 'lmshrink[plot]' "
             "(the table and model cards were written)."
         ) from None
+    from lmshrink.data.ner import is_ner_task
+
     tasks = sorted({r["task"] for r in rows if r["score"] is not None})
     fig = Figure(figsize=(6.4 * max(1, len(tasks)), 4.8), layout="constrained")
     axes = fig.subplots(1, max(1, len(tasks)), squeeze=False)[0]
@@ -102,7 +104,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> list[str]:
             if by_latency
             else "speed vs teacher at batch 1 (x, log scale; right is faster)"
         )
-        ax.set_ylabel(f"{task} dev score (%)")
+        ax.set_ylabel(f"{task} dev {'entity F1' if is_ner_task(task) else 'score'} (%)")
         ax.set_title(f"{task}: quality against speed")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best", fontsize=9)

@@ -110,11 +110,14 @@ def rows_from_model(folder: Path) -> list[dict[str, Any]]:
         return rows_from_run(folder.parent)
     parameters = meta.get("parameters")
     if parameters is None:
-        from transformers import AutoModelForSequenceClassification
+        import transformers
 
         import lmshrink  # noqa: F401  (registers lmshrink's model classes)
 
-        parameters = count_parameters(AutoModelForSequenceClassification.from_pretrained(folder))
+        config = read_json(folder / "config.json")
+        token = any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
+        auto = "AutoModelForTokenClassification" if token else "AutoModelForSequenceClassification"
+        parameters = count_parameters(getattr(transformers, auto).from_pretrained(folder))
     teacher = meta.get("teacher")
     method = None
     if kind.startswith("student"):  # a student whose run folder is gone: its metadata says

@@ -3,6 +3,7 @@
 `report.json` holds every number; `report.md` shows them for a person: teacher vs student
 dev metric, retention (student score / teacher score), parameters, size on disk, CPU speed
 ratio at batch 1 and 32 measured in one process, and the time spent labelling and training.
+A token task (NER) is scored by entity F1, with F1 per entity type beside it (`entities`).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
     from lmshrink.config import to_dict
     from lmshrink.data.batching import encode
     from lmshrink.measure.machine import machine_info
-    from lmshrink.measure.scoring import score_model
+    from lmshrink.measure.scoring import entity_breakdown, predict_and_score
     from lmshrink.measure.speed import measure_speed
     from lmshrink.models.loading import METADATA_FILE, count_parameters, size_on_disk
     from lmshrink.runs import staged_output
+    from lmshrink.students.common import reads_word_shapes
 
     acc.wait_for_everyone()
     cfg, paths, task, devs = run.cfg, run.paths, run.task, run.devs
@@ -69,10 +71,11 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
     # Each model reads the dev texts through its own tokenizer.
     tokenizers = {"teacher": run.teacher_tokenizer, "student": run.student.tokenizer}
     models = {"teacher": teacher, "student": student}
-    scores = {
-        name: score_model(models[name], tokenizers[name], task, devs, length, cfg.eval_batch_size)
-        for name in models
-    }
+    scores, outputs = {}, {}
+    for name, model in models.items():
+        scores[name], outputs[name] = predict_and_score(
+            model, tokenizers[name], task, devs, length, cfg.eval_batch_size
+        )
     summary = {name: metrics.task_score(s) for name, s in scores.items()}
     params = {"teacher": count_parameters(teacher), "student": count_parameters(student)}
     report: dict[str, Any] = {
@@ -102,11 +105,21 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
         **{k: round(v, 1) for k, v in run.timings.items()},
         "machine": machine_info(),
     }
+    if task.kind.token_level:  # one dev split: token tasks have no companion splits
+        report["entities"] = {
+            name: entity_breakdown(task, outputs[name][0], devs[0]) for name in models
+        }
     if not acc.is_main_process:
         return report
     if cfg.measure_speed:
         report["speed"] = measure_speed(
-            {name: (models[name], encode(tokenizers[name], devs[0], length)) for name in models}
+            {
+                name: (
+                    models[name],
+                    encode(tokenizers[name], devs[0], length, reads_word_shapes(models[name])),
+                )
+                for name in models
+            }
         )
     meta = {
         "lmshrink_version": __version__,
@@ -137,6 +150,8 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """A short human-readable summary of a run's report."""
+    from lmshrink.reporting.text import metric_label
+
     t, s = report["dev"]["teacher"], report["dev"]["student"]
     gold_only = report_method(report) == GOLD_ONLY
     how = (
@@ -152,7 +167,17 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     split = report.get("split", "dev")
     for name in t:
-        lines.append(f"| {split} {name} | {100 * t[name]:.2f} | {100 * s[name]:.2f} |")
+        lines.append(
+            f"| {split} {metric_label(name)} | {100 * t[name]:.2f} | {100 * s[name]:.2f} |"
+        )
+    entities = report.get("entities")
+    if entities:  # a token task: F1 per entity type
+        te, se = entities["teacher"], entities["student"]
+        for key in (k for k in te if k.startswith("f1_type_")):
+            kind = key[len("f1_type_") :]
+            lines.append(
+                f"| {split} F1 {kind} | {100 * te[key]:.2f} | {100 * se.get(key, 0.0):.2f} |"
+            )
     p = report["parameters"]
     lines.append(
         f"| parameters | {p['teacher'] / 1e6:.2f}M | {p['student'] / 1e6:.2f}M "
@@ -167,17 +192,21 @@ def markdown(report: dict[str, Any]) -> str:
         for bs, ratio in report["speed"]["ratio"]["student"].items():
             lines.append(f"| CPU speed, batch {bs} | 1x | {ratio:.1f}x faster |")
     retention = report["retention"]
+    # A token task's score is its entity F1 (WikiAnn: the mean over languages).
+    score = metric_label(next(iter(t))) if entities else "score"
     lines += [
         "",
-        f"Retention (student score / teacher score): **{100 * retention:.1f}%**."
+        f"Retention (student {score} / teacher {score}): **{100 * retention:.1f}%**."
         if retention is not None
         else "",
         (
             "Teacher outputs: none used (every stage trains on the gold-labeled rows)"
             if gold_only
-            else f"Transfer set: {report['transfer_set'].get('total', 0):,} examples"
+            else f"Transfer set: {report['transfer_set'].get('total', 0):,} "
+            + ("sentences" if entities else "examples")
         )
-        + f"; gold-labeled rows: {report['labeled_examples']:,}; student vocabulary: "
+        + f"; gold-labeled {'sentences' if entities else 'rows'}: "
+        + f"{report['labeled_examples']:,}; student vocabulary: "
         f"{report['student_vocabulary']:,} tokens.",
         f"Time: labelling {report.get('labelling_seconds', 0):.0f} s, training "
         f"{report.get('training_seconds', 0):.0f} s, on {report['machine']['cpu']} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmshrink.reporting.run_report import GOLD_ONLY
-from lmshrink.reporting.text import human_count, human_size
+from lmshrink.reporting.text import human_count, human_size, metric_label
 
 
 def _fmt(value: Any, spec: str, suffix: str = "") -> str:
@@ -20,7 +20,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        metric = ", ".join(f"{k} {100 * v:.2f}" for k, v in r["metrics"].items()) or "n/a"
+        metric = (
+            ", ".join(f"{metric_label(k)} {100 * v:.2f}" for k, v in r["metrics"].items()) or "n/a"
+        )
         speed = r["speed"] or {}
         per_second = speed.get("per_second", {})
         b1 = speed.get("latency_p50") or per_second.get("1")

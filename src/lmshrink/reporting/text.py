@@ -14,6 +14,15 @@ def human_size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
+def metric_label(name: str) -> str:
+    """A metric's name as report tables and model cards show it: a token task's entity
+    metrics by their title ("entity F1", "entity F1 (mean over languages)"), GLUE metrics by
+    their key ("accuracy", "mcc"), as they always were."""
+    from lmshrink.measure.metrics import METRIC_TITLES
+
+    return METRIC_TITLES.get(name, name) if name.startswith("entity_") else name
+
+
 def aligned(rows: list[list[str]]) -> list[str]:
     """Rows of cells (the first row the header) as lines whose columns line up, two spaces
     apart."""

@@ -67,9 +67,23 @@ class Calibration:
 
 
 def _encode_groups(
-    tokenizer: Any, texts: list[tuple[str, ...]], max_length: int
+    tokenizer: Any, texts: list[Any], max_length: int, words: bool = False
 ) -> list[dict[str, torch.Tensor]]:
-    """Padded encodings of `texts`: one batch for the single texts, one for the pairs."""
+    """Padded encodings of `texts`: one batch for the single texts, one for the pairs; with
+    `words`, `texts` are a token task's sentences (lists of words), one batch."""
+    if words:
+        return [
+            dict(
+                tokenizer(
+                    [list(w) for w in texts],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+            )
+        ]
     batches = []
     for size in (1, 2):
         group = [t for t in texts if len(t) == size]
@@ -95,13 +109,15 @@ def calibrate(
     teacher: nn.Module,
     layout: Any,
     tokenizer: Any,
-    texts: list[tuple[str, ...]],
+    texts: list[Any],
     max_length: int,
     kept: list[int],
+    words: bool = False,
 ) -> Calibration:
     """Run the teacher (eval mode, no gradients) on a seeded sample of `texts` and record,
     through forward hooks, what build_narrow needs (see `Calibration`). `layout` holds the
-    teacher's BERT-style modules (`lmshrink.students.narrow.bert_layout`)."""
+    teacher's BERT-style modules (`lmshrink.students.narrow.bert_layout`). With `words`,
+    `texts` are a token task's sentences, each a list of words."""
     import torch
 
     sample = random.Random(0).sample(texts, min(len(texts), CALIBRATION_TEXTS))
@@ -177,7 +193,7 @@ def calibrate(
         with torch.inference_mode():
             for start in range(0, len(sample), CALIBRATION_BATCH):
                 for batch in _encode_groups(
-                    tokenizer, sample[start : start + CALIBRATION_BATCH], max_length
+                    tokenizer, sample[start : start + CALIBRATION_BATCH], max_length, words
                 ):
                     batch = {k: v.to(device) for k, v in batch.items()}
                     mask["m"] = batch["attention_mask"].bool()

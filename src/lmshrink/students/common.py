@@ -256,13 +256,28 @@ def layer_groups_of(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     return own() if callable(own) else transformer_layer_groups(model)
 
 
+def is_token_classifier(model: Any) -> bool:
+    """Whether `model` tags every token (a `*ForTokenClassification`, logits [B, T, C]) rather
+    than labelling the whole sequence: the Hugging Face naming every family follows."""
+    return type(model).__name__.endswith("ForTokenClassification")
+
+
+def reads_word_shapes(model: Any) -> bool:
+    """Whether a token model reads `word_shape_ids` (the BiLSTM tagger with word shapes says
+    so by its `reads_word_shapes`), so that its inputs must be encoded with
+    `data.batching.encode(..., word_shapes=True)`."""
+    return bool(getattr(model, "reads_word_shapes", False))
+
+
 def check_teacher(teacher: nn.Module, task_head: dict[str, Any]) -> None:
-    """The teacher must be a sequence classifier whose head fits the task."""
+    """The teacher must be a sequence or token classifier whose head fits the task; a
+    student built from a token classifier is a token classifier too."""
     name = type(teacher).__name__
-    if not name.endswith("ForSequenceClassification"):
+    if not (name.endswith("ForSequenceClassification") or is_token_classifier(teacher)):
         raise ModelError(
-            f"the teacher is a {name}, not a sequence classifier; load the fine-tuned teacher "
-            "with AutoModelForSequenceClassification (lmshrink finetune makes one)."
+            f"the teacher is a {name}, not a sequence or token classifier; load the fine-tuned "
+            "teacher with AutoModelForSequenceClassification or AutoModelForTokenClassification "
+            "(lmshrink finetune makes one)."
         )
     wanted = task_head.get("num_labels")
     if wanted is not None and teacher.config.num_labels != wanted:

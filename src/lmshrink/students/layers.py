@@ -1,8 +1,9 @@
 """The `layers` student family: a subset of the teacher's layers (DistilBERT's initialisation).
 
-The student is a stock transformers `*ForSequenceClassification` model of the teacher's
-class, so its `save_pretrained` folder loads with `AutoModelForSequenceClassification`
-without importing lmshrink (DESIGN.md, convention 6). It reads the teacher's token ids.
+The student is a stock transformers model of the teacher's class (`*ForSequenceClassification`,
+or `*ForTokenClassification` for a token task's teacher, with the teacher's per-token head),
+so its `save_pretrained` folder loads with the matching Auto class without importing
+lmshrink (DESIGN.md, convention 6). It reads the teacher's token ids.
 """
 
 from __future__ import annotations

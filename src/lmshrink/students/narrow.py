@@ -1,9 +1,10 @@
 """The `narrow` student family: a narrower, shallower copy of a BERT-style teacher whose
 every weight is derived from the teacher's (see `build_narrow`).
 
-The student is a stock transformers `*ForSequenceClassification` model of the teacher's
-class, so its `save_pretrained` folder loads with `AutoModelForSequenceClassification`
-without importing lmshrink (DESIGN.md, convention 6). It reads the teacher's token ids.
+The student is a stock transformers model of the teacher's class (`*ForSequenceClassification`,
+or `*ForTokenClassification` for a token task's teacher), so its `save_pretrained` folder
+loads with the matching Auto class without importing lmshrink (DESIGN.md, convention 6). It
+reads the teacher's token ids.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lmshrink.students.common import (
     Student,
     apply_task_head,
     check_teacher,
+    is_token_classifier,
     positive_int,
     register_student,
     transformer_layer_groups,
@@ -51,7 +53,9 @@ class _Layout:
 
     embeddings: nn.Module  # word/position/token-type tables and a LayerNorm
     layers: nn.ModuleList  # BertLayer-like: attention.self.{query,key,value}, ...
-    head_in: nn.Linear  # reads the last layer's [CLS] vector: pooler.dense or classifier.dense
+    # reads the last layer's [CLS] vector: pooler.dense or classifier.dense; None for a token
+    # classifier, whose head is one linear map of every token's state
+    head_in: nn.Linear | None
     head_out: nn.Linear  # writes the logits: classifier or classifier.out_proj
 
 
@@ -65,10 +69,14 @@ def bert_layout(model: nn.Module) -> _Layout:
     classifier = getattr(model, "classifier", None)
     pooler = getattr(base, "pooler", None)
     head: tuple[Any, Any] = (None, None)
-    if isinstance(classifier, nn.Linear) and pooler is not None:
+    token_head = is_token_classifier(model) and isinstance(classifier, nn.Linear)
+    if token_head:
+        head = (None, classifier)  # BertForTokenClassification, RobertaForTokenClassification
+    elif isinstance(classifier, nn.Linear) and pooler is not None:
         head = (getattr(pooler, "dense", None), classifier)  # BERT
     elif classifier is not None:
         head = (getattr(classifier, "dense", None), getattr(classifier, "out_proj", None))
+    needed = head[1:] if token_head else head  # a token head has no head_in
     linear_paths = (
         "attention.self.query",
         "attention.self.key",
@@ -92,7 +100,7 @@ def bert_layout(model: nn.Module) -> _Layout:
         and not hasattr(base, "embeddings_project")
         and isinstance(layers, nn.ModuleList)
         and all(is_bert_layer(layer) for layer in layers)
-        and all(isinstance(m, nn.Linear) and m.bias is not None for m in head)
+        and all(isinstance(m, nn.Linear) and m.bias is not None for m in needed)
     )
     if not ok:
         raise ConfigError(
@@ -318,6 +326,15 @@ def _narrow_head(t: _Layout, s: _Layout, P: torch.Tensor, calib: Calibration) ->
         _write(module.bias, bias)
 
 
+def _narrow_token_head(t: _Layout, s: _Layout, P: torch.Tensor, lost_out: torch.Tensor) -> None:
+    """A token classifier's head from the teacher's: one linear map of each token's last
+    state, so it reads the student's state through P (W P) and what P drops of the last
+    layer's mean output (`lost_out [Ht]`) goes into the bias."""
+    Wc, bc = _as(t.head_out.weight), _as(t.head_out.bias)  # [C, Ht], [C]
+    _write(s.head_out.weight, Wc @ P)  # [C, Hs]
+    _write(s.head_out.bias, bc + Wc @ lost_out)
+
+
 @register_student("narrow", NarrowSettings, "fewer/narrower layers initialised from the teacher")
 def build_narrow(
     teacher: nn.Module,
@@ -335,20 +352,22 @@ def build_narrow(
     FFN size `intermediate_size` (default 4 * hidden_size). It reads the teacher's token ids.
 
     The teacher runs once on a seeded sample of `texts` (`CALIBRATION_TEXTS`, truncated to
-    `max_length`). One projection P [Ht, Hs] maps the teacher's hidden stream to the
-    student's: the top principal directions of the teacher's hidden states at the copied
-    LayerNorms (embeddings and the kept layers), aligned with the teacher's coordinates
-    (`_basis`). Every tensor that reads the stream is multiplied by P on its input side,
-    every one that writes it by P^T on its output side; what P drops of a stream's mean is
-    folded into the reading layer's bias. Derived from the teacher:
+    `max_length`; a token classifier's texts are sentences as lists of words). One projection P
+    [Ht, Hs] maps the teacher's hidden stream to the student's: the top principal directions of
+    the teacher's hidden states at the copied LayerNorms (embeddings and the kept layers),
+    aligned with the teacher's coordinates (`_basis`). Every tensor that reads the stream is
+    multiplied by P on its input side, every one that writes it by P^T on its output side; what
+    P drops of a stream's mean is folded into the reading layer's bias. Derived from the
+    teacher:
 
     - word, position and token-type embeddings: the teacher's tables times P;
     - every LayerNorm: weight and bias fitted per coordinate (`_fit_norm`);
     - self-attention: the heads with the largest output, factored to the student's head
       size (`_narrow_attention`); FFN: the neurons with the largest contribution
       (`_narrow_feed_forward`); pooler and classifier: the hidden units with the largest
-      contribution (`_narrow_head`); dropped heads, neurons and units leave their mean
-      output in the bias.
+      contribution (`_narrow_head`; a token classifier's one linear map reads the student's
+      state through P, `_narrow_token_head`); dropped heads, neurons and units leave their
+      mean output in the bias.
 
     Random (the model's own initialisation; seed torch for a reproducible student): only
     the input side of what the teacher cannot fill (student heads, FFN neurons or head units
@@ -402,7 +421,8 @@ def build_narrow(
     student = type(teacher)(config)
     s_layout = bert_layout(student)
 
-    calib = calibrate(teacher, layout, tokenizer, texts, max_length, ids)
+    token = layout.head_in is None  # a token classifier reads its sentences as words
+    calib = calibrate(teacher, layout, tokenizer, texts, max_length, ids, words=token)
     sites = ["emb"] + [f"{i}.{s}" for i in ids for s in ("attn", "out")]
     P = _basis([calib.norm_out[s] for s in sites], hidden_size)  # [Ht, Hs]
     eps = config.layer_norm_eps
@@ -434,7 +454,10 @@ def build_narrow(
         _narrow_feed_forward(
             t_layer, s_layer, P, lost(f"{i}.attn"), calib.neuron_abs[i], calib.neuron_mean[i]
         )
-    _narrow_head(layout, s_layout, P, calib)
+    if token:
+        _narrow_token_head(layout, s_layout, P, lost(f"{ids[-1]}.out"))
+    else:
+        _narrow_head(layout, s_layout, P, calib)
     return Student(
         model=student,
         tokenizer=tokenizer,

@@ -1,9 +1,11 @@
 """The `pretrained` student family: any Hugging Face checkpoint, with its own tokenizer.
 
-The student is loaded with `AutoModelForSequenceClassification`, so its `save_pretrained`
-folder is a stock transformers folder (DESIGN.md, convention 6). It reads its own tokenizer,
-which may differ from the teacher's: each side tokenizes the same text itself, so only
-per-example teacher outputs (logits, a pooled vector) can be matched, not per-token ones.
+The student is loaded with `AutoModelForSequenceClassification` (`AutoModelForTokenClassification`
+for a token task's teacher), so its `save_pretrained` folder is a stock transformers folder
+(DESIGN.md, convention 6). It reads its own tokenizer, which may differ from the teacher's:
+each side tokenizes the same text itself, so only per-example teacher outputs (logits, a
+pooled vector) can be matched, not per-token ones; a token task's per-word outputs can, as
+both models read the same words.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from lmshrink.config import option
 from lmshrink.errors import ConfigError, ModelError
-from lmshrink.students.common import Student, register_student, transformer_layer_groups
+from lmshrink.students.common import (
+    Student,
+    is_token_classifier,
+    register_student,
+    transformer_layer_groups,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,12 +46,13 @@ def build_pretrained(
 ) -> Student:
     """Any Hugging Face checkpoint (folder, hub id or `packaged:minilm`) as the student.
 
-    It is loaded with AutoModelForSequenceClassification and the task's head entries; a
-    head of another size (or none) is replaced by a random one, a head of the right size is
-    kept. The record's tokenizer is the checkpoint's own. `texts` are unused; `max_length`
-    must fit the student's position table.
+    It is loaded with AutoModelForSequenceClassification (AutoModelForTokenClassification
+    when the teacher is a token classifier) and the task's head entries; a head of another
+    size (or none) is replaced by a random one, a head of the right size is kept. The
+    record's tokenizer is the checkpoint's own. `texts` are unused; `max_length` must fit the
+    student's position table.
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     from lmshrink.models.loading import (
         load_config,
@@ -71,10 +79,13 @@ def build_pretrained(
             f"{path}: the student's tokenizer has no pad token, so batches cannot be padded; "
             "set tokenizer.pad_token (e.g. to its eos token) and save it into the folder."
         )
+    auto = (
+        AutoModelForTokenClassification
+        if is_token_classifier(teacher)
+        else AutoModelForSequenceClassification
+    )
     with quiet_transformers():
-        student = AutoModelForSequenceClassification.from_pretrained(
-            path, ignore_mismatched_sizes=True, **task_head
-        )
+        student = auto.from_pretrained(path, ignore_mismatched_sizes=True, **task_head)
     if getattr(student.config, "pad_token_id", None) is None:
         student.config.pad_token_id = student_tok.pad_token_id
     student.train()  # as the other builders return it; from_pretrained returns eval mode

