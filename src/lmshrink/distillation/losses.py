@@ -44,6 +44,7 @@ from lmshrink.distillation.loss_registry import (
     register_loss,
     zero_like_graph,
 )
+from lmshrink.distillation.projection import ProjectedComparison
 from lmshrink.errors import ConfigError
 
 __all__ = ["IGNORE_INDEX", "LOSSES", "build_loss", "register_loss"]
@@ -189,7 +190,7 @@ class GoldMSELoss(nn.Module):
 
 
 @register_loss("representation", widths="representation")
-class RepresentationLoss(nn.Module):
+class RepresentationLoss(ProjectedComparison):
     """Match the teacher's pooled representation through a learned linear projection.
 
     XtremeDistil's first stage: the student's pooled state [B, Ds] is projected to the
@@ -201,33 +202,11 @@ class RepresentationLoss(nn.Module):
     The projection is only needed for training and is not part of the saved student.
     """
 
-    KINDS: ClassVar[tuple[str, ...]] = ("mse", "cosine")
-
-    def __init__(self, student_dim: int, teacher_dim: int, kind: str = "mse") -> None:
-        super().__init__()
-        for name, dim in (("student_dim", student_dim), ("teacher_dim", teacher_dim)):
-            if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-                raise ConfigError(
-                    f"representation {name} must be a positive whole number, got {dim!r}."
-                )
-        if kind not in self.KINDS:
-            raise ConfigError(
-                f"representation kind {kind!r} is unknown; use one of: {', '.join(self.KINDS)}."
-            )
-        self.kind = kind
-        self.projection = nn.Linear(student_dim, teacher_dim)
+    loss_name: ClassVar[str] = "representation"
 
     def forward(self, student_repr: torch.Tensor, teacher_repr: torch.Tensor) -> torch.Tensor:
         """student_repr [B, Ds], teacher_repr [B, Dt] -> scalar."""
-        projected = self.projection(student_repr)  # [B, Dt]
-        check_same_shape("projected student_repr", projected, "teacher_repr", teacher_repr)
-        if self.kind == "mse":
-            return F.mse_loss(projected, teacher_repr, reduction="mean")
-        cosine = F.cosine_similarity(projected, teacher_repr, dim=-1)  # [B]
-        return (1.0 - cosine).mean()
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return self.compare(student_repr, teacher_repr, ("student_repr", "teacher_repr"))
 
 
 @register_loss("sinkhorn")

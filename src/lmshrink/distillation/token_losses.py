@@ -22,6 +22,7 @@ from torch import nn
 
 from lmshrink.data.task_kinds import IGNORE_INDEX
 from lmshrink.distillation.loss_registry import check_same_shape, register_loss, zero_like_graph
+from lmshrink.distillation.projection import ProjectedComparison
 from lmshrink.errors import ConfigError
 
 
@@ -61,6 +62,21 @@ class TokenGoldCrossEntropyLoss(nn.Module):
         return F.cross_entropy(student_word_logits[keep], word_labels[keep])  # mean over words
 
 
+def _real_words(
+    student_word_logits: torch.Tensor, teacher_word_logits: torch.Tensor, word_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The two models' logits [N, C] at the N real words (the teacher's in float32), after
+    checking the shapes; None when the batch holds no real word."""
+    check_same_shape(
+        "student_word_logits", student_word_logits, "teacher_word_logits", teacher_word_logits
+    )
+    _check_mask("student_word_logits", student_word_logits, word_mask)
+    keep = word_mask.bool()
+    if not bool(keep.any()):
+        return None
+    return student_word_logits[keep], teacher_word_logits[keep].float()
+
+
 @register_loss("token_soft_kl")
 class TokenSoftKLLoss(nn.Module):
     """KL(softmax(t/T) || softmax(s/T)) * T^2 per word, summed over the tags and averaged
@@ -79,16 +95,12 @@ class TokenSoftKLLoss(nn.Module):
     ) -> torch.Tensor:
         """student_word_logits [B, W, C], teacher_word_logits [B, W, C], word_mask [B, W]
         -> scalar."""
-        check_same_shape(
-            "student_word_logits", student_word_logits, "teacher_word_logits", teacher_word_logits
-        )
-        _check_mask("student_word_logits", student_word_logits, word_mask)
-        keep = word_mask.bool()
-        if not bool(keep.any()):
+        words = _real_words(student_word_logits, teacher_word_logits, word_mask)
+        if words is None:
             return zero_like_graph(student_word_logits)
         t = self.temperature
-        student_logp = F.log_softmax(student_word_logits[keep] / t, dim=-1)  # [N, C]
-        teacher_logp = F.log_softmax(teacher_word_logits[keep].float() / t, dim=-1)  # [N, C]
+        student_logp = F.log_softmax(words[0] / t, dim=-1)  # [N, C]
+        teacher_logp = F.log_softmax(words[1] / t, dim=-1)  # [N, C]
         kl = F.kl_div(student_logp, teacher_logp, reduction="none", log_target=True)  # [N, C]
         return kl.sum(dim=-1).mean() * (t * t)
 
@@ -109,18 +121,14 @@ class TokenLogitMSELoss(nn.Module):
     ) -> torch.Tensor:
         """student_word_logits [B, W, C], teacher_word_logits [B, W, C], word_mask [B, W]
         -> scalar."""
-        check_same_shape(
-            "student_word_logits", student_word_logits, "teacher_word_logits", teacher_word_logits
-        )
-        _check_mask("student_word_logits", student_word_logits, word_mask)
-        keep = word_mask.bool()
-        if not bool(keep.any()):
+        words = _real_words(student_word_logits, teacher_word_logits, word_mask)
+        if words is None:
             return zero_like_graph(student_word_logits)
-        return F.mse_loss(student_word_logits[keep], teacher_word_logits[keep].float())
+        return F.mse_loss(*words)
 
 
 @register_loss("token_representation", widths="word")
-class TokenRepresentationLoss(nn.Module):
+class TokenRepresentationLoss(ProjectedComparison):
     """Match the teacher's hidden state at every real word through a learned projection.
 
     XtremeDistil's first stage for token tasks: the student's state at each word [Ds] is
@@ -133,22 +141,7 @@ class TokenRepresentationLoss(nn.Module):
     This loss HAS PARAMETERS (the projection), trained with the student and not saved.
     """
 
-    KINDS: ClassVar[tuple[str, ...]] = ("mse", "cosine")
-
-    def __init__(self, student_dim: int, teacher_dim: int, kind: str = "mse") -> None:
-        super().__init__()
-        for name, dim in (("student_dim", student_dim), ("teacher_dim", teacher_dim)):
-            if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-                raise ConfigError(
-                    f"token_representation {name} must be a positive whole number, got {dim!r}."
-                )
-        if kind not in self.KINDS:
-            raise ConfigError(
-                f"token_representation kind {kind!r} is unknown; use one of: "
-                f"{', '.join(self.KINDS)}."
-            )
-        self.kind = kind
-        self.projection = nn.Linear(student_dim, teacher_dim)
+    loss_name: ClassVar[str] = "token_representation"
 
     def forward(
         self,
@@ -162,12 +155,6 @@ class TokenRepresentationLoss(nn.Module):
         keep = word_mask.bool()
         if not bool(keep.any()):
             return zero_like_graph(student_word_states) + zero_like_graph(self.projection.weight)
-        projected = self.projection(student_word_states[keep])  # [N, Dt]
-        teacher = teacher_word_repr[keep].to(projected.dtype)  # [N, Dt]
-        check_same_shape("projected student_word_states", projected, "teacher_word_repr", teacher)
-        if self.kind == "mse":
-            return F.mse_loss(projected, teacher)
-        return (1.0 - F.cosine_similarity(projected, teacher, dim=-1)).mean()
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        student = student_word_states[keep]  # [N, Ds]
+        teacher = teacher_word_repr[keep].to(student.dtype)  # [N, Dt]
+        return self.compare(student, teacher, ("student_word_states", "teacher_word_repr"))
