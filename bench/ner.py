@@ -42,6 +42,7 @@ TEACHER = ["--model", "packaged:minilm", "--epochs", "2", "--lr", "8e-5", "--bat
 WIKIANN_LABELED = 16_000  # WikiAnn teacher: a fixed random 16k of the 8 languages' 145k
 RECIPE = ROOT / "recipes" / "xtremedistil-ner.yaml"
 GOLD_ONLY = {"epochs": 6, "lr": 2.0e-3, "patience": 2}
+SENTENCE_TO_WORD = {"soft_kl": "token_soft_kl", "logit_mse": "token_logit_mse"}
 
 
 def bench_dir() -> Path:
@@ -138,7 +139,7 @@ ROWS: list[dict[str, Any]] = [
             "layer_map": {"strategy": "uniform", "include_embeddings": True},
         },
         "stages_from": ROOT / "recipes" / "tinybert.yaml",
-        "what": "3 of the teacher's 6 layers, TinyBERT's layer-wise stages",
+        "what": "3 of the teacher's 6 layers, TinyBERT's layer-wise stages (soft KL per word)",
     },
     {
         "id": "wikiann-teacher",
@@ -181,6 +182,9 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
         config = distill_config(row)
         if row.get("stages_from"):
             stages = yaml.safe_load(Path(row["stages_from"]).read_text())["stages"]
+            for stage in stages:  # the recipe's sentence-level logit loss, word by word
+                for loss in stage["losses"]:
+                    loss["name"] = SENTENCE_TO_WORD.get(loss["name"], loss["name"])
             recipe = yaml.safe_load(config.read_text())
             recipe["stages"] = stages
             config.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -219,6 +223,36 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def serving(threads: int = 1) -> dict[str, Any]:
+    """CoNLL serving speed (run it alone on the machine): the teacher and the distilled BiLSTM
+    exported to ONNX and quantized to int8 (`lmshrink quantize`), then timed interleaved by
+    `lmshrink bench` on the dev sentences at batch 1 and 32, `threads` threads, against the
+    teacher in eager PyTorch fp32. Each model's dev entity F1 comes from the same call."""
+    folder = bench_dir() / "serving"
+    log = folder / "log.txt"
+    out = folder / "bench.json"
+    models = {}
+    for name, source in (
+        ("teacher", bench_dir() / "conll-teacher" / "model"),
+        ("bilstm", bench_dir() / "conll-bilstm-distilled" / "run" / "model"),
+    ):
+        quantized = folder / name
+        if not (quantized / "quantize.json").is_file():
+            lmshrink(
+                "quantize", source, *conll_data(), "--threads", threads, "--rounds", 1,
+                "--speed-examples", 64, "--no-progress", "--out", quantized, "--overwrite",
+                log=log,
+            )  # fmt: skip
+        models[name] = (source, quantized / "onnx-int8")
+    if not out.is_file():
+        lmshrink(
+            "bench", models["teacher"][0], models["teacher"][1], models["bilstm"][0],
+            models["bilstm"][1], *conll_data(), "--threads", threads, "--rounds", 3,
+            "--speed-examples", 512, "--no-progress", "--json", out, log=log,
+        )  # fmt: skip
+    return json.loads(out.read_text())
+
+
 def tokenizer_coverage() -> dict[str, float]:
     """Share of the teacher tokenizer's tokens that are [UNK], per WikiAnn language (dev)."""
     import importlib.resources
@@ -247,7 +281,33 @@ def headline(result: dict[str, Any], split: str) -> float | None:
     return None
 
 
-def markdown(rows: list[dict[str, Any]], coverage: dict[str, float], machine: dict) -> str:
+def serving_table(result: dict[str, Any]) -> list[str]:
+    """The serving benchmark's rows: dev entity F1, batch-1 latency and speed-ups against the
+    eager teacher, and the BiLSTM's speed-up over the teacher's own int8 ONNX."""
+    models = result["models"]
+    teacher_int8 = next(m for m in models if m["kind"] == "onnx-int8")
+    lines = [
+        "| model | backend | dev entity F1 | b=1 p50 ms | speedup b=1 | speedup b=32 | "
+        "vs teacher int8 ONNX (b=1) | params |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        vs = teacher_int8["latency_ms"]["p50"] / m["latency_ms"]["p50"]
+        lines.append(
+            f"| {'teacher' if 'teacher' in m['path'] else 'BiLSTM'} | {m['kind']} | "
+            f"{100 * m['score']:.2f} | {m['latency_ms']['p50']:.2f} | "
+            f"{m['ratio']['latency_p50']:.1f}x | {m['ratio']['per_second']['32']:.1f}x | "
+            f"{vs:.1f}x | {m['parameters'] / 1e6:.2f}M |"
+        )
+    return lines
+
+
+def markdown(
+    rows: list[dict[str, Any]],
+    coverage: dict[str, float],
+    machine: dict,
+    serving_result: dict[str, Any] | None = None,
+) -> str:
     by_id = {r["id"]: r for r in rows}
     lines = [
         "| row | what | dev F1 | test F1 | teacher test F1 | retention (test) | train time |",
@@ -274,12 +334,22 @@ def markdown(rows: list[dict[str, Any]], coverage: dict[str, float], machine: di
         f"Machine: {machine.get('cpu', machine)}; {THREADS} threads per run; seed {SEED}; "
         f"max length {MAX_LENGTH} tokens; {today()}.",
     ]
+    if serving_result:
+        lines += [
+            "",
+            "Serving (CoNLL dev sentences, `lmshrink bench`, 1 thread, models interleaved):",
+            "",
+            *serving_table(serving_result),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default=",".join(r["id"] for r in ROWS))
+    parser.add_argument(
+        "--serving", action="store_true", help="time the CoNLL models (alone on the machine)"
+    )
     args = parser.parse_args(argv)
     wanted = [r for r in ROWS if r["id"] in set(args.rows.split(","))]
     machine = machine_info()
@@ -293,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"date": today(), "machine": machine, "seed": SEED, "rows": done}
         payload.update(coverage=coverage, teacher=TEACHER, max_length=MAX_LENGTH)
         write_results("ner", payload, markdown(done, coverage, machine))
+    if args.serving:
+        payload["serving"] = serving()
+        write_results("ner", payload, markdown(done, coverage, machine, payload["serving"]))
     return 0
 
 

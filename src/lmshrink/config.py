@@ -35,19 +35,26 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Which task and data to use (GLUE folder, hub, or custom files)."""
+    """Which task and data to use (GLUE or NER folder, hub, or custom files)."""
 
     task: str = option(
         "",
-        "GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) "
-        "or 'custom' with --train-file/--dev-file.",
+        "GLUE task name (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), an NER task "
+        "(conll2003, or wikiann with --languages), 'custom' (sentences) or 'custom-ner' "
+        "(tagged words) with --train-file/--dev-file.",
     )
     data_dir: str = option(
-        "", "GLUE glue_data folder (holding SST-2/, CoLA/, ...); empty: load from the dataset hub."
+        "",
+        "GLUE glue_data folder (holding SST-2/, CoLA/, ...) or NER folder (holding "
+        "conll2003/, wikiann/); empty: load GLUE from the dataset hub.",
     )
-    train_file: str = option("", "custom task: training file (.csv, .tsv or .jsonl).")
-    dev_file: str = option("", "custom task: dev file (.csv, .tsv or .jsonl).")
-    test_file: str = option("", "custom task: test file (.csv, .tsv or .jsonl), optional.")
+    train_file: str = option(
+        "",
+        "custom task: training file (.csv, .tsv or .jsonl); custom-ner: a CoNLL column file "
+        "(word ... tag per line, blank line between sentences) or .jsonl with tokens/tags.",
+    )
+    dev_file: str = option("", "custom task: dev file (same formats as --train-file).")
+    test_file: str = option("", "custom task: test file (same formats), optional.")
     text_columns: list[str] = option(
         [], "custom task: one or two text column names (indices with --no-header)."
     )
