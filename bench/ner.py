@@ -217,7 +217,12 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
                 "--no-progress", "--json", out, log=log,
             )  # fmt: skip
         scores[split] = json.loads(out.read_text())
+    meta = (
+        model / "lmshrink.json" if row["kind"] == "teacher" else model / "model" / "lmshrink.json"
+    )
+    threads = json.loads(meta.read_text())["config"].get("threads", THREADS)
     result = {"id": row["id"], "what": row.get("what", "teacher"), "seconds": round(seconds)}
+    result["threads"] = threads
     result.update(scores=scores)
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -253,8 +258,10 @@ def serving(threads: int = 1) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def tokenizer_coverage() -> dict[str, float]:
-    """Share of the teacher tokenizer's tokens that are [UNK], per WikiAnn language (dev)."""
+def tokenizer_coverage() -> dict[str, dict[str, float]]:
+    """How the teacher's tokenizer sees each WikiAnn language (dev words): the share of its
+    tokens that are [UNK], and tokens per word (scripts it barely knows fall apart into
+    single characters without any [UNK])."""
     import importlib.resources
 
     from transformers import AutoTokenizer
@@ -269,7 +276,10 @@ def tokenizer_coverage() -> dict[str, float]:
             if line.strip()
         ]
         ids = [i for w in words for i in tok(w, add_special_tokens=False)["input_ids"]]
-        shares[lang] = sum(i == tok.unk_token_id for i in ids) / max(1, len(ids))
+        shares[lang] = {
+            "unk": sum(i == tok.unk_token_id for i in ids) / max(1, len(ids)),
+            "tokens_per_word": len(ids) / max(1, len(words)),
+        }
     return shares
 
 
@@ -310,7 +320,8 @@ def markdown(
 ) -> str:
     by_id = {r["id"]: r for r in rows}
     lines = [
-        "| row | what | dev F1 | test F1 | teacher test F1 | retention (test) | train time |",
+        "| row | what | dev F1 | test F1 | teacher test F1 | retention (test) | train time "
+        "(threads) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -320,19 +331,24 @@ def markdown(
         keep = f"{100 * s / t:.1f}%" if t and s is not None and r is not teacher else ""
         lines.append(
             f"| {r['id']} | {r['what']} | {headline(r, 'dev'):.2f} | {s:.2f} | "
-            f"{t:.2f} | {keep} | {r['seconds'] / 60:.1f} min |"
+            f"{t:.2f} | {keep} | {r['seconds'] / 60:.1f} min ({r.get('threads', '?')}) |"
         )
     lines += [
         "",
-        "Teacher tokenizer coverage (share of [UNK] tokens on WikiAnn dev, uncased English "
-        "WordPiece of all-MiniLM-L6-v2):",
+        "How the teacher's tokenizer (all-MiniLM-L6-v2's uncased English WordPiece) sees each "
+        "WikiAnn language (dev words):",
         "",
-        "| " + " | ".join(coverage) + " |",
-        "|" + "---|" * len(coverage),
-        "| " + " | ".join(f"{100 * v:.1f}%" for v in coverage.values()) + " |",
+        "| | " + " | ".join(coverage) + " |",
+        "|---|" + "---|" * len(coverage),
+        "| [UNK] tokens | "
+        + " | ".join(f"{100 * v['unk']:.1f}%" for v in coverage.values())
+        + " |",
+        "| tokens per word | "
+        + " | ".join(f"{v['tokens_per_word']:.2f}" for v in coverage.values())
+        + " |",
         "",
-        f"Machine: {machine.get('cpu', machine)}; {THREADS} threads per run; seed {SEED}; "
-        f"max length {MAX_LENGTH} tokens; {today()}.",
+        f"Machine: {machine.get('cpu', machine)}, {machine.get('cores')} cores; rows ran two "
+        f"at a time; seed {SEED}; max length {MAX_LENGTH} tokens; {today()}.",
     ]
     if serving_result:
         lines += [
