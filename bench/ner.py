@@ -312,6 +312,14 @@ def serving_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def params(row: dict[str, Any], teacher: dict[str, Any] | None) -> str:
+    """The row's parameter count, and how many times fewer than its teacher's."""
+    n = row["scores"]["test"]["parameters"]
+    if teacher is None or teacher is row:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1e6:.2f}M ({teacher['scores']['test']['parameters'] / n:.1f}x fewer)"
+
+
 def markdown(
     rows: list[dict[str, Any]],
     coverage: dict[str, float],
@@ -320,9 +328,9 @@ def markdown(
 ) -> str:
     by_id = {r["id"]: r for r in rows}
     lines = [
-        "| row | what | dev F1 | test F1 | teacher test F1 | retention (test) | train time "
-        "(threads) |",
-        "|---|---|---|---|---|---|---|",
+        "| row | what | params | dev F1 | test F1 | teacher test F1 | retention (test) | "
+        "train time (threads) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         teacher = by_id.get(r["id"].split("-")[0] + "-teacher")
@@ -330,7 +338,8 @@ def markdown(
         s = headline(r, "test")
         keep = f"{100 * s / t:.1f}%" if t and s is not None and r is not teacher else ""
         lines.append(
-            f"| {r['id']} | {r['what']} | {headline(r, 'dev'):.2f} | {s:.2f} | "
+            f"| {r['id']} | {r['what']} | {params(r, teacher)} | {headline(r, 'dev'):.2f} | "
+            f"{s:.2f} | "
             f"{t:.2f} | {keep} | {r['seconds'] / 60:.1f} min ({r.get('threads', '?')}) |"
         )
     lines += [
