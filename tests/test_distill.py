@@ -659,3 +659,15 @@ def test_a_loss_the_layer_cache_does_not_know_gets_the_online_teacher(
     log = capsys.readouterr().out
     assert "not cached (first_cls_mse reads teacher layers the cache does not know)" in log
     assert report["history"][-1]["dev"] < 0  # minus the dev loss: it trained and evaluated
+
+
+def test_a_custom_file_flag_with_a_named_task_is_an_error(teacher_setup, tmp_path):
+    """--dev-file with --task sst2 would be ignored (SST-2 reads its GLUE folder): refused
+    before the run folder is made."""
+    from lmshrink.errors import ConfigError
+
+    cfg = make_config(teacher_setup, tmp_path / "run")
+    cfg.data.dev_file = str(tmp_path / "other.tsv")
+    with pytest.raises(ConfigError, match="--dev-file: task sst2 reads its own files"):
+        distill(cfg)
+    assert not (tmp_path / "run").exists()

@@ -180,3 +180,18 @@ def test_finetune_resume_refuses_changed_settings_and_missing_runs(
     cfg.overwrite = True  # starts again, discarding the unfinished run
     finetune(cfg)
     assert (tmp_path / "t" / "config.json").is_file() and not (tmp_path / "t.work").exists()
+
+
+def test_a_custom_file_flag_with_a_named_task_is_an_error_not_ignored(
+    tiny_encoder, sst2_dir, tmp_path
+):
+    """--dev-file with --task sst2 would be silently ignored (SST-2 reads its GLUE folder)."""
+    from lmshrink.errors import ConfigError
+
+    cfg = tiny_finetune_config(tiny_encoder, sst2_dir, tmp_path / "t")
+    cfg.data.dev_file = str(tmp_path / "other.tsv")
+    with pytest.raises(
+        ConfigError, match="--dev-file: task sst2 reads its own files.*--task custom"
+    ):
+        finetune(cfg)
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.work").exists()

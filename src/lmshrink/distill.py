@@ -131,12 +131,14 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         resolve_model_source,
         task_head_settings,
     )
+    from lmshrink.models.sources import check_custom_settings
     from lmshrink.runs import apply_threads
     from lmshrink.students import STUDENTS, student_settings
     from lmshrink.training.checkpoint import latest_checkpoint
     from lmshrink.training.optim import set_seed
 
     apply_threads(cfg.threads)
+    check_custom_settings(cfg.data, cfg.data, cfg.teacher)  # --dev-file with a named task
     # Everything is resolved and checked before the run folder is touched: the saved
     # config.yaml is exactly the config the run uses.
     task = resolve_task(cfg.data)

@@ -39,6 +39,7 @@ from lmshrink.data.splits import load_eval_splits, read_split, resolve_task
 from lmshrink.measure import metrics
 from lmshrink.measure.scoring import score_model
 from lmshrink.models.loading import METADATA_FILE, count_parameters, load_for_training
+from lmshrink.models.sources import check_custom_settings
 from lmshrink.runs import apply_threads, staged_output
 from lmshrink.training.callbacks import Callback
 from lmshrink.training.checkpoint import end_work, save_work_config, start_work
@@ -65,6 +66,7 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[st
     """Fine-tune `cfg.model` on `cfg.data.task`; returns the metadata written to the folder.
     `callbacks` reach the training loop (`lmshrink.training.callbacks`)."""
     apply_threads(cfg.threads)
+    check_custom_settings(cfg.data, cfg.data, cfg.model)  # --dev-file with --task sst2: an error
     work, resume_from = start_work(cfg, FinetuneConfig)
     out = Path(cfg.out).expanduser()
     task = resolve_task(cfg.data)
