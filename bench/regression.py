@@ -29,22 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import RESULTS as RESULTS_DIR
+from common import ROOT, glue_dir, runs_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "regression.json"
-REPORT = ROOT / "bench" / "results" / "regression.md"
-
-
-def glue_dir() -> Path:
-    path = Path(os.environ.get("LMSHRINK_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
-    if not path.is_dir():
-        raise SystemExit(f"error: GLUE data folder {path} not found; set LMSHRINK_GLUE_DIR.")
-    return path
-
-
-def runs_root() -> Path:
-    default = Path.home() / ".cache" / "lmshrink" / "bench-runs"
-    return Path(os.environ.get("LMSHRINK_BENCH_RUNS", default)) / "regression"
+RESULTS = RESULTS_DIR / "regression.json"
+REPORT = RESULTS_DIR / "regression.md"
 
 
 # Small, fixed-seed subsets: the whole script takes about ten minutes on one core.
@@ -245,7 +234,7 @@ def main() -> None:
     parser.add_argument("--redo", action="store_true", help="rerun the label's finished rows")
     args = parser.parse_args()
     data = str(glue_dir())
-    folder = runs_root() / args.label
+    folder = runs_dir() / "regression" / args.label
     if args.redo:
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     from lmshrink.measure.machine import cpu_flags, int8_flags, machine_info
     from lmshrink.measure.scoring import score_model
     from lmshrink.measure.speed import measure_speed
-    from lmshrink.runs import apply_threads, write_text_atomic
+    from lmshrink.runs import apply_threads, write_json_file
 
     cfg.check()
     kinds = [model_kind(arg) for arg in cfg.models]  # every argument checked before loading
@@ -156,17 +155,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "speed": speed,
     }
     if cfg.json:
-        out = Path(cfg.json).expanduser()
-        try:
-            if out.is_dir():
-                raise IsADirectoryError(21, "is a folder")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out, json.dumps(result, indent=2) + "\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"--json {out}: cannot be written ({exc.strerror or exc}); pass a file path in "
-                "a writable folder."
-            ) from None
+        write_json_file(Path(cfg.json).expanduser(), result)
     return result
 
 

@@ -8,7 +8,6 @@ entity type and per language, and how many gold entities each of those counts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from lmshrink.measure.scoring import predict_and_score, require_labels
     from lmshrink.models.loading import count_parameters, size_on_disk
     from lmshrink.models.sources import read_model
-    from lmshrink.runs import apply_threads
+    from lmshrink.runs import apply_threads, write_json_file
 
     if cfg.json and Path(cfg.json).expanduser().is_dir():
         raise ConfigError(f"--json {cfg.json}: is a folder; pass a file path for the results.")
@@ -82,35 +81,19 @@ def entity_details(task: Any, outputs: list[Any], split: Any) -> dict[str, Any]:
     per type (`f1_type_PER`) and per language (`f1_lang_de`, and their mean);
     `gold_entities` how many entities the split holds in all, per type and per language
     (a type with a dozen entities has a noisy F1); `words` the words scored."""
-    from lmshrink.measure.entities import scores_from_ids
-    from lmshrink.measure.scoring import entity_breakdown
+    from lmshrink.measure.scoring import entity_counts
 
-    gold = scores_from_ids(split.labels, split.labels, task.labels, split.languages)
+    counts = entity_counts(task, outputs, split)  # the gold counts come with the scores
     return {
         "words": split.num_words,
-        "entities": entity_breakdown(task, outputs, split),
+        "entities": counts.metrics(),
         "gold_entities": {
-            "all": gold.overall.gold,
-            "per_type": {kind: c.gold for kind, c in gold.per_type.items()},
-            "per_language": {lang: c.gold for lang, c in gold.per_language.items()},
+            "all": counts.overall.gold,
+            # a type only the model predicted has no gold entity: not listed
+            "per_type": {kind: c.gold for kind, c in counts.per_type.items() if c.gold},
+            "per_language": {lang: c.gold for lang, c in counts.per_language.items()},
         },
     }
-
-
-def write_json_file(path: Path, result: dict[str, Any]) -> None:
-    """Write `--json` atomically; a path that cannot be written is an error naming the fix."""
-    from lmshrink.runs import write_text_atomic
-
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(result, indent=2) + "\n")
-    except OSError as exc:
-        raise ConfigError(
-            f"--json {path}: cannot be written ({exc.strerror or exc}); pass a file path in a "
-            "writable folder."
-        ) from None
 
 
 def format_table(result: dict[str, Any]) -> str:

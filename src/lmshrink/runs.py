@@ -8,10 +8,12 @@ is replaced only once the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lmshrink.errors import ConfigError, RunFolderError
 
@@ -64,3 +66,17 @@ def apply_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def write_json_file(path: Path, result: dict[str, Any]) -> None:
+    """Write `--json` atomically; a path that cannot be written is an error naming the fix."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(result, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"--json {path}: cannot be written ({exc.strerror or exc}); pass a file path in a "
+            "writable folder."
+        ) from None

@@ -13,7 +13,7 @@ from lmshrink.data.splits import Split
 from lmshrink.data.tasks import METRIC_SUFFIX, Task
 from lmshrink.errors import DataError
 from lmshrink.measure import metrics
-from lmshrink.measure.entities import scores_from_ids
+from lmshrink.measure.entities import EntityScores, scores_from_ids
 from lmshrink.training.inference import predict, predict_words
 
 
@@ -58,11 +58,17 @@ def split_metrics(
     }
 
 
+def entity_counts(task: Task, outputs: list[np.ndarray], split: TokenSplit) -> EntityScores:
+    """The entity counts (correct, predicted, gold; overall, per type, per language) of a
+    token model's per-word outputs, one [W_i, C] array per sentence."""
+    preds = [task.kind.predictions(words[None])[0] for words in outputs]  # [W_i] each
+    return scores_from_ids(preds, split.labels, task.labels, split.languages)
+
+
 def entity_breakdown(task: Task, outputs: list[np.ndarray], split: TokenSplit) -> dict[str, float]:
     """Every entity-level score of a token model's per-word outputs: precision, recall, F1,
     F1 per entity type and, for a multilingual task, per language and their mean."""
-    preds = [task.kind.predictions(words[None])[0] for words in outputs]  # [W_i] each
-    return scores_from_ids(preds, split.labels, task.labels, split.languages).metrics()
+    return entity_counts(task, outputs, split).metrics()
 
 
 def predict_and_score(
