@@ -6,16 +6,18 @@
 The teachers are saved under ~/.cache/lmshrink/bench-runs/teachers/TASK (or
 $LMSHRINK_BENCH_RUNS), where the later benchmarks look for them; they are not committed.
 Results (dev metrics, wall time, settings, machine) go to bench/results/teachers.{json,md}.
-A finished teacher is kept and skipped when the script runs again, so the script can be
-re-run after a kill.
+A finished teacher is kept and skipped when the script runs again, and an unfinished one
+resumes from its last checkpoint (`lmshrink finetune --resume`, every 200 steps), so the
+script can be re-run after a kill.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from common import glue_dir, teacher_dir, today, write_results
+from common import RESULTS, glue_dir, teacher_dir, today, write_results
 
 from lmshrink.config import DataConfig, TrainConfig
 from lmshrink.finetune import FinetuneConfig, finetune
@@ -47,9 +49,12 @@ def train_teacher(task: str) -> dict:
         print(f"[{task}] kept the finished teacher in {out}", flush=True)
         return meta
     s = SETTINGS[task]
+    resume = out.with_name(out.name + ".work").is_dir()  # a killed run's checkpoints
     cfg = FinetuneConfig(
         model="packaged:minilm",
         out=str(out),
+        resume=resume,
+        checkpoint_every=200,
         data=DataConfig(task=task, data_dir=str(glue_dir()), max_length=s["max_length"]),
         seed=SEED,
         progress=False,
@@ -57,7 +62,7 @@ def train_teacher(task: str) -> dict:
             epochs=s["epochs"], lr=s["lr"], batch_size=BATCH_SIZE, eval_every=s["eval_every"]
         ),
     )
-    print(f"[{task}] fine-tuning: {s}", flush=True)
+    print(f"[{task}] {'resuming' if resume else 'fine-tuning'}: {s}", flush=True)
     meta = finetune(cfg)
     # Record the thread count beside the teacher: benchmarks may share this machine.
     import torch
@@ -118,6 +123,11 @@ def markdown(rows: list[dict], machine: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _committed_rows() -> list[dict]:
+    path = RESULTS / "teachers.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument(
@@ -128,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     for task in tasks:
         train_teacher(task)
-        # Rewrite the results after every teacher, from every finished teacher on disk.
-        rows = [
-            row(t, read_metadata(teacher_dir(t))) for t in SETTINGS if read_metadata(teacher_dir(t))
-        ]
+        # Rewrite the results after every teacher, from every finished teacher on disk; a
+        # task whose teacher is not on this machine keeps its committed row.
+        kept = {r["task"]: r for r in _committed_rows()}
+        for t in SETTINGS:
+            if read_metadata(teacher_dir(t)):
+                kept[t] = row(t, read_metadata(teacher_dir(t)))
+        rows = [kept[t] for t in SETTINGS if t in kept]
         write_results(
             "teachers",
             {

@@ -47,6 +47,7 @@ def test_bench_teacher_student_and_onnx(distilled_run, onnx_student, tmp_path, c
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["task"] == "sst2" and result["examples"] == 48  # task from the teacher
+    assert result["timing"] == "model-only" and "timing: model-only" in stdout
     assert result["reference"] == str(teacher) and result["threads"] >= 1
     assert result["cpu"]["model"] and isinstance(result["cpu"]["flags"], list)
     t, s, o = result["models"]
@@ -156,3 +157,71 @@ def test_a_json_path_that_is_a_folder_fails_before_any_model_loads(tmp_path):
 
     with pytest.raises(ConfigError, match="is a folder; pass a file path"):
         BenchConfig(models=["anything"], json=str(tmp_path)).check()
+
+
+# --- --end-to-end -----------------------------------------------------------------------
+
+
+def test_bench_end_to_end_refuses_a_folder_that_is_not_onnx(distilled_run, onnx_student, capsys):
+    teacher, glue = distilled_run["teacher"], distilled_run["glue"]
+    argv = ["bench", onnx_student, teacher, "--end-to-end", "--data-dir", glue, *SPEED]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert (
+        err.startswith(f"error: {teacher}: is a torch-fp32 model folder") and "Traceback" not in err
+    )
+    assert f"lmshrink export {teacher} --out" in err and err.count("\n") == 1
+
+
+def test_bench_end_to_end_serves_raw_dev_texts(
+    distilled_run, onnx_student, tmp_path, capsys, monkeypatch
+):
+    """Each ONNX folder is served from the raw dev strings (in dev order, every model the same
+    texts) by `OnnxTextServer`; scores are those of the model-only bench."""
+    from lmshrink.compress.int8 import onnx_int8_folder
+    from lmshrink.data.splits import read_split
+    from lmshrink.data.tasks import get_task
+    from lmshrink.measure.end_to_end import OnnxTextServer
+
+    glue = distilled_run["glue"]
+    int8 = tmp_path / "onnx-int8"
+    onnx_int8_folder(onnx_student, int8)
+    calls: dict[str, list[list[tuple[str, ...]]]] = {}
+    served = OnnxTextServer.predict
+
+    def spy(self, texts):
+        calls.setdefault(self.name, []).append(list(texts))
+        return served(self, texts)
+
+    monkeypatch.setattr(OnnxTextServer, "predict", spy)
+    out = tmp_path / "e2e.json"
+    argv = ["bench", onnx_student, int8, "--end-to-end", "--data-dir", glue, "--json", out]
+    code, stdout, err = run([*argv, *SPEED], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["timing"] == "end-to-end" and "timing: end-to-end" in stdout
+    assert [m["kind"] for m in result["models"]] == ["onnx-fp32", "onnx-int8"]
+    texts = read_split(get_task("sst2"), "dev", DataConfig(data_dir=str(glue))).texts
+    # batch size 1: warm-up on 4 texts, then 2 rounds of the first 12; batch size 32: one
+    # batch of those 12, for the warm-up and each round
+    ones = [[t] for t in texts[:4] + texts[:12] * 2]
+    assert calls[str(onnx_student)] == calls[str(int8)] == ones + [texts[:12]] * 3
+    for m in result["models"]:
+        timed = result["speed"]["latency_ms"][m["name"]]
+        assert timed["1"]["calls"] == 12 * 2 and timed["32"]["calls"] == 2
+        assert m["latency_ms"] == {"p50": timed["1"]["p50"], "p95": timed["1"]["p95"]}
+    monkeypatch.undo()
+    code, _, err = run(["bench", onnx_student, "--data-dir", glue, "--json", out, *SPEED], capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["models"][0]["metrics"] == result["models"][0]["metrics"]
+
+
+def test_end_to_end_serves_a_token_task_its_sentences_as_raw_text():
+    from lmshrink.bench import _raw_texts
+    from lmshrink.data.ner import TokenSplit
+    from lmshrink.data.splits import Split
+
+    words = TokenSplit("wikiann", "dev", "dev.tsv", [["Paris", "is", "nice", "."]], [[5, 0, 0, 0]])
+    assert _raw_texts(words) == [("Paris is nice .",)]
+    pairs = Split("rte", "dev", "dev.tsv", [("a", "b"), ("c", "d")], [0, 1])
+    assert _raw_texts(pairs) == [("a", "b"), ("c", "d")]

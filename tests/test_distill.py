@@ -5,9 +5,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import make_sentences, tiny_bert_config
 
 from lmshrink.config import DataConfig, from_dict
@@ -241,11 +243,21 @@ def test_default_schedule_is_xtremedistil():
     stages = default_stages(REGRESSION)
     assert [s.name for s in stages] == ["representation", "logits", "labels"]
     assert stages[-1].losses[0].name == "gold_mse" and stages[0].unfreeze == "gradual"
-    assert [(s.epochs, s.lr, s.batch_size) for s in stages] == [
-        (4, 1e-3, 64),
-        (6, 1e-3, 64),
-        (3, 2e-4, 32),
-    ]
+    # the schedules of the shipped recipes, the best ones measured
+    from lmshrink.data.task_kinds import TOKEN_CLASSIFICATION
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    keys = ("epochs", "lr", "batch_size", "unfreeze", "patience", "eval_every")
+    for kind, name in (
+        (REGRESSION, "xtremedistil-bilstm"),
+        (TOKEN_CLASSIFICATION, "xtremedistil-ner"),
+    ):
+        recipe = yaml.safe_load((recipes / f"{name}.yaml").read_text())
+        for stage, saved in zip(default_stages(kind), recipe["stages"], strict=True):
+            defaults = {"unfreeze": "all", "eval_every": 0}
+            assert [getattr(stage, k) for k in keys] == [
+                saved.get(k, defaults.get(k)) for k in keys
+            ]
     assert default_stages(SEQUENCE_CLASSIFICATION)[-1].losses[0].name == "gold_ce"
 
 

@@ -7,7 +7,7 @@ Each workflow is a function in its own module, taking the typed config the CLI b
 
     lmshrink.finetune.finetune, lmshrink.distill.distill, lmshrink.prune.prune,
     lmshrink.export.export, lmshrink.quantize.quantize, lmshrink.evaluate.evaluate,
-    lmshrink.bench.bench, lmshrink.report.report
+    lmshrink.bench.bench, lmshrink.report.report, lmshrink.shrink.shrink
 
 The package itself lazily exports the config classes (so that
 `import lmshrink` stays fast). It does not re-export functions named like their module
@@ -34,6 +34,7 @@ _API = {
     "EvaluateConfig": "lmshrink.evaluate",
     "BenchConfig": "lmshrink.bench",
     "ReportConfig": "lmshrink.report",
+    "ShrinkConfig": "lmshrink.shrink",
     "LmshrinkError": "lmshrink.errors",
 }
 _RENAMED: dict[str, tuple[str, str]] = {}

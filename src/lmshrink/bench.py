@@ -7,6 +7,11 @@ example), throughput at each batch size, the dev metric, parameters, size, threa
 CPU and its flags, and ratios to the first model. Token models (NER) are timed on the dev
 sentences encoded as their words, as they are scored and served, and scored by entity F1; an
 example is then a sentence.
+
+With `--end-to-end`, every model must be an ONNX folder and is timed as a server runs it:
+each call from the raw dev strings to labels, tokenization (`tokenizers`) and numpy glue
+included (`measure.end_to_end`); the result says `"timing": "end-to-end"` instead of
+`"model-only"`. Scores are computed the same way in both modes.
 """
 
 from __future__ import annotations
@@ -41,6 +46,13 @@ class BenchConfig(BatchSpeedSettings, EvalSettings, ProcessSettings):
         positional=True,
     )
     json: str = option("", "also write every number to this JSON file.")
+    end_to_end: bool = option(
+        False,
+        "time each call from the raw dev strings to labels, tokenization included, as a "
+        "server runs it (tokenizers + ONNX Runtime + numpy); every model must then be an "
+        "ONNX folder (lmshrink export or quantize). Without it, models are timed on "
+        "pre-encoded batches (model-only).",
+    )
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
     def check(self) -> None:
@@ -77,6 +89,8 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
 
     cfg.check()
     kinds = [model_kind(arg) for arg in cfg.models]  # every argument checked before loading
+    if cfg.end_to_end:
+        _check_end_to_end(cfg.models, kinds)
     if any(kind == "onnx" for kind, _ in kinds):
         require_onnx()
     data = task_data(cfg.data, [folder for _, folder in kinds])
@@ -94,12 +108,22 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
             m.model, m.tokenizer, task, splits, data.max_length, cfg.eval_batch_size, cfg.progress
         )
         entries.append({"scores": scores, "score": metrics.task_score(scores)})
-    speed = measure_speed(
-        {m.name: (m.model, _encoded(m, splits[0], data.max_length)) for m in loaded},
-        batch_sizes=tuple(cfg.speed_batch_sizes),
-        limit={bs: cfg.speed_examples for bs in cfg.speed_batch_sizes},
-        rounds=cfg.rounds,
-    )
+    limit = {bs: cfg.speed_examples for bs in cfg.speed_batch_sizes}
+    if cfg.end_to_end:
+        from lmshrink.measure.end_to_end import OnnxTextServer, time_end_to_end
+
+        threads = torch.get_num_threads()  # as the sessions that score use
+        servers = {m.name: OnnxTextServer(m.path, threads, name=m.name) for m in loaded}
+        speed = time_end_to_end(
+            servers, _raw_texts(splits[0]), tuple(cfg.speed_batch_sizes), limit, cfg.rounds
+        )
+    else:
+        speed = measure_speed(
+            {m.name: (m.model, _encoded(m, splits[0], data.max_length)) for m in loaded},
+            batch_sizes=tuple(cfg.speed_batch_sizes),
+            limit=limit,
+            rounds=cfg.rounds,
+        )
     first = loaded[0].name
     models = []
     for m, entry in zip(loaded, entries, strict=True):
@@ -140,14 +164,21 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         "files": [s.source for s in splits],
         "examples": sum(len(s) for s in splits),
         "reference": first,
+        "timing": "end-to-end" if cfg.end_to_end else "model-only",
         "settings": {
             "batch_sizes": list(cfg.speed_batch_sizes),
             "speed_examples": cfg.speed_examples,
             "rounds": cfg.rounds,
             "max_length": data.max_length,
             "padding": "dynamic (each batch padded to its longest example), dev order",
+            "timed": (
+                "each call from the raw dev strings to labels: tokenizers (tokenizer.json), "
+                "ONNX Runtime, numpy"
+                if cfg.end_to_end
+                else "each model call on batches encoded beforehand (model-only)"
+            ),
         },
-        **_token_notes(task, splits),
+        **_token_notes(task, splits, cfg.end_to_end),
         "threads": torch.get_num_threads(),
         "cpu": {"model": machine_info()["cpu"], "int8_flags": flags, "flags": sorted(cpu_flags())},
         "machine": machine_info(),
@@ -168,15 +199,40 @@ def _encoded(m: Any, split: Any, max_length: int) -> Any:
     return encode(m.tokenizer, split, max_length, word_shapes=shapes)
 
 
-def _token_notes(task: Any, splits: list[Any]) -> dict[str, Any]:
+def _check_end_to_end(args: list[str], kinds: list[tuple[str, str]]) -> None:
+    """--end-to-end serves raw strings through tokenizer.json and ONNX Runtime: every model
+    must be an ONNX folder."""
+    for arg, (kind, _) in zip(args, kinds, strict=True):
+        if kind != "onnx":
+            raise ConfigError(
+                f"{arg}: is a {kind} model folder, and --end-to-end times ONNX folders only "
+                f"(raw strings through tokenizer.json and ONNX Runtime); export it first with "
+                f"lmshrink export {arg} --out <folder>, and bench that folder."
+            )
+
+
+def _raw_texts(split: Any) -> list[tuple[str, ...]]:
+    """The split's examples as raw strings, as a server receives them: a sentence task's
+    texts (pairs as pairs); a token task's sentences as their words joined by spaces."""
+    if hasattr(split, "words"):
+        return [(" ".join(words),) for words in split.words]
+    return list(split.texts)
+
+
+def _token_notes(task: Any, splits: list[Any], end_to_end: bool = False) -> dict[str, Any]:
     """What a token task's numbers count (nothing for sentence tasks): examples are
     sentences, read as words; the score is entity F1."""
     if not task.kind.token_level:
         return {}
+    timed = (
+        "timed end to end on each dev sentence as raw text (its words joined by spaces), cut "
+        "into words by lmshrink's rule (split_words), encoded as pre-split words"
+        if end_to_end
+        else "each dev sentence encoded as its words (is_split_into_words)"
+    )
     return {
         "words": sum(s.num_words for s in splits),
-        "inputs": "each dev sentence encoded as its words (is_split_into_words), the tag read "
-        "at each word's first sub-token; speed counts sentences",
+        "inputs": f"{timed}, the tag read at each word's first sub-token; speed counts sentences",
     }
 
 
@@ -219,7 +275,14 @@ def format_table(result: dict[str, Any]) -> str:
         if token
         else f"{result['examples']} examples"
     )
+    timing = result.get("timing", "model-only")
+    timed = (
+        "end-to-end (raw strings to labels, tokenization included)"
+        if timing == "end-to-end"
+        else "model-only (pre-encoded batches, tokenization not included)"
+    )
     lines += [
+        f"timing: {timed}.",
         f"ratios (x) against {result['reference']}: speed (>1 is faster), parameters and size "
         f"(>1 is smaller); latency is per {'sentence' if token else 'example'} at batch size 1.",
         f"{result['task']} {result.get('split', 'dev')}, {count} "

@@ -43,7 +43,8 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> dict[str,
         dest = key.replace(".", "__")
         if any(a.dest == dest or f"--{name}" in a.option_strings for a in parser._actions):
             raise AssertionError(f"two config fields would both be --{name} ({key})")
-        help_text = field.metadata.get("help", "")
+        # argparse expands %-formats in help; a literal "98%" must not be read as one
+        help_text = field.metadata.get("help", "").replace("%", "%%")
         if field.metadata.get("positional"):
             # A list field takes one or more values (`lmshrink bench A B C`).
             many = {"nargs": "+"} if "list" in str(tp) else {}
@@ -175,6 +176,12 @@ def _cmd_prune(cfg: Any) -> None:
     )
 
 
+def _cmd_shrink(cfg: Any) -> None:
+    from lmshrink.shrink import format_summary, shrink
+
+    print(format_summary(shrink(cfg)))
+
+
 def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
     from lmshrink.bench import BenchConfig
     from lmshrink.distill import DistillConfig
@@ -184,8 +191,14 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
     from lmshrink.prune import PruneConfig
     from lmshrink.quantize import QuantizeConfig
     from lmshrink.report import ReportConfig
+    from lmshrink.shrink import ShrinkConfig
 
     return {
+        "shrink": (
+            ShrinkConfig,
+            _cmd_shrink,
+            "the most accurate model within a latency budget on this CPU (searches students)",
+        ),
         "finetune": (
             FinetuneConfig,
             _cmd_finetune,

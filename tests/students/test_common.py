@@ -37,7 +37,7 @@ def test_every_family_setting_is_one_config_field_with_its_flag():
     # Empty means "the family's default"; each family's default is in the help.
     assert StudentConfig().hidden_size is None and StudentConfig().layer_ids == []
     help_text = fields["hidden_size"].metadata["help"]
-    assert "bilstm: LSTM units per direction (default 300)" in help_text
+    assert "bilstm: LSTM units per direction (default 256)" in help_text
     assert "narrow: hidden width (at most the teacher's) (default 256)" in help_text
 
 

@@ -38,6 +38,12 @@ class LabellingConfig:
         "cls", "how the teacher's token states become one vector: cls or mean."
     )
     shard_size: int = option(4096, "examples per cache shard (the unit of resumption).")
+    cache_dir: str = option(
+        "",
+        "where the teacher's outputs are cached (empty: the run folder's cache/); runs that "
+        "share one (lmshrink shrink's candidates) label each transfer set once.",
+        flag="teacher_cache_dir",
+    )
     layer_cache_gb: float = option(
         4.0,
         "largest cache of the teacher's per-token targets of layer-wise losses (hidden "

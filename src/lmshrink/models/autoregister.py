@@ -21,6 +21,7 @@ AUTO_MODULE = "transformers.models.auto.modeling_auto"
 REGISTRATIONS = [
     "lmshrink.models.bilstm:register_auto",
     "lmshrink.models.pruned_bert:register_auto",
+    "lmshrink.models.static:register_auto",
 ]
 
 _done = False

@@ -42,6 +42,7 @@ from lmshrink.data.task_kinds import IGNORE_INDEX
 from lmshrink.data.word_shapes import NUM_SHAPES
 from lmshrink.data.word_shapes import PAD as SHAPE_PAD
 from lmshrink.models.head_loss import sequence_classification_loss
+from lmshrink.models.teacher_ids import TeacherIdModel, check_rows_and_dropout
 
 POOLINGS = ("max", "mean", "attention")
 
@@ -64,8 +65,8 @@ class BiLSTMConfig(PretrainedConfig):
     """Rows of the student's own (trimmed) embedding table."""
     teacher_vocab_size: int | None = None
     """Size of the teacher tokenizer's id space (length of `token_map`); None: `vocab_size`."""
-    embedding_dim: int = 300
-    hidden_size: int = 300
+    embedding_dim: int = 64
+    hidden_size: int = 256
     """LSTM hidden size per direction; the pooled vector has 2 * hidden_size entries."""
     num_layers: int = 1
     dropout: float | int = 0.2
@@ -108,14 +109,7 @@ class BiLSTMConfig(PretrainedConfig):
             raise ValueError(f"shape_dim must be >= 0, got {self.shape_dim}.")
         if self.shape_vocab_size < 1:
             raise ValueError(f"shape_vocab_size must be at least 1, got {self.shape_vocab_size}.")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        for name in ("pad_row", "unk_row"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ValueError(
-                    f"{name} {getattr(self, name)} is not a row of the {self.vocab_size}-row "
-                    "embedding table."
-                )
+        check_rows_and_dropout(self)
         super().__post_init__(**kwargs)
 
     @property
@@ -146,13 +140,12 @@ class StudentOutput(ModelOutput):
     pooled: torch.Tensor | None = None
 
 
-class BiLSTMPreTrainedModel(PreTrainedModel):
+class BiLSTMPreTrainedModel(TeacherIdModel):
     """What both BiLSTM heads share: the teacher-id embedding and BiLSTM encoder, weight
     initialisation, loading and layer groups. A head adds its own modules after calling
     `_build_encoder` (the order of modules fixes the order of random initialisation)."""
 
     config_class = BiLSTMConfig
-    main_input_name = "input_ids"
 
     def _build_encoder(self, config: BiLSTMConfig, shape_dim: int) -> None:
         """token_map, word (and segment, and with `shape_dim` word-shape) embeddings,
@@ -178,12 +171,6 @@ class BiLSTMPreTrainedModel(PreTrainedModel):
         )
 
     # --- weights ----------------------------------------------------------------------------
-
-    def default_token_map(self) -> torch.Tensor:
-        """Identity for ids below `vocab_size`, `unk_row` above: the map of a student whose
-        table was not trimmed. build_bilstm replaces it with the real map."""
-        ids = torch.arange(self.config.teacher_vocab_size)  # [V_teacher]
-        return torch.where(ids < self.config.vocab_size, ids, self.config.unk_row)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -219,33 +206,6 @@ class BiLSTMPreTrainedModel(PreTrainedModel):
         elif module is getattr(self, "classifier", None):
             init.normal_(module.weight, mean=0.0, std=0.02)
             init.zeros_(module.bias)
-
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
-        """`PreTrainedModel.from_pretrained`, then `realign_weights()`, so that a reloaded
-        student computes bit-identical logits to the one that was saved."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
-        model.realign_weights()
-        return loaded
-
-    @torch.no_grad()
-    def realign_weights(self) -> None:
-        """Copy CPU weights that sit at addresses not aligned to 64 bytes.
-
-        safetensors loading can leave tensors at odd offsets of the file buffer; the CPU
-        kernels (LSTM, matmul) then take a differently vectorised path that sums in another
-        order, so logits differ from the saved model's in the last bits. A copy is aligned.
-        """
-        for tensor in [*self.parameters(), *self.buffers()]:
-            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
-                tensor.data = tensor.data.clone()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings = value
 
     def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
         """Named groups of modules, bottom-up, for gradual unfreezing: "embeddings" (word,

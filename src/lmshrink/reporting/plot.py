@@ -23,9 +23,12 @@ def pareto_front(points: list[tuple[float, float]], lower_is_better: bool) -> li
     return front
 
 
-def plot_pareto(rows: list[dict[str, Any]], path: Path) -> list[str]:
+def plot_pareto(
+    rows: list[dict[str, Any]], path: Path, budget_ms: float | None = None
+) -> list[str]:
     """Dev score (%) against batch-1 latency (or speed ratio where a task's rows lack one),
-    one panel per task, the Pareto front drawn, the teacher a star; returns notes on rows
+    one panel per task, the Pareto front drawn, the teacher a star (a row may name itself the
+    reference with `"reference": True`), `budget_ms` a vertical line; returns notes on rows
     left out. Raises MissingDependencyError without matplotlib."""
     try:
         from matplotlib.figure import Figure
@@ -70,7 +73,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> list[str]:
         )
         labels = []
         for (x, y), r in zip(points, shown, strict=True):
-            teacher = r["role"] == "teacher" and r["backend"] == "torch-fp32"
+            teacher = r.get("reference", r["role"] == "teacher" and r["backend"] == "torch-fp32")
             ax.scatter(
                 x,
                 y,
@@ -82,6 +85,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> list[str]:
             )
             teacher_label = teacher and "teacher" not in r["label"]
             labels.append(f"{r['label']} (teacher)" if teacher_label else r["label"])
+        if budget_ms is not None and by_latency:
+            ax.axvline(budget_ms, color="tab:green", linestyle=":", label="budget")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())

