@@ -126,7 +126,11 @@ def _shrink_config(tiny_teacher, out, **given):
         "out": str(out),
         "progress": False,
         "budget_ms": 1000.0,
-        "candidates": ["bilstm:embedding_dim=8,hidden_size=8", "static:embedding_dim=8"],
+        "candidates": [
+            "bilstm:embedding_dim=8,hidden_size=8",
+            "static:embedding_dim=8",
+            "fasttext:dim=8:bucket=1000",
+        ],
         "speed_examples": 8,
         "rounds": 1,
         "data": {"task": "sst2", "data_dir": str(tiny_teacher["glue"]), "max_length": 32},
@@ -152,19 +156,30 @@ def test_a_search_times_trains_scores_and_chooses(finished_search):
         f"{a}/{b}"
         for a in ("teacher", "bilstm-embedding_dim8-hidden_size8", "static-embedding_dim8")
         for b in ("onnx-fp32", "onnx-int8")
-    }
+    } | {"fasttext-dim8-bucket1000/fasttext"}
     assert state["trained"] == [
         "teacher",
         "bilstm-embedding_dim8-hidden_size8",
         "static-embedding_dim8",
+        "fasttext-dim8-bucket1000",
     ]
+    # fastText learned from the teacher's labels of the whole transfer set (train inputs
+    # and the unlabeled file, read from the shared cache) plus the 160 gold rows
+    meta = json.loads(
+        (out / "candidates" / "fasttext-dim8-bucket1000" / "fasttext" / "fasttext.json").read_text()
+    )
+    static_run = out / "candidates" / "static-embedding_dim8" / "run" / "report.json"
+    transfer = json.loads(static_run.read_text())["transfer_set"]
+    assert meta["train_rows"] == transfer["total"] - transfer["dev_overlap_dropped"] + 160
     rows = {r["name"]: r for r in state["rows"]}
     assert all(r["p50_ms"] > 0 and r["score"] is not None for r in rows.values())
     assert rows["teacher/onnx-fp32"]["retention"] == pytest.approx(1.0)
     winner = rows[state["winner"]]
     assert winner["score"] == max(r["score"] for r in rows.values())
     best = out / "best"
-    assert (best / "model.onnx").is_file() and (best / "export.json").is_file()
+    served = ("model.bin", "fasttext.json") if winner["backend"] == "fasttext" else None
+    served = served or ("model.onnx", "export.json")
+    assert all((best / name).is_file() for name in served)
     assert state["winner"] in (best / "README.md").read_text()
     report = (out / "report.md").read_text()
     assert "Winner: **" in report and "teacher/onnx-int8" in report
@@ -216,7 +231,8 @@ def test_shrink_on_the_command_line(finished_search, tiny_teacher, capsys):
             str(out),
             "--resume",
             "--candidates",
-            "bilstm:embedding_dim=8:hidden_size=8,static:embedding_dim=8",
+            "bilstm:embedding_dim=8:hidden_size=8,static:embedding_dim=8,"
+            "fasttext:dim=8:bucket=1000",
             "--speed-examples",
             "8",
             "--rounds",
@@ -243,3 +259,87 @@ def test_architecture_prior_is_family_then_size():
     small = Architecture("bilstm", (("hidden_size", 8),))
     large = Architecture("bilstm", (("hidden_size", 64),))
     assert sorted([small, large], key=Architecture.prior) == [large, small]
+
+
+def _search(teacher, task, data_dir, out, candidates, **given):
+    from lmshrink.config import from_dict
+    from lmshrink.shrink import ShrinkConfig, shrink
+
+    raw = {
+        "teacher": str(teacher),
+        "out": str(out),
+        "progress": False,
+        "budget_ms": 1000.0,
+        "candidates": candidates,
+        "speed_examples": 4,
+        "rounds": 1,
+        "data": {"task": task, "data_dir": str(data_dir), "max_length": 32},
+        **given,
+    }
+    return shrink(from_dict(ShrinkConfig, raw))
+
+
+def test_a_search_on_a_token_task_chooses_a_tagger(tmp_path, tiny_encoder):
+    """NER: the students tag words; the search scores them by entity F1 and refuses the
+    sentence-only families."""
+    from test_distill_tokens import ner_sentences
+
+    from lmshrink.config import DataConfig, TrainConfig
+    from lmshrink.finetune import FinetuneConfig, finetune
+
+    folder = tmp_path / "data" / "conll2003"
+    folder.mkdir(parents=True)
+    for split, n, seed in (("train", 60, 1), ("dev", 20, 2)):
+        lines = []
+        for words, tags in ner_sentences(n, seed):
+            lines += [f"{w}\t{t}" for w, t in zip(words, tags, strict=True)] + [""]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    data = DataConfig(task="conll2003", data_dir=str(tmp_path / "data"), max_length=32)
+    train = TrainConfig(epochs=6, batch_size=16, lr=4e-3, eval_batch_size=64)
+    teacher = tmp_path / "teacher"
+    finetune(
+        FinetuneConfig(
+            model=str(tiny_encoder), out=str(teacher), progress=False, data=data, train=train
+        )
+    )
+    state = _search(
+        teacher, "conll2003", tmp_path / "data", tmp_path / "search",
+        ["bilstm:embedding_dim=8:hidden_size=8"],
+    )  # fmt: skip
+    rows = {r["name"]: r for r in state["rows"]}
+    assert set(rows) == {
+        f"{a}/{b}" for a in ("teacher", "bilstm-embedding_dim8-hidden_size8")
+        for b in ("onnx-fp32", "onnx-int8")
+    }  # fmt: skip
+    assert all(set(r["metrics"]) >= {"entity_f1"} for r in rows.values())
+    assert (tmp_path / "search" / "best" / "model.onnx").is_file()
+    with pytest.raises(ConfigError, match="cannot tag words"):
+        _search(teacher, "conll2003", tmp_path / "data", tmp_path / "s2", ["static"])
+
+
+def test_a_search_on_a_regression_pair_task_drops_fasttext(tmp_path, tiny_encoder):
+    """STS-B: sentence pairs and a score; fastText (classes only) is left out of the
+    default grid with a note, and refused when named."""
+    from conftest import STSB_HEADER, make_sentences, tiny_finetune_config, write_tsv
+
+    from lmshrink.finetune import finetune
+
+    glue = tmp_path / "glue"
+    for split, n, seed in (("train", 80, 1), ("dev", 24, 2)):
+        rows = [
+            [str(i), "g", "f", "y", str(i), "n", "n", s, s[::-1], f"{4.0 * int(y) + 0.5:.1f}"]
+            for i, (s, y) in enumerate(make_sentences(n, seed))
+        ]
+        write_tsv(glue / "STS-B" / f"{split}.tsv", STSB_HEADER, rows)
+    cfg = tiny_finetune_config(tiny_encoder, glue, tmp_path / "teacher", epochs=3)
+    cfg.data.task = "stsb"
+    finetune(cfg)
+    with pytest.raises(ConfigError, match="fastText labels classes"):
+        _search(tmp_path / "teacher", "stsb", glue, tmp_path / "s1", ["fasttext"])
+    state = _search(tmp_path / "teacher", "stsb", glue, tmp_path / "s2", ["static:embedding_dim=8"])
+    rows = {r["name"]: r for r in state["rows"]}
+    assert set(rows) == {
+        f"{a}/{b}" for a in ("teacher", "static-embedding_dim8") for b in ("onnx-fp32", "onnx-int8")
+    }  # fmt: skip
+    assert all(set(r["metrics"]) == {"pearson", "spearman"} for r in rows.values())
+    assert state["winner"] in rows
