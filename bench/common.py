@@ -103,7 +103,8 @@ def _comparable(cfg: Any) -> dict[str, Any]:
     """A run's settings without the flags that say how to start it."""
     from lmshrink.config import to_dict
 
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "progress")}
+    free = ("resume", "overwrite", "progress", "quiet")
+    return {k: v for k, v in to_dict(cfg).items() if k not in free}
 
 
 def reuse_teacher_cache(out: Path, others: list[Path]) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -38,6 +41,23 @@ def ner_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
     return rows
 
 
+def write_conll_folder(
+    data_dir: Path, train: int, dev: int, sentences: Callable[..., Any] | None = None
+) -> Path:
+    """DATA_DIR/conll2003/{train,dev}.tsv of made-up sentences (word, tab, tag; a blank line
+    between sentences) from `sentences(n, seed)` (default: `ner_sentences`); returns
+    DATA_DIR."""
+    sentences = sentences or ner_sentences
+    folder = data_dir / "conll2003"
+    folder.mkdir(parents=True)
+    for split, n, seed in (("train", train, 1), ("dev", dev, 2)):
+        lines = []
+        for words, tags in sentences(n, seed):
+            lines += [f"{w}\t{t}" for w, t in zip(words, tags, strict=True)] + [""]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data_dir
+
+
 @pytest.fixture(scope="module")
 def ner_setup(tiny_encoder, tmp_path_factory):
     """A tiny CoNLL-2003 teacher fine-tuned on 120 made-up sentences (about two seconds),
@@ -47,13 +67,7 @@ def ner_setup(tiny_encoder, tmp_path_factory):
     from lmshrink.finetune import FinetuneConfig, finetune
 
     root = tmp_path_factory.mktemp("ner")
-    folder = root / "data" / "conll2003"
-    folder.mkdir(parents=True)
-    for split, n, seed in (("train", 120, 1), ("dev", 40, 2)):
-        lines = []
-        for words, tags in ner_sentences(n, seed):
-            lines += [f"{w}\t{t}" for w, t in zip(words, tags, strict=True)] + [""]
-        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    write_conll_folder(root / "data", train=120, dev=40)
     transfer = root / "unlabeled.txt"
     transfer.write_text("".join(" ".join(w).capitalize() + ".\n" for w, _ in ner_sentences(60, 9)))
     finetune(
@@ -232,8 +246,6 @@ def test_layer_wise_losses_on_a_token_task_read_cached_targets(ner_setup, tmp_pa
 def test_the_ner_recipe_runs_through_the_cli(ner_setup, tmp_path):
     """recipes/xtremedistil-ner.yaml (a BiLSTM tagger with word shapes), shrunk to the tiny
     teacher, runs from `lmshrink distill --config ... --task conll2003 --transfer ...`."""
-    from pathlib import Path
-
     import yaml
 
     from lmshrink.cli import main

@@ -53,7 +53,13 @@ def render(fmt: str, header: list[str], rows: list[list[str]], newline: str = "\
         return "".join(json.dumps(o, ensure_ascii=False) + newline for o in objects)
     if fmt == "csv":
         out = io.StringIO()
-        csv.writer(out, lineterminator=newline).writerows([header, *rows])
+        for row in [header, *rows]:
+            # Python 3.11's writer leaves a lone "\r" unquoted when the line end is "\n",
+            # and an unquoted "\r" ends a line (old Mac files): quote such fields, as
+            # writers that mean to keep them do (Python 3.12's quotes them itself).
+            breaks = any("\r" in f or "\n" in f for f in row)
+            quoting = csv.QUOTE_ALL if breaks else csv.QUOTE_MINIMAL
+            csv.writer(out, lineterminator=newline, quoting=quoting).writerow(row)
         return out.getvalue()
     return "".join("\t".join(r) + newline for r in [header, *rows])
 

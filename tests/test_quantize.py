@@ -116,7 +116,7 @@ def test_torch_only_from_the_command_line(models, tmp_path, capsys):  # noqa: F8
     stdout = capsys.readouterr().out
     assert "torch-int8" in stdout and "onnx" not in stdout.split("cpu:")[0]
     assert "is best on this CPU at batch 1" in stdout and f"saved {out}" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["quantize.json", "torch-int8"]
+    assert sorted(p.name for p in out.iterdir()) == ["lmshrink.log", "quantize.json", "torch-int8"]
 
     for extra, message in [
         (["--out", str(out)], "already holds another run"),

@@ -282,18 +282,12 @@ def _search(teacher, task, data_dir, out, candidates, **given):
 def test_a_search_on_a_token_task_chooses_a_tagger(tmp_path, tiny_encoder):
     """NER: the students tag words; the search scores them by entity F1 and refuses the
     sentence-only families."""
-    from test_distill_tokens import ner_sentences
+    from test_distill_tokens import write_conll_folder
 
     from lmshrink.config import DataConfig, TrainConfig
     from lmshrink.finetune import FinetuneConfig, finetune
 
-    folder = tmp_path / "data" / "conll2003"
-    folder.mkdir(parents=True)
-    for split, n, seed in (("train", 60, 1), ("dev", 20, 2)):
-        lines = []
-        for words, tags in ner_sentences(n, seed):
-            lines += [f"{w}\t{t}" for w, t in zip(words, tags, strict=True)] + [""]
-        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    write_conll_folder(tmp_path / "data", train=60, dev=20)
     data = DataConfig(task="conll2003", data_dir=str(tmp_path / "data"), max_length=32)
     train = TrainConfig(epochs=6, batch_size=16, lr=4e-3, eval_batch_size=64)
     teacher = tmp_path / "teacher"

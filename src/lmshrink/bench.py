@@ -25,6 +25,7 @@ from typing import Any
 from lmshrink.config import BatchSpeedSettings, DataConfig, EvalSettings, ProcessSettings, option
 from lmshrink.errors import ConfigError
 from lmshrink.measure.speed import BENCH_FORMAT
+from lmshrink.reporting.progress import for_command
 from lmshrink.reporting.text import aligned, human_count, human_size
 
 
@@ -72,6 +73,7 @@ class BenchConfig(BatchSpeedSettings, EvalSettings, ProcessSettings):
             )
 
 
+@for_command
 def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Score every model on dev and time them interleaved in this process; returns (and with
     `--json` writes) the models' numbers, ratios to the first model, and the machine."""
@@ -105,7 +107,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     entries = []
     for m in loaded:
         scores = score_model(
-            m.model, m.tokenizer, task, splits, data.max_length, cfg.eval_batch_size, cfg.progress
+            m.model, m.tokenizer, task, splits, data.max_length, cfg.eval_batch_size, True
         )
         entries.append({"scores": scores, "score": metrics.task_score(scores)})
     limit = {bs: cfg.speed_examples for bs in cfg.speed_batch_sizes}

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lmshrink import __version__
@@ -20,7 +21,8 @@ from lmshrink.config import (
     load_yaml,
     set_dotted,
 )
-from lmshrink.errors import LmshrinkError
+from lmshrink.errors import Interrupted, LmshrinkError
+from lmshrink.reporting.progress import result
 
 # Destinations of the flags of renamed keys (a config class's `RENAMED` table); their entry in
 # `dests` is the error message naming the new flag.
@@ -110,9 +112,10 @@ def _cmd_finetune(cfg: Any) -> None:
 
     meta = finetune(cfg)
     scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in meta["dev"].items())
-    print(
+    result(
         f"saved {cfg.out} (dev {scores}; best at epoch {meta['best_epoch']}, "
-        f"{meta['train_seconds']:.0f} s)"
+        f"{meta['train_seconds']:.0f} s)",
+        cfg.out,
     )
 
 
@@ -130,22 +133,23 @@ def _cmd_distill(cfg: Any) -> None:
 
     report = distill(cfg)
     if "model_dir" in report:  # only the main process saves the model and prints the report
-        print(markdown(report))
-        print(f"saved {cfg.out}/model, {cfg.out}/report.json and {cfg.out}/report.md")
+        result(markdown(report), cfg.out)
+        result(f"saved {cfg.out}/model, {cfg.out}/report.json and {cfg.out}/report.md", cfg.out)
 
 
 def _cmd_export(cfg: Any) -> None:
     from lmshrink.export import export, format_summary
 
-    print(format_summary(export(cfg)))
+    summary = export(cfg)
+    result(format_summary(summary), summary["out"])
 
 
 def _cmd_quantize(cfg: Any) -> None:
     from lmshrink.quantize import format_table, quantize
 
-    result = quantize(cfg)
-    print(format_table(result))
-    print(f"saved {result['out']} (results in {result['out']}/quantize.json)")
+    done = quantize(cfg)
+    result(format_table(done), done["out"])
+    result(f"saved {done['out']} (results in {done['out']}/quantize.json)", done["out"])
 
 
 def _cmd_bench(cfg: Any) -> None:
@@ -167,19 +171,20 @@ def _cmd_prune(cfg: Any) -> None:
 
     report = prune(cfg)
     speed = ", ".join(f"{v:.2f}x at batch {k}" for k, v in report["speedup"].items())
-    print(
+    result(
         f"saved {cfg.out} ({report['encoder_parameters']['pruned']} of "
         f"{report['encoder_parameters']['unpruned']} encoder parameters kept, sparsity "
         f"{100 * report['encoder_sparsity']:.1f}%; speed {speed}; dev score "
         f"{100 * report['score']['pruned']:.2f} vs {100 * report['score']['unpruned']:.2f}); "
-        f"report in {cfg.out}/{REPORT_FILE}"
+        f"report in {cfg.out}/{REPORT_FILE}",
+        cfg.out,
     )
 
 
 def _cmd_shrink(cfg: Any) -> None:
     from lmshrink.shrink import format_summary, shrink
 
-    print(format_summary(shrink(cfg)))
+    result(format_summary(shrink(cfg)), cfg.out)
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], None], str]]:
@@ -280,10 +285,24 @@ def main(argv: list[str] | None = None) -> int:
     parser, dests = build_parser()
     args = parser.parse_args(argv)
     cls, run, _ = _commands()[args.command]
+    from lmshrink.config import OutputSettings
+    from lmshrink.runs import DISK_ERRORS, cannot_write, out_lock
+
     try:
-        run(_build_config(cls, args, dests[args.command]))
+        cfg = _build_config(cls, args, dests[args.command])
+        # every command that writes --out holds its lock: two runs never share a folder
+        with out_lock(cfg.out if isinstance(cfg, OutputSettings) else ""):
+            run(cfg)
+    except Interrupted as exc:  # SIGTERM or Ctrl-C in training: a checkpoint was written
+        print(exc, file=sys.stderr)
+        return exc.exit_code
     except (LmshrinkError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a disk full or read-only past the output folder's own checks
+        if exc.errno not in DISK_ERRORS or not exc.filename:
+            raise
+        print(f"error: {cannot_write(Path(exc.filename), exc, output=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing half-written was left in --out.", file=sys.stderr)

@@ -101,14 +101,23 @@ class OutputSettings:
 
 @dataclasses.dataclass
 class ProcessSettings:
-    """How a command that runs models runs: seed, progress bars, CPU threads (`evaluate` and
-    `bench`, which write no output folder, take only this block)."""
+    """How a command that runs models runs: seed, progress and messages, CPU threads
+    (`evaluate` and `bench`, which write no output folder, take only this block)."""
 
     # NumPy takes seeds from 0 to 2**32 - 1; another value would fail deep in a run.
     seed: int = option(
         42, "random seed (initialisation, data order, subsets).", min=0, max=2**32 - 1
     )
-    progress: bool = option(True, "show progress bars.")
+    progress: bool = option(
+        True,
+        "progress bars on a terminal; --no-progress, or output to a file or pipe: a plain "
+        "line per long step at its start, every 30 s and at its end instead.",
+    )
+    quiet: bool = option(
+        False,
+        "print only the result, warnings and errors: no progress and no info lines (the run "
+        "folder's lmshrink.log still gets them).",
+    )
     threads: int = option(0, "CPU threads for PyTorch (0: its default).", min=0)
 
 
@@ -116,7 +125,7 @@ class ProcessSettings:
 class RunSettings(ProcessSettings, OutputSettings):
     """What every command that writes an output folder takes (inherited, so these keys sit at
     the top level of each command's config: `out`, `seed`, ...), in this order: out,
-    overwrite, seed, progress, threads."""
+    overwrite, seed, progress, quiet, threads."""
 
 
 @dataclasses.dataclass

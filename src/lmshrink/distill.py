@@ -27,6 +27,7 @@ from lmshrink.distillation.labelling import LabellingConfig
 from lmshrink.distillation.layer_map import LayerMapConfig
 from lmshrink.distillation.stages import StageConfig, default_stages, validate_stages
 from lmshrink.distillation.trainer import DevData, Distiller, StageData, main_process_logger
+from lmshrink.reporting.progress import LOG_FILE, for_command, log_to
 from lmshrink.students import StudentConfig
 
 
@@ -86,7 +87,7 @@ def _prepare_out(cfg: DistillConfig, out: Path) -> None:
             raise RunFolderError(
                 f"{out}: no run to resume (no config.yaml); start it without --resume."
             )
-        ignore = ("resume", "overwrite", "progress")
+        ignore = ("resume", "overwrite", "progress", "quiet")
         saved = {
             k: v
             for k, v in to_dict(load_yaml(DistillConfig, saved_path)).items()
@@ -110,9 +111,11 @@ def _prepare_out(cfg: DistillConfig, out: Path) -> None:
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
+@for_command
 def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Run every stage and write model/, report.json and report.md into the run folder;
-    `callbacks` reach the training loop (`lmshrink.training.callbacks`)."""
+    `callbacks` reach the training loop (`lmshrink.training.callbacks`). What the run prints
+    is appended to the run folder's `lmshrink.log`."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -143,7 +146,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     # config.yaml is exactly the config the run uses.
     task = resolve_task(cfg.data)
     teacher_dir = resolve_model_source(cfg.teacher)
-    tokenizer = load_tokenizer(teacher_dir)
+    tokenizer = load_tokenizer(teacher_dir, words=task.kind.token_level)
     cfg = resolve_config(cfg, task.kind, tokenizer.mask_token)  # e.g. <mask> for RoBERTa
     validate_stages(cfg.stages, task.kind)
     family = STUDENTS.get(cfg.student.kind)
@@ -158,6 +161,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         _prepare_out(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, paths["config"])
+        log_to(out / LOG_FILE)  # appended to by a resumed run
     acc.wait_for_everyone()
     log = main_process_logger(acc)
 
@@ -169,7 +173,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     devs = load_eval_splits(task, "dev", cfg.data, cfg.seed)
     dev_split = devs[0]
     _, teacher = load_for_eval(teacher_dir, task)
-    progress = cfg.progress and acc.is_local_main_process
+    progress = acc.is_local_main_process  # shown as a bar, lines or not at all (--quiet)
     transfer = build_transfer_set(cfg.transfer, task, train, cfg.seed, progress=progress)
     # The student never learns the teacher's answers on the texts it is scored on.
     transfer = without_texts(transfer, devs)
@@ -207,7 +211,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         settings=cfg.labelling,
         stages=cfg.stages,
         accelerator=acc,
-        progress=cfg.progress,
+        progress=True,
         log=log,
         words=task.kind.token_level,
     )

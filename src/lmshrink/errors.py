@@ -34,3 +34,13 @@ class RunFolderError(LmshrinkError):
 
 class MissingDependencyError(LmshrinkError):
     """An optional package needed for this feature is not installed."""
+
+
+class Interrupted(LmshrinkError):
+    """Training stopped on SIGTERM or SIGINT (after writing a checkpoint to resume from, when
+    it could). The CLI prints the message as it is and exits with `exit_code` (128 + the
+    signal's number: 143 for SIGTERM, 130 for SIGINT), as a process killed by it would."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + signum

@@ -15,6 +15,7 @@ from typing import Any
 from lmshrink.config import DataConfig, EvalSettings, ProcessSettings, option
 from lmshrink.errors import ConfigError
 from lmshrink.measure import metrics
+from lmshrink.reporting.progress import for_command
 
 
 @dataclasses.dataclass
@@ -36,6 +37,7 @@ class EvaluateConfig(EvalSettings, ProcessSettings):
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
 
+@for_command
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Score a model on a split; returns metrics, the GLUE task score, parameters and size."""
     from lmshrink.measure.scoring import predict_and_score, require_labels
@@ -55,7 +57,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         src.splits,
         src.data.max_length,
         cfg.eval_batch_size,
-        cfg.progress,
+        progress=True,  # a bar, lines or none (--quiet): reporting.progress decides
     )
     result = {
         "model": str(src.folder),

@@ -1,8 +1,9 @@
 """`lmshrink export`: a model as ONNX, checked against PyTorch on the dev set.
 
 The output folder is self-contained: `model.onnx`, the tokenizer, the model's `lmshrink.json`
-when it has one, and `export.json` (inputs, labels, tokenizer settings, versions, parity; for
-a token classifier, how raw text is split into words and where each word's tag is read).
+when it has one, `lmshrink.log` (what the command printed), and `export.json` (inputs,
+labels, tokenizer settings, versions, parity; for a token classifier, how raw text is split
+into words and where each word's tag is read).
 Past `--tolerance` the export fails with `ParityError` and nothing is written to `--out`.
 How the graph is made and checked (exporter, opset, parity): `lmshrink.compress.onnx`.
 """
@@ -16,6 +17,7 @@ from lmshrink.compress.onnx import OnnxSettings, check_settings, export_folder, 
 from lmshrink.config import DataConfig, RunSettings, option
 from lmshrink.errors import ConfigError
 from lmshrink.models.sources import read_model
+from lmshrink.reporting.progress import LOG_FILE, for_command, log_to
 from lmshrink.runs import apply_threads, staged_output
 
 
@@ -32,6 +34,7 @@ class ExportConfig(RunSettings):
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
 
+@for_command
 def export(cfg: ExportConfig) -> dict[str, Any]:
     """Export a model to ONNX in `cfg.out`, checked against PyTorch on dev; returns the
     content of export.json (inputs, labels, parity numbers) plus `out`."""
@@ -43,7 +46,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     src = read_model(cfg.model, cfg.data, cfg.seed, out=cfg.out, overwrite=cfg.overwrite)
     assert src.out is not None
     with staged_output(src.out) as stage:
-        meta = export_folder(src, stage, cfg.onnx, cfg.progress)
+        log_to(stage / LOG_FILE)
+        meta = export_folder(src, stage, cfg.onnx, progress=True)
     return {**meta, "out": str(src.out), "files": [s.source for s in src.splits]}
 
 

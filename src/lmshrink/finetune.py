@@ -2,8 +2,9 @@
 
 The output folder is a stock Hugging Face model folder (weights, config with
 `id2label`/`label2id`, tokenizer) plus `lmshrink.json` (task, metric, data fingerprints,
-dev history) and `config.yaml` (the resolved config). The weights of the evaluation with
-the best dev score are the ones saved.
+dev history), `config.yaml` (the resolved config) and `lmshrink.log` (what the run printed,
+with its progress lines). The weights of the evaluation with the best dev score are the ones
+saved.
 
 Training runs on the one loop (`lmshrink.training.loop`): the data order of epoch e is the
 (e+1)-th draw of `random.Random(seed)` over length-bucketed batches; dev is scored at the
@@ -40,6 +41,7 @@ from lmshrink.measure import metrics
 from lmshrink.measure.scoring import score_model
 from lmshrink.models.loading import METADATA_FILE, count_parameters, load_for_training
 from lmshrink.models.sources import check_custom_settings
+from lmshrink.reporting.progress import LOG_FILE, for_command, info, log_to, move_log
 from lmshrink.runs import apply_threads, staged_output
 from lmshrink.training.callbacks import Callback
 from lmshrink.training.checkpoint import end_work, save_work_config, start_work
@@ -62,9 +64,11 @@ class FinetuneConfig(ResumableRunSettings):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
+@for_command
 def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Fine-tune `cfg.model` on `cfg.data.task`; returns the metadata written to the folder.
-    `callbacks` reach the training loop (`lmshrink.training.callbacks`)."""
+    `callbacks` reach the training loop (`lmshrink.training.callbacks`). What it prints is
+    logged to `lmshrink.log`, in the work folder while it runs, then in `--out`."""
     apply_threads(cfg.threads)
     check_custom_settings(cfg.data, cfg.data, cfg.model)  # --dev-file with --task sst2: an error
     work, resume_from = start_work(cfg, FinetuneConfig)
@@ -83,9 +87,9 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[st
     per_epoch = order.per_epoch()
 
     def evaluate(state: LoopState) -> float:
-        from tqdm.auto import tqdm
-
-        scores = score_model(model, tokenizer, task, devs, cfg.data.max_length, tc.eval_batch_size)
+        scores = score_model(
+            model, tokenizer, task, devs, cfg.data.max_length, tc.eval_batch_size, progress=True
+        )
         entry = {
             "step": state.step,
             "epoch": round(state.step / per_epoch, 3),
@@ -95,7 +99,7 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[st
             "seconds": round(state.seconds, 1),
         }
         state.meta["history"].append(entry)
-        tqdm.write(
+        info(
             f"step {state.step} (epoch {entry['epoch']}): dev "
             + ", ".join(f"{k} {100 * v:.2f}" for k, v in scores.items())
         )
@@ -116,10 +120,11 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[st
         checkpoint_every=cfg.checkpoint_every,
         best_path=work / "best.safetensors",
         meta={"history": []},
-        progress=cfg.progress,
+        progress=True,  # a bar, or lines (--no-progress, a file or pipe), or none (--quiet)
         nan_hint="lower --lr or check the labels",
     )
     save_work_config(cfg, work)
+    log_to(work / LOG_FILE)  # moves into --out with the model
     try:
         state = run(phase, callbacks, resume_from)
     except BaseException as error:
@@ -156,6 +161,7 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[Callback] = ()) -> dict[st
         tokenizer.save_pretrained(stage)
         dump_yaml(cfg, stage / "config.yaml")
         (stage / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        move_log(work, stage)
     end_work(work)
     return meta
 

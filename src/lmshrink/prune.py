@@ -27,7 +27,7 @@ same model as an uninterrupted run (the speed measured before a kill is kept, no
 again). `--out` is written only at the end, through a staging folder renamed into place.
 
 Output folder (`--out`): a stock model folder (weights, config, tokenizer), `lmshrink.json`,
-`config.yaml`, and `prune.json` (the report).
+`config.yaml`, `prune.json` (the report) and `lmshrink.log` (what the run printed).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from lmshrink.data.splits import read_split
 from lmshrink.errors import ConfigError
 from lmshrink.measure import metrics
 from lmshrink.models.loading import METADATA_FILE, count_parameters
+from lmshrink.reporting.progress import LOG_FILE, for_command, info, log_to, move_log
 from lmshrink.runs import apply_threads, staged_output
 from lmshrink.training.callbacks import Callback, RecentLosses
 from lmshrink.training.checkpoint import end_work, read_state, save_work_config, start_work
@@ -163,7 +164,9 @@ def _prune_step(
     budget = math.floor(share * total)
     if cfg.target_speedup:
         budget = max(budget, unprunable)
-    importance = compute_importance(model, enc, cfg.train.batch_size, cfg.importance_examples)
+    importance = compute_importance(
+        model, enc, cfg.train.batch_size, cfg.importance_examples, progress=True
+    )
     heads, neurons = choose_keep(model, importance, budget)
     smaller = prune_to(model, heads, neurons)
     entry: dict[str, Any] = {"step": step, "target_share": round(share, 4)}
@@ -182,6 +185,7 @@ def _prune_step(
     }
 
 
+@for_command
 def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Prune `cfg.model` towards the target with recovery; save it to `cfg.out` with the
     report (also returned). `callbacks` reach the recovery phases' training loop."""
@@ -206,7 +210,7 @@ def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     train = read_split(task, "train", data_cfg).subset(data_cfg.max_train_samples, cfg.seed)
     enc = encode(tokenizer, train, data_cfg.max_length)
     order = ShuffleStream(enc.lengths, tc.batch_size, cfg.seed)
-    log = print if cfg.progress else (lambda *_: None)
+    log = info  # on stdout unless --quiet, and in lmshrink.log
 
     def speedup(model: Any, batch_sizes: tuple[int, ...] = (1, 32)) -> dict[str, Any]:
         limit = {1: min(cfg.speed_examples, 64 * cfg.rounds), 32: cfg.speed_examples}
@@ -231,6 +235,7 @@ def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
     start = time.perf_counter() - elapsed
     per_epoch = order.per_epoch()
     save_work_config(cfg, work)
+    log_to(work / LOG_FILE)  # moves into --out with the model
     try:
         for step in range(first, max_steps + 1):
             if meta is None:  # a new pruning step: importance, prune, (speed)
@@ -254,7 +259,7 @@ def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
                 checkpoint_every=cfg.checkpoint_every,
                 tag=str(step),
                 meta=meta,
-                progress=cfg.progress,
+                progress=True,  # bar, lines or none: reporting.progress decides
                 nan_hint="lower --lr and start again",
             )
             losses = RecentLosses(20)
@@ -286,7 +291,7 @@ def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
 
     def dev_scores(model: Any) -> dict[str, float]:
         return score_model(
-            model, tokenizer, task, source.splits, data_cfg.max_length, tc.eval_batch_size
+            model, tokenizer, task, source.splits, data_cfg.max_length, tc.eval_batch_size, True
         )
 
     scores = {"unpruned": dev_scores(reference), "pruned": dev_scores(student)}
@@ -332,5 +337,6 @@ def prune(cfg: PruneConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any
         saved.update(metrics=list(task.metrics), labels=list(task.labels), dev=scores["pruned"])
         (stage / METADATA_FILE).write_text(json.dumps(saved, indent=2) + "\n")
         (stage / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        move_log(work, stage)
     end_work(work)
     return report

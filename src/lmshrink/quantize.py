@@ -21,6 +21,7 @@ Output folder (`--out`):
   torch-int8/     fp32 model folder + quantization.json (load with `load_quantized`)
   onnx-fp32/      model.onnx + tokenizer + export.json (as `lmshrink export` writes)
   onnx-int8/      model.onnx (int8) + tokenizer + export.json
+  lmshrink.log    what the command printed (info and progress lines, warnings, the result)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from lmshrink.measure import metrics
 from lmshrink.measure.scoring import predict_and_score
 from lmshrink.models.loading import count_parameters, size_on_disk
 from lmshrink.models.sources import read_model
+from lmshrink.reporting.progress import LOG_FILE, for_command, log_to
 from lmshrink.reporting.text import aligned, human_size
 from lmshrink.runs import apply_threads, staged_output
 
@@ -112,6 +114,7 @@ class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
             require_onnx()
 
 
+@for_command
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     """Build the int8 variants of a model, score each on dev, time them interleaved, and
     say which is best on this CPU; writes everything to `cfg.out` (see the module doc)."""
@@ -127,6 +130,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     task, model = src.task, src.model
 
     with staged_output(src.out) as stage:
+        log_to(stage / LOG_FILE)
         variants: dict[str, Any] = {REFERENCE: model}
         sizes = {REFERENCE: size_on_disk(src.folder)}
         if "torch" in cfg.backends:
@@ -137,7 +141,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
             sizes["torch-int8"] = serialized_bytes(variants["torch-int8"])
         export_meta = None
         if "onnx" in cfg.backends:
-            export_meta = export_folder(src, stage / "onnx-fp32", cfg.onnx, cfg.progress)
+            export_meta = export_folder(src, stage / "onnx-fp32", cfg.onnx, progress=True)
             onnx_int8_folder(stage / "onnx-fp32", stage / "onnx-int8")
             for name in ("onnx-fp32", "onnx-int8"):
                 variants[name] = OnnxClassifier.from_folder(stage / name)
@@ -153,7 +157,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
                 src.splits,
                 src.data.max_length,
                 cfg.eval_batch_size,
-                cfg.progress,
+                progress=True,
             )
             reference = outputs[0] if reference is None else reference
             backends[name] = {

@@ -37,6 +37,7 @@ from typing import Any
 from lmshrink.config import DataConfig, RunSettings, option
 from lmshrink.data.transfer import TransferConfig
 from lmshrink.errors import ConfigError, LmshrinkError, RunFolderError
+from lmshrink.reporting.progress import LOG_FILE, for_command, info, log_to
 
 STATE_FILE = "shrink.json"
 
@@ -109,7 +110,8 @@ def _prepare_out(cfg: ShrinkConfig) -> tuple[Path, dict[str, Any]]:
     state_file = out / STATE_FILE
     from lmshrink.search.candidates import parse_architecture
 
-    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "progress")}
+    free = ("resume", "overwrite", "progress", "quiet")
+    mine = {k: v for k, v in to_dict(cfg).items() if k not in free}
     # one grid, however it was spelled (bilstm:a=1,b=2 in YAML is bilstm:a=1:b=2)
     mine["candidates"] = [parse_architecture(spec).spec for spec in cfg.candidates]
     if cfg.resume:
@@ -142,9 +144,11 @@ def _save(out: Path, state: dict[str, Any]) -> None:
     write_text_atomic(out / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
+@for_command
 def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
     """Run (or resume) the search; returns the content of shrink.json (every candidate's
-    latency, score and retention, the plan, and the winner)."""
+    latency, score and retention, the plan, and the winner). What it prints, with what its
+    distill runs print, is appended to `--out`'s lmshrink.log."""
     from lmshrink.data.splits import read_split
     from lmshrink.models.sources import read_model
     from lmshrink.runs import apply_threads
@@ -153,10 +157,9 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
     _check(cfg)
     apply_threads(cfg.threads)
     out, state = _prepare_out(cfg)
+    log_to(out / LOG_FILE)
     started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(message, flush=True)
+    log = info  # on stdout unless --quiet, and in the log
 
     teacher = read_model(cfg.teacher, cfg.data, cfg.seed)
     task = teacher.task

@@ -135,10 +135,12 @@ class Importance:
         return [float(h.sum() + n.sum()) for h, n in zip(self.heads, self.neurons, strict=True)]
 
 
-def compute_importance(model: Any, enc: Encoded, batch_size: int, limit: int) -> Importance:
+def compute_importance(
+    model: Any, enc: Encoded, batch_size: int, limit: int, progress: bool = False
+) -> Importance:
     """|dL/d gate| of every head and FFN neuron, summed over batches of the first `limit`
     examples of `enc` (which must have labels), in the split's order; dropout is off so the
-    estimate is stable."""
+    estimate is stable. `progress`: show it (`reporting.progress`)."""
     import torch
 
     from lmshrink.training.inference import eval_batches
@@ -152,7 +154,10 @@ def compute_importance(model: Any, enc: Encoded, batch_size: int, limit: int) ->
     gates = head_gates + neuron_gates
     totals = [torch.zeros_like(g) for g in gates]
     # eval_batches leaves gradients on: they are what is measured.
-    for _, batch, labels in eval_batches(enc, batch_size, order="dataset", limit=limit):
+    batches = eval_batches(
+        enc, batch_size, order="dataset", limit=limit, progress=progress, desc="importance"
+    )
+    for _, batch, labels in batches:
         loss = model(**batch, labels=labels, head_mask=head_gates, neuron_mask=neuron_gates).loss
         grads = torch.autograd.grad(loss, gates, allow_unused=True)  # unused: 0-size layers
         for total, grad in zip(totals, grads, strict=True):

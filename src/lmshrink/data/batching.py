@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import sys
 from typing import Any
 
 from lmshrink.data.ner import TokenSplit
@@ -53,12 +52,12 @@ def encode(
             tokenizer, split.words, split.labels, max_length, word_shapes=word_shapes
         )
         if cut:  # their tags are lost to the model: scores count their entities as missed
-            print(
-                f"warning: {split.source}: {cut:,} of {split.num_words:,} words are past "
+            from lmshrink.reporting.progress import warn
+
+            warn(
+                f"{split.source}: {cut:,} of {split.num_words:,} words are past "
                 f"--max-length {max_length} tokens and were cut; raise --max-length to keep "
-                "them.",
-                file=sys.stderr,
-                flush=True,
+                "them."
             )
         return enc
     if word_shapes:

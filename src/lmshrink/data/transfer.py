@@ -413,12 +413,12 @@ def _prepare(
     raw: list[tuple[str, ...]], cfg: TransferConfig, progress: bool, name: str
 ) -> tuple[list[tuple[str, ...]], int]:
     """Clean, split and length-filter one file's texts; returns (kept, number too short)."""
-    from tqdm.auto import tqdm
+    from lmshrink.reporting.progress import track
 
     kept: list[tuple[str, ...]] = []
     too_short = 0
     show = progress and len(raw) >= _PROGRESS_MIN_TEXTS
-    for fields in tqdm(raw, desc=f"reading {name}", unit="text", disable=not show, leave=False):
+    for fields in track(raw, f"reading {name}", unit="texts", show=show, transient=True):
         if cfg.split_sentences:
             # Only single-text tasks get here (_check_config), so each piece is one field.
             candidates = [(s,) for s in _sentences(fields[0], cfg.clean_markup)]
@@ -464,12 +464,12 @@ def _prepare_words(
 ) -> tuple[list[tuple[str, ...]], int]:
     """Clean, split into sentences (if asked) and into words, and length-filter one file's
     lines; returns (kept word tuples, number too short)."""
-    from tqdm.auto import tqdm
+    from lmshrink.reporting.progress import track
 
     kept: list[tuple[str, ...]] = []
     too_short = 0
     show = progress and len(lines) >= _PROGRESS_MIN_TEXTS
-    for line in tqdm(lines, desc=f"reading {name}", unit="text", disable=not show, leave=False):
+    for line in track(lines, f"reading {name}", unit="texts", show=show, transient=True):
         if cfg.split_sentences:
             candidates = _sentences(line, cfg.clean_markup)
         else:

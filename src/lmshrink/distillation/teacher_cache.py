@@ -167,7 +167,8 @@ def fill_cache(
     a shard encoded as `enc`. Inference mode, length-bucketed batches.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from lmshrink.reporting.progress import Progress
 
     start = time.perf_counter()
     done_before = cache.done_shards()
@@ -176,12 +177,11 @@ def fill_cache(
     todo = [k for k in range(cache.num_shards) if k % world_size == rank and k not in done_before]
     was_training = teacher.training
     teacher.eval()
-    bar = tqdm(
-        total=sum(min(cache.shard_size, cache.num_examples - k * cache.shard_size) for k in todo),
-        desc=desc,
-        unit="ex",
-        disable=not progress or not todo,
-        mininterval=2.0,
+    bar = Progress(
+        sum(min(cache.shard_size, cache.num_examples - k * cache.shard_size) for k in todo),
+        desc,
+        "examples",
+        show=progress and bool(todo),
     )
     for k in todo:
         lo, hi = k * cache.shard_size, min((k + 1) * cache.shard_size, cache.num_examples)

@@ -84,9 +84,10 @@ class Distiller:
         from lmshrink.measure.scoring import split_metrics
         from lmshrink.training.inference import eval_batches, predict, predict_words
 
+        shown = self.accelerator.is_local_main_process  # a long dev pass shows progress
         if scores_task(objective):
             run = predict_words if self.task.kind.token_level else predict
-            outputs = run(self.student, self.dev.enc, self.cfg.eval_batch_size)
+            outputs = run(self.student, self.dev.enc, self.cfg.eval_batch_size, shown, "eval dev")
             return metrics.task_score(split_metrics(self.task, outputs, self.dev.split))
         device = self.accelerator.device
         dev = StageData(self.dev.enc, self.dev.targets, words=self.dev.words)
@@ -94,7 +95,11 @@ class Distiller:
         objective.eval()
         with torch.inference_mode():
             for idx, batch, _ in eval_batches(
-                self.dev.enc, self.cfg.eval_batch_size, device=device
+                self.dev.enc,
+                self.cfg.eval_batch_size,
+                device=device,
+                progress=shown,
+                desc="eval dev",
             ):
                 targets = _targets(dev, idx, batch, device)
                 loss, _ = objective(batch, targets)
@@ -142,7 +147,7 @@ class Distiller:
             # (the earlier stages' best) are kept: a short gold-label stage cannot undo them.
             initial_best=self.best_task_score() if scores else -math.inf,
             meta={"stage": index, "history": self.history},
-            progress=cfg.progress,
+            progress=True,  # on the main process: a bar, lines or none (reporting.progress)
             accelerator=acc,
             nan_hint="lower the stage's lr and start again, or check the data",
         )
@@ -213,11 +218,12 @@ class _StageLog(Callback):
             }
         )
         if self.prints:  # one line per evaluation, also in logs
+            from lmshrink.reporting.progress import info
+
             label = "dev score" if self.scores_task else "dev -loss"
-            print(
+            info(
                 f"  {self.stage} step {state.step}: {label} {score:.4f}"
-                + (" (best)" if improved else ""),
-                flush=True,
+                + (" (best)" if improved else "")
             )
 
 
@@ -229,8 +235,11 @@ def checkpoint_stage(path: Path) -> int:
 
 
 def main_process_logger(acc: Any) -> Any:
+    """Info lines of the main process (`reporting.progress.info`: none with --quiet)."""
+    from lmshrink.reporting.progress import info
+
     def log(message: str) -> None:
         if acc.is_local_main_process:
-            print(message, flush=True)
+            info(message)
 
     return log

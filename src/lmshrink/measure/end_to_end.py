@@ -301,7 +301,10 @@ def time_end_to_end(
     over min(limit, 4 x bs) texts (warm-up), then the servers take turns `rounds` times and
     the median round is kept. `latency_ms[name][bs]` holds the p50 and p95 of one call (one
     batch: tokenizing, the model, reading the labels) over every call of every round.
+    Progress counts the runs (warm-up and rounds; never inside a timed run).
     """
+    from lmshrink.reporting.progress import Progress
+
     if not servers:
         raise ValueError("time_end_to_end needs at least one server.")
     if not texts:
@@ -318,6 +321,7 @@ def time_end_to_end(
         "latency_ms": {},
     }
     first = next(iter(servers))
+    shown = Progress(len(batch_sizes) * len(servers) * (1 + rounds), "timing", "runs")
     for bs in batch_sizes:
         n = min(limit.get(bs, 256), len(texts))
         served = list(texts[:n])
@@ -325,11 +329,13 @@ def time_end_to_end(
         warm = -(-min(n, 4 * bs) // bs)  # batches covering min(n, 4 x bs) texts
         for server in servers.values():
             _run(server, batches[:warm], None)
+            shown.update()
         times: dict[str, list[float]] = {name: [] for name in servers}
         laps: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(rounds):
             for name, server in servers.items():
                 times[name].append(_run(server, batches, laps[name]))
+                shown.update()
         result["examples"][str(bs)] = n
         for name in servers:
             median = statistics.median(times[name])
@@ -341,4 +347,5 @@ def time_end_to_end(
                 "p95": float(np.percentile(ms, 95)),
                 "calls": int(ms.size),
             }
+    shown.close()
     return result

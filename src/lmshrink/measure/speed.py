@@ -48,7 +48,10 @@ def measure_speed(
     model runs once for warm-up, then the models take turns `rounds` times; the median of
     the rounds is kept. `latency_ms[name][batch size]` gives the p50 and p95 of one call
     (one batch) over every batch of every round: at batch size 1, per-example latency.
+    Progress counts the runs (warm-up and rounds; never inside a timed run).
     """
+    from lmshrink.reporting.progress import Progress
+
     limit = limit or {1: 200, 32: 1024}
     for model, _ in models.values():
         model.eval()
@@ -60,15 +63,18 @@ def measure_speed(
         "ratio": {},
         "latency_ms": {},
     }
+    shown = Progress(len(batch_sizes) * len(models) * (1 + rounds), "timing", "runs")
     for bs in batch_sizes:
         n = limit.get(bs, 256)
         for model, enc in models.values():  # warm-up
             run_batches(model, enc, bs, min(n, 4 * bs))
+            shown.update()
         times: dict[str, list[float]] = {name: [] for name in models}
         laps: dict[str, list[float]] = {name: [] for name in models}
         for _ in range(rounds):
             for name, (model, enc) in models.items():
                 times[name].append(run_batches(model, enc, bs, n, laps[name]))
+                shown.update()
         first = next(iter(models))
         result["examples"][str(bs)] = min(n, len(next(iter(models.values()))[1]))
         for name, (_, enc) in models.items():
@@ -82,4 +88,5 @@ def measure_speed(
                 "p95": float(np.percentile(ms, 95)),
                 "calls": int(ms.size),
             }
+    shown.close()
     return result

@@ -121,15 +121,40 @@ def _check_labels(path: str, config: Any, task: Task) -> None:
         )
 
 
-def load_tokenizer(path: str) -> Any:
+def load_tokenizer(path: str, words: bool = False) -> Any:
+    """The tokenizer of a model folder. `words`: it will encode pre-split words (a token
+    task), so a byte-level BPE tokenizer (RoBERTa, GPT-2, DeBERTa) is loaded with
+    `add_prefix_space=True`, which pre-split words need: without it, transformers 5 encodes
+    each word without the space that marks a word's start, as if glued to the one before."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if words and glues_words(tokenizer):
+            tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"{path}: could not load a tokenizer ({exc}); save the tokenizer into the model folder."
         ) from None
+    if words and glues_words(tokenizer):  # a class that does not rebuild its pre-tokenizer
+        raise ModelError(
+            f"{path}: the tokenizer's byte-level pre-tokenizer adds no space before a word, so "
+            "pre-split words would be glued together; save the tokenizer with "
+            "add_prefix_space=True (tokenizer.json: pre_tokenizer ByteLevel add_prefix_space true)."
+        )
+    return tokenizer
+
+
+def glues_words(tokenizer: Any) -> bool:
+    """Whether a tokenizer has a byte-level pre-tokenizer that adds no space before a word
+    (RoBERTa's and GPT-2's default), which encodes pre-split words as if glued together."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if pre is None:
+        return False
+    state = json.loads(pre.__getstate__())
+    parts = state.get("pretokenizers", [state])  # a Sequence, or one pre-tokenizer
+    return any(p.get("type") == "ByteLevel" and not p.get("add_prefix_space") for p in parts)
 
 
 def load_for_training(source: str, task: Task) -> tuple[Any, Any]:
@@ -148,7 +173,7 @@ def load_for_training(source: str, task: Task) -> tuple[Any, Any]:
         head_kwargs = task_head_settings(task)
     with quiet_transformers():
         model = auto_model_class(task).from_pretrained(path, **head_kwargs)
-    return load_tokenizer(path), model
+    return load_tokenizer(path, words=task.kind.token_level), model
 
 
 def task_head_settings(task: Task) -> dict[str, Any]:
@@ -174,7 +199,7 @@ def load_for_eval(source: str, task: Task) -> tuple[Any, Any]:
     _check_labels(path, config, task)
     model = auto_model_class(task).from_pretrained(path)
     model.eval()
-    return load_tokenizer(path), model
+    return load_tokenizer(path, words=task.kind.token_level), model
 
 
 def count_parameters(model: Any) -> int:

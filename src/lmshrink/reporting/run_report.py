@@ -74,7 +74,7 @@ def finish_run(run: FinishedRun, acc: Any) -> dict[str, Any]:
     scores, outputs = {}, {}
     for name, model in models.items():
         scores[name], outputs[name] = predict_and_score(
-            model, tokenizers[name], task, devs, length, cfg.eval_batch_size
+            model, tokenizers[name], task, devs, length, cfg.eval_batch_size, acc.is_main_process
         )
     summary = {name: metrics.task_score(s) for name, s in scores.items()}
     params = {"teacher": count_parameters(teacher), "student": count_parameters(student)}

@@ -28,9 +28,12 @@ from lmshrink.search.candidates import (
 )
 
 
-def export_model(src: Any, folder: Path, log: Callable[[str], None]) -> None:
+def export_model(
+    src: Any, folder: Path, log: Callable[[str], None], parity_examples: int = 256
+) -> None:
     """`src` (a ModelSource) as onnx-fp32/ and onnx-int8/ under `folder`, each written whole
-    (a folder present is complete and is kept)."""
+    (a folder present is complete and is kept); the parity check compares
+    `parity_examples` dev examples at each batch size."""
     from lmshrink.compress.int8 import onnx_int8_folder
     from lmshrink.compress.onnx import OnnxSettings, export_folder
     from lmshrink.runs import staged_output
@@ -38,7 +41,7 @@ def export_model(src: Any, folder: Path, log: Callable[[str], None]) -> None:
     fp32, int8 = folder / "onnx-fp32", folder / "onnx-int8"
     if not fp32.is_dir():
         with staged_output(fp32) as stage:
-            export_folder(src, stage, OnnxSettings())
+            export_folder(src, stage, OnnxSettings(parity_examples=parity_examples))
     if not int8.is_dir():
         with staged_output(int8) as stage:
             stage.rmdir()  # onnx_int8_folder makes it
@@ -101,7 +104,9 @@ def prepare(
             continue
         if not all((folder / b).is_dir() for b in arch.backends):
             src = teacher if arch.family == TEACHER else untrained_source(arch, teacher, texts)
-            export_model(src, folder, log)
+            # an untrained graph only needs to be the right one: a short parity check; the
+            # teacher's export is served as it is, so it gets the full one
+            export_model(src, folder, log, parity_examples=256 if src is teacher else 32)
         for backend in arch.backends:
             folders[Candidate(arch, backend).name] = folder / backend
     return folders

@@ -45,7 +45,7 @@ def transfer_logits(
         settings=LabellingConfig(cache_dir=str(cache)),
         stages=default_stages(task.kind),
         accelerator=Accelerator(cpu=True),
-        progress=shrink.progress,
+        progress=True,  # a bar, lines or none (--quiet): reporting.progress decides
         log=log,
         words=False,
     )

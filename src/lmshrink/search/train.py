@@ -34,6 +34,7 @@ def distill_config(
         "out": str(run),
         "seed": shrink.seed,
         "progress": shrink.progress,
+        "quiet": shrink.quiet,
         "threads": shrink.threads,
         "resume": (run / "config.yaml").is_file(),
         "overwrite": not (run / "config.yaml").is_file(),

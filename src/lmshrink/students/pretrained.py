@@ -73,7 +73,7 @@ def build_pretrained(
             f"{path}: the student reads at most {positions} tokens but max_length is "
             f"{max_length}; lower max_length."
         )
-    student_tok = load_tokenizer(path)
+    student_tok = load_tokenizer(path, words=is_token_classifier(teacher))
     if student_tok.pad_token_id is None:
         raise ModelError(
             f"{path}: the student's tokenizer has no pad token, so batches cannot be padded; "

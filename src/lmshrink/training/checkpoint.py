@@ -101,7 +101,7 @@ def save_weights(path: Path, weights: dict[str, Any]) -> None:
 # --- the work folder of a command whose --out is a model folder ---------------------------
 
 # Settings a resumed run may change: they do not change what the run computes.
-FREE_ON_RESUME = ("resume", "overwrite", "progress", "threads")
+FREE_ON_RESUME = ("resume", "overwrite", "progress", "quiet", "threads")
 
 
 def work_folder(out: Path) -> Path:

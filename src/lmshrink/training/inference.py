@@ -27,9 +27,10 @@ def eval_batches(
     `order="length"` sorts the examples by length, so that batches waste little padding
     (scores, labelling); `order="dataset"` keeps the split's order, so that batches hold real
     padding (speed, parity). `limit` takes only the first examples in that order. Inputs go to
-    `device` when given; the labels never go into the inputs.
+    `device` when given; the labels never go into the inputs. `progress`: shown as a transient
+    step (`reporting.progress`), named `desc`.
     """
-    from tqdm.auto import tqdm
+    from lmshrink.reporting.progress import track
 
     if order not in ("length", "dataset"):
         raise ValueError(f"order must be 'length' or 'dataset', not {order!r}")
@@ -38,7 +39,9 @@ def eval_batches(
         index_batches = bucketed_batches(enc.lengths[:n], batch_size, rng=None)
     else:
         index_batches = [list(range(lo, min(n, lo + batch_size))) for lo in range(0, n, batch_size)]
-    for indices in tqdm(index_batches, desc=desc, disable=not progress, leave=False):
+    # (no wrapper at all when not shown: speed timing runs through here)
+    shown = track(index_batches, desc, unit="batches", transient=True) if progress else None
+    for indices in index_batches if shown is None else shown:
         batch = collate(enc, indices)
         labels = batch.pop("labels", None)
         if device is not None:

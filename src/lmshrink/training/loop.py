@@ -16,8 +16,9 @@ becomes a loss, the optimiser settings, how to evaluate, where checkpoints go) a
   uninterrupted one;
 - `accelerate` (one process or many): each step holds one batch per process; without an
   accelerator the loop runs in one process without it;
+- SIGTERM, SIGINT: the step ends, a checkpoint, `Interrupted` (`training.signals`);
 - gradual unfreezing through the `frozen` hook (epoch -> parameters whose gradient is
-  dropped), and a progress bar.
+  dropped), and its progress (`reporting.progress`: a bar on a terminal, lines elsewhere).
 
 Behaviour that differs between callers comes in as hooks on the phase and as callbacks
 (`training.callbacks`), never as subclasses of the loop.
@@ -86,10 +87,21 @@ def run(
 ) -> LoopState:
     """Train `phase.model` to the end of the phase (or resume it from a checkpoint folder)
     and return the final state; the model holds the best evaluation's weights, or the last
-    ones when the phase does not evaluate."""
-    import torch
-    from tqdm.auto import tqdm
+    ones when the phase does not evaluate (a signal: `Interrupted`, `training.signals`)."""
+    from lmshrink.training.signals import StopOnSignal
 
+    with StopOnSignal() as stop:
+        state = _run(phase, callbacks, resume_from, stop)
+    stop.raise_if_asked(state.step, saved=phase.checkpoints is not None)
+    return state
+
+
+def _run(
+    phase: Phase, callbacks: Sequence[Callback], resume_from: Path | None, stop: Any
+) -> LoopState:
+    import torch
+
+    from lmshrink.reporting.progress import Progress
     from lmshrink.training.checkpoint import save_weights
     from lmshrink.training.optim import build_optimizer
 
@@ -111,12 +123,12 @@ def run(
     wrapped, optimizer = acc.prepare(model, optimizer)
     keep = _Keeper(phase, acc, model, optimizer, scheduler)
 
-    bar = tqdm(
-        total=total,
+    bar = Progress(
+        total,
+        phase.name,
+        "steps",
         initial=state.step,
-        desc=phase.name,
-        disable=not (phase.progress and acc.is_local_main_process),
-        mininterval=2.0,
+        show=phase.progress and acc.is_local_main_process,
     )
     started, before = time.perf_counter(), state.seconds
 
@@ -141,9 +153,8 @@ def run(
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.loss = loss.item()
+            bar.set_postfix(parts)  # the loss parts, on the bar and the progress lines
             bar.update(1)
-            if not bar.disable:
-                bar.set_postfix({k: f"{float(v):.4f}" for k, v in parts.items()}, refresh=False)
             end_of_epoch = state.step % per_epoch == 0 or state.step == total
             grid = phase.eval_every and state.step % phase.eval_every == 0
             if phase.evaluate is not None and (end_of_epoch or grid):
@@ -153,9 +164,10 @@ def run(
                 callback.on_step_end(phase, state)
             if state.done or state.step == total:
                 break
-            if phase.checkpoint_every and state.step % phase.checkpoint_every == 0:
+            if stop.asked or phase.checkpoint_every and state.step % phase.checkpoint_every == 0:
                 clock()
                 keep.checkpoint(state)
+            stop.raise_if_asked(state.step, saved=phase.checkpoints is not None)
     bar.close()
     clock()
     if phase.best_path is not None and phase.best_path.is_file():
