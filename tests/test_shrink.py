@@ -65,11 +65,11 @@ def test_training_order_takes_the_largest_that_fits_in_each_family():
         "static-embedding_dim64/onnx-fp32",
     }
     order = plan.training_order(archs, fitting, per_family=1, max_candidates=0)
-    assert [a.name for a in order] == ["teacher", "bilstm-hidden_size64", "static-embedding_dim64"]
+    assert [a.name for a in order] == ["bilstm-hidden_size64", "static-embedding_dim64"]
     two = plan.training_order(archs, fitting, per_family=2, max_candidates=0)
-    assert [a.name for a in two][1:3] == ["bilstm-hidden_size64", "bilstm-hidden_size16"]
+    assert [a.name for a in two][:2] == ["bilstm-hidden_size64", "bilstm-hidden_size16"]
     capped = plan.training_order(archs, fitting, per_family=2, max_candidates=1)
-    assert [a.name for a in capped] == ["teacher", "bilstm-hidden_size64"]
+    assert [a.name for a in capped] == ["bilstm-hidden_size64"]
 
 
 def _state(latency, scores):
@@ -208,6 +208,21 @@ def test_resume_keeps_finished_work_and_rechooses_under_a_new_budget(finished_se
         shrink(_shrink_config(tiny_teacher, out, resume=True, budget_ms=1e-6))
     with pytest.raises(LmshrinkError, match="candidates differ"):
         shrink(_shrink_config(tiny_teacher, out, resume=True, candidates=["teacher"]))
+
+
+def test_the_teacher_is_scored_when_nothing_fits(tiny_teacher, tmp_path):
+    """The teacher is every retention's reference: a search whose budget nothing meets
+    still scores it, and says which candidate was fastest."""
+    from lmshrink.shrink import NoModelFits, shrink
+
+    out = tmp_path / "search"
+    cfg = _shrink_config(tiny_teacher, out, budget_ms=1e-6, candidates=["static:embedding_dim=8"])
+    with pytest.raises(NoModelFits, match="fastest is"):
+        shrink(cfg)
+    state = json.loads((out / "shrink.json").read_text())
+    assert state["trained"] == ["teacher"]
+    assert {"teacher/onnx-fp32", "teacher/onnx-int8"} == set(state["scores"])
+    assert (out / "report.md").is_file() and not (out / "best").exists()
 
 
 def test_shrink_refuses_a_missing_budget(tiny_teacher, tmp_path):

@@ -63,15 +63,15 @@ def fitting(latency: dict[str, dict[str, float]], budget_ms: float) -> set[str]:
 def training_order(
     archs: list[Architecture], fitting: set[str], per_family: int, max_candidates: int
 ) -> list[Architecture]:
-    """The architectures to train (and the teacher, to score), most likely winner first.
+    """The student architectures to train, most likely winner first (the teacher, which
+    needs no training, is not among them).
 
     An architecture is worth training only if one of its backends fits. Within a family, the
     larger is the more accurate (as far as bench/results show), so the `per_family` largest
-    that fit are kept; families come in FAMILY_ORDER. `max_candidates` (0: none) caps the
-    architectures trained, the teacher (which needs no training) not counted.
+    that fit are kept; families come in FAMILY_ORDER. `max_candidates` (0: none) caps them.
     """
     chosen: list[Architecture] = []
-    for family in FAMILY_ORDER:
+    for family in FAMILY_ORDER[1:]:
         members = [
             a
             for a in archs
@@ -79,10 +79,7 @@ def training_order(
         ]
         members.sort(key=lambda a: -a.size)
         chosen += members[:per_family]
-    if max_candidates:
-        teacher = [a for a in chosen if a.family == TEACHER]
-        chosen = teacher + [a for a in chosen if a.family != TEACHER][:max_candidates]
-    return chosen
+    return chosen[:max_candidates] if max_candidates else chosen
 
 
 def rows(
