@@ -268,6 +268,9 @@ def test_shrink_on_the_command_line(finished_search, tiny_teacher, capsys):
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "best within 1000 ms" in printed.out
+    state = json.loads((out / "shrink.json").read_text())
+    winner = {r["name"]: r for r in state["rows"]}[state["winner"]]
+    assert f"dev {100 * winner['score']:.2f} (" in printed.out
 
 
 def test_architecture_prior_is_family_then_size():

@@ -249,7 +249,7 @@ def format_summary(state: dict[str, Any]) -> str:
     out = Path(state["config"]["out"])
     return (
         f"best within {state['config']['budget_ms']:g} ms: {win['name']}, dev "
-        f"{win['score']:.2f} ({100 * win['retention']:.1f}% of the teacher), "
+        f"{100 * win['score']:.2f} ({100 * win['retention']:.1f}% of the teacher), "
         f"{win['p50_ms']:.3f} ms end to end at batch 1 -> {out / 'best'}\n"
         f"every candidate: {out / 'report.md'}"
     )
