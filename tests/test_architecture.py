@@ -21,8 +21,9 @@ COMMANDS = (
     "report",
     "shrink",
 )
-# The one command that composes another: shrink trains its candidates with distill.
-COMPOSED = {"lmshrink.shrink": {"lmshrink.distill"}}
+# The one command that composes others: shrink trains its candidates with distill (students)
+# and prune (pruned teachers).
+COMPOSED = {"lmshrink.shrink": {"lmshrink.distill", "lmshrink.prune"}}
 MAX_LINES = 600
 
 

@@ -3,7 +3,9 @@ PyTorch int8 form, the choice of the best backend, CPU flags, and the CLI."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
@@ -98,12 +100,152 @@ def test_quantize_scores_and_times_every_backend(models, tmp_path, name, int8_op
         assert not torch.equal(fp32(**batch).logits, again)
 
 
+# --- resuming a killed run --------------------------------------------------------------
+
+
+def kill_int8_build(fp32_folder, folder):
+    """A kill while onnx-int8/ is being written: half a folder, then Ctrl-C."""
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"half written")
+    raise KeyboardInterrupt
+
+
+def test_a_killed_quantize_resumes_without_redoing_work(models, tmp_path, monkeypatch):  # noqa: F811
+    import lmshrink.measure.speed
+    import lmshrink.quantize as q
+
+    whole = quantize(quantize_config(models, "teacher", tmp_path / "whole"))
+    out, work = tmp_path / "int8", tmp_path / "int8.work"
+    cfg = quantize_config(models, "teacher", out)
+    calls: dict[str, int] = {}
+
+    def count(name):
+        real = getattr(q, name)
+
+        def counted(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(q, name, counted)
+
+    # 1. killed while building onnx-int8/: the finished folders stay, --out does not appear
+    real_int8 = q.onnx_int8_folder
+    monkeypatch.setattr(q, "onnx_int8_folder", kill_int8_build)
+    with pytest.raises(KeyboardInterrupt):
+        quantize(cfg)
+    assert not out.exists()
+    kept = ["config.yaml", "lmshrink.log", "onnx-fp32", "torch-int8"]
+    assert sorted(p.name for p in work.iterdir()) == [".onnx-int8.partial", *kept]
+    files = {"torch-int8": "model.safetensors", "onnx-fp32": "model.onnx"}
+    mtimes = {name: (work / name / f).stat().st_mtime_ns for name, f in files.items()}
+
+    # 2. resumed, then killed while timing: every dev score is saved by then
+    monkeypatch.setattr(q, "onnx_int8_folder", real_int8)
+    for name in ("save_torch_int8", "export_folder", "onnx_int8_folder", "predict_and_score"):
+        count(name)
+    real_speed = lmshrink.measure.speed.measure_speed
+
+    def killed_speed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmshrink.measure.speed, "measure_speed", killed_speed)
+    cfg.resume = True
+    with pytest.raises(KeyboardInterrupt):
+        quantize(cfg)
+    assert calls == {"onnx_int8_folder": 1, "predict_and_score": 4}  # nothing else rebuilt
+    assert not out.exists()
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        [*kept, "onnx-int8", "reference.npz", "scores.json"]
+    )
+    assert list(json.loads((work / "scores.json").read_text())) == ALL
+
+    # 3. resumed again: no variant is built or scored again, all four are timed, and --out
+    # appears only after the timing
+    timed = []
+
+    def speed(variants, **kwargs):
+        assert not out.exists()
+        timed.append(list(variants))
+        return real_speed(variants, **kwargs)
+
+    monkeypatch.setattr(lmshrink.measure.speed, "measure_speed", speed)
+    calls.clear()
+    result = quantize(cfg)
+    assert calls == {} and timed == [ALL]
+    assert not work.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["int8", "whole"]
+    assert {name: (out / name / f).stat().st_mtime_ns for name, f in files.items()} == mtimes
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["lmshrink.log", "onnx-fp32", "onnx-int8", "quantize.json", "torch-int8"]
+    )
+    assert result["backends"] == whole["backends"]  # scores, agreement, sizes: all the same
+    saved, reference = (
+        json.loads((folder / "quantize.json").read_text()) for folder in (out, tmp_path / "whole")
+    )
+    timing = ("speed", "best", "verdict")
+    assert {k: v for k, v in saved.items() if k not in timing} == {
+        k: v for k, v in reference.items() if k not in timing
+    }
+    assert set(saved["speed"]["per_second"]) == set(ALL)
+    log = (out / "lmshrink.log").read_text()
+    assert f"resuming {work}: keeping torch-int8, onnx-fp32\n" in log  # all three runs'
+    assert f"resuming {work}: keeping torch-int8, onnx-fp32, onnx-int8\n" in log
+
+
+def test_quantize_resume_on_the_command_line(models, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import lmshrink.quantize as q
+
+    out, work = tmp_path / "int8", tmp_path / "int8.work"
+    argv = [
+        "quantize", str(models["teacher"]), "--task", "sst2", "--data-dir", str(models["glue"]),
+        "--max-length", "32", "--parity-examples", "16", "--speed-examples", "8", "--rounds", "1",
+        "--speed-batch-sizes", "1", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    monkeypatch.setattr(q, "onnx_int8_folder", kill_int8_build)
+    assert main(argv) == 130
+    capsys.readouterr()
+    assert not out.exists() and (work / "onnx-fp32" / "model.onnx").is_file()
+    monkeypatch.undo()
+
+    for extra, message in [
+        ([], f"{work}: an unfinished run of {out} is kept there; pass --resume to continue it, "),
+        (["--resume", "--max-drop", "0.01"], "but max_drop differ from its config.yaml"),
+    ]:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {work}: ") and message in err, err
+    assert not out.exists() and (work / "onnx-fp32" / "model.onnx").is_file()
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(q, "write_json", full)  # the disk fills as quantize.json is written
+    assert main([*argv, "--resume"]) == 2
+    captured = capsys.readouterr()
+    assert f"resuming {work}: keeping torch-int8, onnx-fp32\n" in captured.out
+    assert captured.err == (
+        f"error: {out}: cannot be written (the disk is full); free some disk space or choose "
+        "another --out; nothing was written.\n"
+    )
+    assert not out.exists()  # the work folder keeps every variant and score
+    assert {"onnx-int8", "scores.json"} <= {p.name for p in work.iterdir()}
+    monkeypatch.undo()
+
+    assert main([*argv, "--resume"]) == 0
+    stdout = capsys.readouterr().out
+    assert f"resuming {work}: keeping torch-int8, onnx-fp32, onnx-int8\n" in stdout
+    assert f"saved {out}" in stdout and "onnx-int8" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]
+    assert main([*argv, "--resume", "--overwrite"]) == 2  # finished: nothing to resume
+    assert "no run to resume" in capsys.readouterr().err
+
+
 def test_quantize_help_lists_its_options(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["quantize", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--backends", "--max-drop", "--speed-batch-sizes", "--tolerance", "--data-dir"):
+    flags = ("--backends", "--max-drop", "--speed-batch-sizes", "--tolerance", "--data-dir")
+    for flag in (*flags, "--resume"):
         assert flag in out
 
 

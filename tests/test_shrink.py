@@ -355,3 +355,183 @@ def test_a_search_on_a_regression_pair_task_drops_fasttext(tmp_path, tiny_encode
     }  # fmt: skip
     assert all(set(r["metrics"]) == {"pearson", "spearman"} for r in rows.values())
     assert state["winner"] in rows
+
+
+def test_a_killed_search_resumes_without_redoing_finished_work(
+    finished_search, tiny_teacher, tmp_path, monkeypatch
+):
+    """A search stopped while training its second candidate continues with --resume: the
+    first candidate's run is kept, and the scores equal those of the uninterrupted search
+    (the same seed, data and teacher cache key)."""
+    import lmshrink.shrink as command
+
+    _, uninterrupted = finished_search
+    real = command._distill
+    calls = []
+
+    def dies_on_the_second(raw):
+        calls.append(raw["out"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C outside a training loop
+        return real(raw)
+
+    out = tmp_path / "search"
+    monkeypatch.setattr(command, "_distill", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        command.shrink(_shrink_config(tiny_teacher, out))
+    first = out / "candidates" / "bilstm-embedding_dim8-hidden_size8" / "run" / "report.json"
+    kept = first.stat().st_mtime_ns
+    monkeypatch.setattr(command, "_distill", real)
+    state = command.shrink(_shrink_config(tiny_teacher, out, resume=True))
+    assert first.stat().st_mtime_ns == kept
+    assert state["trained"] == uninterrupted["trained"]
+    for name, scored in uninterrupted["scores"].items():
+        assert state["scores"][name]["score"] == pytest.approx(scored["score"]), name
+
+
+def test_pruned_teachers_come_after_the_teacher_and_before_the_students():
+    archs = architectures(
+        ["layers:layers=2", "pruned:keep=0.3", "bilstm:hidden_size=8", "pruned:keep=0.5"], False
+    )
+    assert [a.name for a in archs] == [
+        "teacher",
+        "pruned-keep0.5",
+        "pruned-keep0.3",
+        "layers-layers2",
+        "bilstm-hidden_size8",
+    ]
+    fitting = {
+        "pruned-keep0.5/onnx-int8",
+        "pruned-keep0.3/onnx-fp32",
+        "layers-layers2/onnx-int8",
+        "bilstm-hidden_size8/onnx-int8",
+    }
+    order = plan.training_order(archs, fitting, per_family=1, max_candidates=0)
+    assert [a.name for a in order] == ["pruned-keep0.5", "layers-layers2", "bilstm-hidden_size8"]
+    only = plan.training_order(archs, fitting - {"pruned-keep0.5/onnx-int8"}, 1, max_candidates=1)
+    assert [a.name for a in only] == ["pruned-keep0.3"]
+    default = architectures([], token_level=False)
+    assert [a.spec for a in default if a.family == "pruned"] == [
+        "pruned:keep=0.5",
+        "pruned:keep=0.3",
+    ]
+
+
+@pytest.mark.parametrize("spec", ["pruned", "pruned:keep=1", "pruned:keep=0", "pruned:share=0.5"])
+def test_a_pruned_candidate_needs_a_kept_share(spec):
+    with pytest.raises(ConfigError, match="takes one setting, keep"):
+        architectures([spec], token_level=False)
+
+
+def test_a_token_task_has_no_pruned_candidate():
+    with pytest.raises(ConfigError, match="prunes sentence classifiers, not taggers"):
+        architectures(["pruned:keep=0.5"], token_level=True)
+
+
+def test_a_teacher_prune_cannot_cut_loses_the_pruned_candidates():
+    """A teacher that is no BERT-family classifier: the default grid drops the pruned
+    candidates with a note; a grid that names one says why."""
+    from types import SimpleNamespace
+
+    from lmshrink.data.tasks import get_task
+
+    other = SimpleNamespace(config=SimpleNamespace(model_type="distilbert"))
+    notes = []
+    archs = plan.usable_architectures([], get_task("sst2"), notes.append, other)
+    assert archs and not [a for a in archs if a.family == "pruned"]
+    assert any("no pruned candidate" in n and "distilbert" in n for n in notes)
+    with pytest.raises(ConfigError, match="--candidates pruned: the teacher: pruning supports"):
+        plan.usable_architectures(["pruned:keep=0.5"], get_task("sst2"), notes.append, other)
+
+
+def test_the_untrained_pruned_teacher_has_the_pruned_shape(tiny_teacher):
+    """Latency is measured on the teacher cut to the kept share: every layer keeps the same
+    number of heads and neurons (within one), the first ones, and the teacher is untouched."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from lmshrink.compress.pruning import encoder_parameters, from_bert
+    from lmshrink.search.latency import pruned_untrained
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher["teacher"])
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    small = pruned_untrained(teacher, 0.6)
+    assert small.config.heads_per_layer == [1, 1]
+    assert small.config.intermediate_per_layer in ([38, 37], [37, 38])
+    assert encoder_parameters(small) <= 0.6 * encoder_parameters(from_bert(teacher))
+    query = teacher.bert.encoder.layer[1].attention.self.query.weight
+    kept = small.layers[1].attention.self.query.weight  # [16, 32]: the first head's rows
+    assert torch.equal(kept, query[:16])
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_a_pruned_candidate_resumes_its_prune(tmp_path):
+    from lmshrink.search import recipes, train
+    from lmshrink.shrink import ShrinkConfig
+
+    arch = parse_architecture("pruned:keep=0.5")
+    cfg = ShrinkConfig(teacher="teacher-folder", budget_ms=1.0)
+    run = tmp_path / "candidates" / arch.name / "run"
+    fresh = train.prune_config(arch, cfg, run)
+    assert (fresh["resume"], fresh["overwrite"]) == (False, True)
+    assert fresh["target_params"] == 0.5 and fresh["model"] == "teacher-folder"
+    assert fresh["recovery_steps"] == recipes.PRUNE.recovery_steps
+    (tmp_path / "candidates" / arch.name / "run.work").mkdir(parents=True)
+    (tmp_path / "candidates" / arch.name / "run.work" / "config.yaml").write_text("{}\n")
+    again = train.prune_config(arch, cfg, run)
+    assert (again["resume"], again["overwrite"]) == (True, False)
+
+
+@pytest.fixture
+def tiny_prune(monkeypatch):
+    """The search's prune recipe made tiny: 2 pruning steps, 2 recovery steps each."""
+    from lmshrink.search import recipes
+
+    tiny = recipes.PruneRecipe(
+        steps=2,
+        recovery_steps=2,
+        final_recovery_steps=3,
+        importance_examples=32,
+        lr=1e-3,
+        batch_size=16,
+        speed_examples=8,
+        rounds=1,
+    )
+    monkeypatch.setattr(recipes, "PRUNE", tiny)
+    return tiny
+
+
+def test_a_search_prunes_the_teacher(tiny_teacher, tiny_prune, tmp_path):
+    """A pruned candidate is timed untrained, made by lmshrink prune with the search's
+    recipe, exported, scored, and shown like any other."""
+    from lmshrink.compress.onnx import onnx_parameters
+    from lmshrink.prune import REPORT_FILE
+    from lmshrink.search import train
+    from lmshrink.shrink import shrink
+
+    out = tmp_path / "search"
+    state = shrink(_shrink_config(tiny_teacher, out, candidates=["pruned:keep=0.6"]))
+    name = "pruned-keep0.6"
+    assert state["trained"] == ["teacher", name]
+    rows = {r["name"]: r for r in state["rows"]}
+    assert set(rows) == {f"{a}/{b}" for a in ("teacher", name) for b in ("onnx-fp32", "onnx-int8")}
+    assert all(r["p50_ms"] > 0 and r["score"] is not None for r in rows.values())
+    assert rows[f"{name}/onnx-fp32"]["family"] == "pruned"
+    # timed before training, on a graph of the trained model's size, smaller than the teacher
+    log = (out / "lmshrink.log").read_text()
+    assert log.index(f"exported {name}") < log.index(f"training {name} (lmshrink prune")
+    timed = onnx_parameters(out / "latency" / name / "onnx-fp32" / "model.onnx")
+    served = onnx_parameters(out / "candidates" / name / "onnx-fp32" / "model.onnx")
+    teacher = onnx_parameters(out / "latency" / "teacher" / "onnx-fp32" / "model.onnx")
+    assert timed == served < teacher
+    # made by prune, with the recipe the search gave it
+    assert train.PRUNE_REPORT == REPORT_FILE
+    run = out / "candidates" / name / "run"
+    report = json.loads((run / REPORT_FILE).read_text())
+    assert report["target"]["params"] == 0.6
+    assert [h["recovery_steps"] for h in report["history"]] == [2, 3]
+    assert report["encoder_parameters"]["pruned"] <= 0.6 * report["encoder_parameters"]["unpruned"]
+    assert not (out / "candidates" / name / "run.work").exists()
+    scored = state["scores"][f"{name}/onnx-int8"]
+    assert scored["folder"] == str(out / "candidates" / name / "onnx-int8")
+    assert name in (out / "report.md").read_text()

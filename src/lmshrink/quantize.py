@@ -22,13 +22,30 @@ Output folder (`--out`):
   onnx-fp32/      model.onnx + tokenizer + export.json (as `lmshrink export` writes)
   onnx-int8/      model.onnx (int8) + tokenizer + export.json
   lmshrink.log    what the command printed (info and progress lines, warnings, the result)
+
+While it runs, quantize works in `OUT.work/` beside `--out`: `config.yaml`, each variant folder
+(built in a staging folder and renamed into place when whole), `scores.json` (each variant's
+dev entry, saved atomically as soon as it is computed) and `reference.npz` (fp32's dev
+outputs, which the others' agreement is measured against). A killed run continues with
+`--resume` and the same settings: finished variants and scores are kept, the rest is redone,
+then every variant is timed again (timing is never resumed: speed ratios are measured in one
+run). `--out` appears only when all is done, and the work folder goes. A kill, Ctrl-C or a
+full disk keeps the work folder; an error in the input (a failed parity check, say) removes
+it, since a resume with the same settings would meet it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import shutil
 import typing
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lmshrink.compress.int8 import (
     BACKENDS,
@@ -46,6 +63,7 @@ from lmshrink.compress.int8 import (
     verdict,
 )
 from lmshrink.compress.onnx import (
+    EXPORT_FILE,
     MODEL_FILE,
     OnnxClassifier,
     OnnxSettings,
@@ -61,14 +79,25 @@ from lmshrink.config import (
     RunSettings,
     option,
 )
-from lmshrink.errors import ConfigError
+from lmshrink.errors import ConfigError, Interrupted, LmshrinkError
 from lmshrink.measure import metrics
 from lmshrink.measure.scoring import predict_and_score
 from lmshrink.models.loading import count_parameters, size_on_disk
 from lmshrink.models.sources import read_model
-from lmshrink.reporting.progress import LOG_FILE, for_command, log_to
+from lmshrink.reporting.progress import LOG_FILE, for_command, info, log_to
 from lmshrink.reporting.text import aligned, human_size
-from lmshrink.runs import apply_threads, staged_output
+from lmshrink.runs import (
+    DISK_ERRORS,
+    apply_threads,
+    cannot_write,
+    staged_output,
+    write_text_atomic,
+)
+from lmshrink.training.checkpoint import end_work, save_work_config, start_work
+
+VARIANT_FOLDERS = ("torch-int8", "onnx-fp32", "onnx-int8")
+SCORES_FILE = "scores.json"  # in the work folder: each variant's dev entry, as computed
+REFERENCE_OUTPUTS = "reference.npz"  # in the work folder: fp32's outputs on the first dev split
 
 
 @dataclasses.dataclass
@@ -87,6 +116,11 @@ class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
         0.005,
         "a backend can be best only if its dev score is at most this much below fp32 "
         "PyTorch's (0.005: half a point).",
+    )
+    resume: bool = option(
+        False,
+        "continue a killed run with the same settings: keep the variants and dev scores it "
+        "finished (in OUT.work/), redo the rest, then time every variant again.",
     )
     onnx: OnnxSettings = dataclasses.field(default_factory=OnnxSettings)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -117,7 +151,8 @@ class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
 @for_command
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     """Build the int8 variants of a model, score each on dev, time them interleaved, and
-    say which is best on this CPU; writes everything to `cfg.out` (see the module doc)."""
+    say which is best on this CPU; writes everything to `cfg.out` (see the module doc).
+    `cfg.resume` continues a killed run from its work folder."""
     import torch
 
     from lmshrink.measure.machine import cpu_model, int8_flags
@@ -125,79 +160,203 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
 
     cfg.check()
     apply_threads(cfg.threads)
-    src = read_model(cfg.model, cfg.data, cfg.seed, out=cfg.out, overwrite=cfg.overwrite)
-    assert src.out is not None
+    work, _ = start_work(cfg, QuantizeConfig)  # --out, and the unfinished run beside it
+    out = Path(cfg.out).expanduser()
+    src = read_model(cfg.model, cfg.data, cfg.seed)
     task, model = src.task, src.model
-
-    with staged_output(src.out) as stage:
-        log_to(stage / LOG_FILE)
-        variants: dict[str, Any] = {REFERENCE: model}
-        sizes = {REFERENCE: size_on_disk(src.folder)}
-        if "torch" in cfg.backends:
-            save_torch_int8(
-                src.folder, model, src.tokenizer, stage / "torch-int8", task.kind.auto_model
-            )
-            variants["torch-int8"] = quantize_torch(model)
-            sizes["torch-int8"] = serialized_bytes(variants["torch-int8"])
-        export_meta = None
-        if "onnx" in cfg.backends:
-            export_meta = export_folder(src, stage / "onnx-fp32", cfg.onnx, progress=True)
-            onnx_int8_folder(stage / "onnx-fp32", stage / "onnx-int8")
-            for name in ("onnx-fp32", "onnx-int8"):
-                variants[name] = OnnxClassifier.from_folder(stage / name)
-                sizes[name] = (stage / name / MODEL_FILE).stat().st_size
-
-        backends: dict[str, dict[str, Any]] = {}
-        reference: Outputs | None = None
-        for name, variant in variants.items():
-            scores, outputs = predict_and_score(
-                variant,
-                src.tokenizer,
-                task,
-                src.splits,
-                src.data.max_length,
-                cfg.eval_batch_size,
-                progress=True,
-            )
-            reference = outputs[0] if reference is None else reference
-            backends[name] = {
-                "metrics": scores,
-                "score": metrics.task_score(scores),
-                "agreement_with_fp32": agreement(reference, outputs[0], task.kind),
-                "max_abs_diff_to_fp32": max_abs_diff(reference, outputs[0]),
-                "size_bytes": sizes[name],
-            }
-        speed = measure_speed(
+    if cfg.resume:
+        kept = [n for n in VARIANT_FOLDERS if (work / n).is_dir()]
+        info(f"resuming {work}: keeping {', '.join(kept) or 'no variant folder'}")
+    save_work_config(cfg, work)
+    log_to(work / LOG_FILE)  # goes into --out with the results
+    try:
+        variants, sizes, built = _build_variants(cfg, src, work)
+        backends = _score_variants(cfg, src, variants, sizes, work, built)
+        speed = measure_speed(  # never resumed: the ratios are measured in one run
             {name: (variant, src.enc) for name, variant in variants.items()},
             batch_sizes=tuple(cfg.speed_batch_sizes),
             limit={bs: cfg.speed_examples for bs in cfg.speed_batch_sizes},
             rounds=cfg.rounds,
         )
-        result: dict[str, Any] = {
-            "model": str(src.folder),
-            "task": task.name,
-            "split": "dev",
-            "examples": sum(len(s) for s in src.splits),
-            "files": [s.source for s in src.splits],
-            "parameters": count_parameters(model),
-            "backends": backends,
-            "speed": speed,
-            "threads": torch.get_num_threads(),
-            "cpu": {
-                "model": cpu_model(),
-                "int8_flags": int8_flags(),
-                "torch_quantized_engine": torch.backends.quantized.engine,
-            },
-            "parity": export_meta["parity"] if export_meta else None,
-            **_token_notes(task, src.splits),
-            "max_drop": cfg.max_drop,
-            "size_note": "size_bytes: weight files on disk; for torch-int8, its int8 state "
-            "serialized in memory (its folder stores the fp32 weights, see load_quantized)",
-        }
-        result["best"] = choose_best(result, cfg.max_drop)
-        result["verdict"] = verdict(result, cfg.max_drop)
+    except BaseException as error:
+        # An error in the user's input would come back on --resume (same settings): no keep.
+        wrong_input = isinstance(error, LmshrinkError) and not isinstance(error, Interrupted)
+        end_work(work, error, resumable=_resumable(work) and not wrong_input)
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+            raise cannot_write(work, error, output=False) from None
+        raise
+    export = work / "onnx-fp32" / EXPORT_FILE
+    result: dict[str, Any] = {
+        "model": str(src.folder),
+        "task": task.name,
+        "split": "dev",
+        "examples": sum(len(s) for s in src.splits),
+        "files": [s.source for s in src.splits],
+        "parameters": count_parameters(model),
+        "backends": backends,
+        "speed": speed,
+        "threads": torch.get_num_threads(),
+        "cpu": {
+            "model": cpu_model(),
+            "int8_flags": int8_flags(),
+            "torch_quantized_engine": torch.backends.quantized.engine,
+        },
+        "parity": json.loads(export.read_text())["parity"] if "onnx" in cfg.backends else None,
+        **_token_notes(task, src.splits),
+        "max_drop": cfg.max_drop,
+        "size_note": "size_bytes: weight files on disk; for torch-int8, its int8 state "
+        "serialized in memory (its folder stores the fp32 weights, see load_quantized)",
+    }
+    result["best"] = choose_best(result, cfg.max_drop)
+    result["verdict"] = verdict(result, cfg.max_drop)
+    with staged_output(out) as stage:
+        # linked, not moved: until --out is in place, the work folder keeps all it holds
+        for name in [*VARIANT_FOLDERS, LOG_FILE]:
+            _link(work / name, stage / name)
         write_json(stage / RESULT_FILE, result)
-    return {**result, "out": str(src.out)}
+    end_work(work)
+    return {**result, "out": str(out)}
+
+
+def _build_variants(
+    cfg: QuantizeConfig, src: Any, work: Path
+) -> tuple[dict[str, Any], dict[str, int], set[str]]:
+    """(the models to score and time by name, their sizes, the names of the variant folders
+    built by this run); each folder is built in `work` (`_variant_folder`), or kept there
+    from the run being resumed."""
+    model = src.model
+    variants: dict[str, Any] = {REFERENCE: model}
+    sizes = {REFERENCE: size_on_disk(src.folder)}
+    built: set[str] = set()
+    if "torch" in cfg.backends:
+        auto = src.task.kind.auto_model
+        _variant_folder(
+            work,
+            "torch-int8",
+            built,
+            lambda f: save_torch_int8(src.folder, model, src.tokenizer, f, auto),
+        )
+        variants["torch-int8"] = quantize_torch(model)  # deterministic: its folder's model
+        sizes["torch-int8"] = serialized_bytes(variants["torch-int8"])
+    if "onnx" in cfg.backends:
+        _variant_folder(
+            work, "onnx-fp32", built, lambda f: export_folder(src, f, cfg.onnx, progress=True)
+        )
+        if "onnx-fp32" in built:  # onnx-int8 is made from that export: made again too
+            shutil.rmtree(work / "onnx-int8", ignore_errors=True)
+        _variant_folder(work, "onnx-int8", built, lambda f: onnx_int8_folder(work / "onnx-fp32", f))
+        for name in ("onnx-fp32", "onnx-int8"):
+            variants[name] = OnnxClassifier.from_folder(work / name)
+            sizes[name] = (work / name / MODEL_FILE).stat().st_size
+    return variants, sizes, built
+
+
+def _variant_folder(work: Path, name: str, built: set[str], build: Callable[[Path], Any]) -> None:
+    """Make `work/name` with `build(folder)` in a staging folder renamed into place when
+    whole, so that a kill leaves the finished folder or none; one an earlier run finished is
+    kept. Adds `name` to `built` when it is made now."""
+    folder = work / name
+    if folder.is_dir():
+        return
+    partial = work / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # what a killed build left
+    build(partial)
+    os.replace(partial, folder)
+    built.add(name)
+
+
+def _score_variants(
+    cfg: QuantizeConfig,
+    src: Any,
+    variants: dict[str, Any],
+    sizes: dict[str, int],
+    work: Path,
+    built: set[str],
+) -> dict[str, dict[str, Any]]:
+    """Each variant's dev entry (metrics, score, agreement with fp32 and the largest output
+    difference, size), saved in `work` as soon as it is computed. Entries the run being
+    resumed saved are kept, except those of variant folders built again."""
+    saved = _saved_scores(work)
+    record = {n: e for n, e in saved.items() if n in variants and n not in built}
+    reference = _load_outputs(work / REFERENCE_OUTPUTS) if REFERENCE in record else None
+    for name, variant in variants.items():
+        if name in record:
+            continue
+        scores, outputs = predict_and_score(
+            variant,
+            src.tokenizer,
+            src.task,
+            src.splits,
+            src.data.max_length,
+            cfg.eval_batch_size,
+            progress=True,
+        )
+        if reference is None:  # the first variant, fp32: what the others are compared with
+            reference = outputs[0]
+            _save_outputs(work / REFERENCE_OUTPUTS, reference)
+        record[name] = {
+            "metrics": scores,
+            "score": metrics.task_score(scores),
+            "agreement_with_fp32": agreement(reference, outputs[0], src.task.kind),
+            "max_abs_diff_to_fp32": max_abs_diff(reference, outputs[0]),
+            "size_bytes": sizes[name],
+        }
+        write_text_atomic(work / SCORES_FILE, json.dumps(record, indent=2) + "\n")
+    return {name: record[name] for name in variants}
+
+
+def _saved_scores(work: Path) -> dict[str, dict[str, Any]]:
+    """The entries in the work folder's scores.json (none without fp32's saved outputs)."""
+    try:
+        saved = json.loads((work / SCORES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if (work / REFERENCE_OUTPUTS).is_file() else {}
+
+
+def _save_outputs(path: Path, outputs: Outputs) -> None:
+    """Write dev outputs atomically: [N, C], or a token task's [W_i, C] per sentence (saved
+    as one [words, C] array and the word count of each sentence)."""
+    arrays = {"logits": outputs}
+    if not isinstance(outputs, np.ndarray):
+        arrays["words"] = np.array([len(a) for a in outputs], dtype=np.int64)
+        arrays["logits"] = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as file:
+        np.savez(file, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_outputs(path: Path) -> Outputs:
+    """Dev outputs as `_save_outputs` wrote them."""
+    with np.load(path, allow_pickle=False) as saved:
+        if "words" not in saved:
+            return saved["logits"]
+        words = saved["words"]
+        if not len(words):
+            return []
+        return list(np.split(saved["logits"], np.cumsum(words)[:-1]))
+
+
+def _resumable(work: Path) -> bool:
+    """Whether the work folder holds anything a --resume would keep."""
+    return (work / SCORES_FILE).is_file() or any((work / n).is_dir() for n in VARIANT_FOLDERS)
+
+
+def _link(src: Path, dest: Path) -> None:
+    """Hard-link file or folder `src` as `dest` (a copy where links cannot be made); nothing
+    when `src` is absent."""
+    if src.is_dir():
+        shutil.copytree(src, dest, copy_function=_link_file)
+    elif src.is_file():
+        _link_file(src, dest)
+
+
+def _link_file(src: str | Path, dest: str | Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
 
 
 def _token_notes(task: Any, splits: list[Any]) -> dict[str, Any]:

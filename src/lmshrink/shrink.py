@@ -2,16 +2,17 @@
 
 The search, in four steps (`lmshrink.search`):
 
-1. **Latency first.** Every architecture of the grid (the teacher itself, layer-subset
-   transformers, BiLSTMs, static-embedding students, fastText) is built untrained, exported
-   to ONNX fp32 and int8 and timed on this CPU end to end (raw dev strings in, labels out) at
-   batch 1 and 32, interleaved. Speed does not depend on weights, so what misses the budget
-   is dropped in minutes, before any training.
+1. **Latency first.** Every architecture of the grid (the teacher itself, the teacher
+   pruned to a few kept shares, layer-subset transformers, BiLSTMs, static-embedding
+   students, fastText) is built untrained, exported to ONNX fp32 and int8 and timed on this
+   CPU end to end (raw dev strings in, labels out) at batch 1 and 32, interleaved. Speed
+   does not depend on weights, so what misses the budget is dropped in minutes, before any
+   training.
 2. **Train only what can win.** The teacher labels the transfer set once into a shared cache;
    the architectures that fit are trained in the order most likely to win (the families by
    the accuracy expected of them, the largest that fits in each first), each as an ordinary
-   `lmshrink distill` run folder, bounded by `--per-family`, `--max-candidates` and
-   `--time-budget`.
+   `lmshrink distill` run folder (a pruned teacher: an `lmshrink prune` one), bounded by
+   `--per-family`, `--max-candidates` and `--time-budget`.
 3. **Score** each trained architecture on dev in each backend that fits (an int8 graph by its
    own predictions).
 4. **Choose** the most accurate candidate within the budget (and above `--min-retention`):
@@ -22,8 +23,8 @@ Dev data only: the choice never sees the test split. A killed search continues w
 `--resume`: finished exports, timings, trainings and scores are kept in the output folder.
 
 Output folder (`--out`): shrink.json, report.md, pareto.png, best/, latency/ (the untrained
-exports that were timed), candidates/<name>/ (run/ from distill, onnx-fp32/, onnx-int8/ or
-fasttext/), cache/ (the teacher's outputs).
+exports that were timed), candidates/<name>/ (run/ from distill or prune, onnx-fp32/,
+onnx-int8/ or fasttext/), cache/ (the teacher's outputs).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ShrinkConfig(RunSettings):
     candidates: list[str] = option(
         [],
         "architectures to consider, as family or family:key=value:key=value (families: teacher, "
-        "layers, bilstm, static, fasttext; empty: the default grid, see lmshrink.search."
+        "pruned, layers, bilstm, static, fasttext; empty: the default grid, see lmshrink.search."
         "candidates).",
     )
     per_family: int = option(
@@ -164,7 +165,7 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
     teacher = read_model(cfg.teacher, cfg.data, cfg.seed)
     task = teacher.task
     state["task"] = task.name
-    archs = plan.usable_architectures(cfg.candidates, task, log)
+    archs = plan.usable_architectures(cfg.candidates, task, log, teacher.model)
     gold = read_split(task, "train", teacher.data).subset(teacher.data.max_train_samples, cfg.seed)
 
     log(f"step 1: timing {len(archs)} architectures untrained, end to end, on this CPU")
@@ -207,6 +208,8 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
 
             transfer = transfer_logits(cfg, teacher, teacher.splits, cache, log)
             train.train_fasttext_student(arch, cfg, folder, transfer, labeled, task.labels, log)
+        elif arch.family == "pruned":
+            train.train_pruned(arch, cfg, folder, _prune, log)
         else:
             train.train_student(arch, cfg, task.kind, folder, cache, _distill, log)
         for backend in arch.backends:
@@ -235,11 +238,19 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
 
 def _distill(raw: dict[str, Any]) -> Any:
     """The distill command on a config given as a dict: shrink is the one command that
-    composes another (tests/test_architecture.py allows exactly this edge)."""
+    composes others (tests/test_architecture.py allows exactly this edge and the next)."""
     from lmshrink.config import from_dict
     from lmshrink.distill import DistillConfig, distill
 
     return distill(from_dict(DistillConfig, raw))
+
+
+def _prune(raw: dict[str, Any]) -> Any:
+    """The prune command on a config given as a dict (a pruned teacher's training)."""
+    from lmshrink.config import from_dict
+    from lmshrink.prune import PruneConfig, prune
+
+    return prune(from_dict(PruneConfig, raw))
 
 
 def format_summary(state: dict[str, Any]) -> str:

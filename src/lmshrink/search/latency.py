@@ -1,7 +1,8 @@
 """Step 1 of the search: every architecture timed untrained, in every backend, on this CPU.
 
 The speed of an architecture does not depend on its weights, so each student is built as its
-family builds it (vocabulary, embeddings and layers from the teacher; the rest random),
+family builds it (vocabulary, embeddings and layers from the teacher; the rest random; a
+pruned teacher is the teacher cut to its kept share without estimating importance),
 exported to ONNX (with the parity check) and quantized to int8, and timed end to end on the
 task's real dev texts: raw strings in, the tokenizer a server would use, labels out
 (`lmshrink.measure.end_to_end`), all candidates interleaved in one process with the thread
@@ -21,10 +22,12 @@ from typing import Any
 
 from lmshrink.search.candidates import (
     FASTTEXT,
+    PRUNED,
     TEACHER,
     Architecture,
     Candidate,
     fasttext_settings,
+    pruned_keep,
 )
 
 
@@ -58,6 +61,11 @@ def untrained_source(arch: Architecture, teacher: Any, train_texts: list[Any]) -
     from lmshrink.models.sources import ModelSource
     from lmshrink.students import STUDENTS
 
+    if arch.family == PRUNED:
+        model = pruned_untrained(teacher.model, pruned_keep(arch))
+        return ModelSource(
+            teacher.folder, teacher.data, teacher.task, teacher.tokenizer, model, teacher.splits
+        )
     family = STUDENTS.get(arch.family)
     torch.manual_seed(0)
     built = family.build(
@@ -72,6 +80,37 @@ def untrained_source(arch: Architecture, teacher: Any, train_texts: list[Any]) -
     return ModelSource(
         teacher.folder, teacher.data, teacher.task, built.tokenizer, model, teacher.splits
     )
+
+
+def pruned_untrained(model: Any, keep: float) -> Any:
+    """The teacher `model` physically pruned to `keep` of its encoder parameters, as
+    `lmshrink prune --target-params keep` shapes it (`choose_keep`, `prune_to`), without
+    estimating importance: speed depends on the shapes only. The importance is each unit's
+    position (in every layer, the first heads and FFN neurons rank highest), so after
+    `choose_keep`'s per-layer normalisation the layers take turns and keep equal numbers
+    (within one); prune keeps as many units in all, spread by their real importance."""
+    import math
+
+    import torch
+
+    from lmshrink.compress.pruning import (
+        Importance,
+        choose_keep,
+        encoder_parameters,
+        from_bert,
+        prune_to,
+    )
+
+    full = from_bert(model)  # prune_to makes a new model: the teacher stays as it is
+    heads = [layer.attention.self.num_heads for layer in full.layers]
+    neurons = [layer.ffn_size for layer in full.layers]
+    importance = Importance(
+        heads=[torch.arange(n, 0, -1, dtype=torch.float32) for n in heads],  # [h_l]: h..1
+        neurons=[torch.arange(n, 0, -1, dtype=torch.float32) for n in neurons],  # [I_l]
+    )
+    budget = math.floor(keep * encoder_parameters(full))
+    keep_heads, keep_neurons = choose_keep(full, importance, budget)
+    return prune_to(full, keep_heads, keep_neurons).eval()
 
 
 def prepare(

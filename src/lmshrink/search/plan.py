@@ -13,6 +13,7 @@ from typing import Any
 from lmshrink.search.candidates import (
     FAMILY_ORDER,
     FASTTEXT,
+    PRUNED,
     TEACHER,
     Architecture,
     Candidate,
@@ -20,13 +21,27 @@ from lmshrink.search.candidates import (
 )
 
 
-def usable_architectures(specs: list[str], task: Any, log: Callable[[str], None]) -> list:
+def usable_architectures(
+    specs: list[str], task: Any, log: Callable[[str], None], teacher: Any = None
+) -> list:
     """The architectures of `specs` (or the default grid) that can serve `task`. fastText
     labels classes and is an optional package: the default grid drops it, with a note, for a
-    regression task or when fasttext is not installed; a grid that names it raises why."""
+    regression task or when fasttext is not installed; a grid that names it raises why.
+    Likewise the pruned candidates when `teacher` (its model) is not a BERT-family
+    classifier that `lmshrink prune` can prune."""
     from lmshrink.errors import ConfigError, LmshrinkError
 
     archs = architectures(specs, task.kind.token_level)
+    if teacher is not None and any(a.family == PRUNED for a in archs):
+        from lmshrink.compress.pruning import check_prunable
+
+        try:
+            check_prunable(teacher, "the teacher")
+        except ConfigError as exc:
+            if any(s.strip().startswith(PRUNED) for s in specs):
+                raise ConfigError(f"--candidates pruned: {exc}") from None
+            log(f"  no pruned candidate: {exc}")
+            archs = [a for a in archs if a.family != PRUNED]
     if not any(a.family == FASTTEXT for a in archs):
         return archs
     named = any(s.strip().startswith(FASTTEXT) for s in specs)

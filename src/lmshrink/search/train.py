@@ -2,7 +2,9 @@
 
 A student family is trained by `lmshrink distill` into `candidates/<name>/run/` (an ordinary
 run folder: `--resume` continues it, `lmshrink report` reads it) with the search's shared
-teacher cache, so the teacher labels the transfer set once for every candidate. The fastText
+teacher cache, so the teacher labels the transfer set once for every candidate. A pruned
+teacher is made by `lmshrink prune` into `candidates/<name>/run/` (the pruned model folder
+with its prune.json; a killed prune resumes from `run.work/`). The fastText
 student learns from the teacher's labels of that same transfer set (read from the cache) plus
 the gold labels. Every candidate is scored on dev in the backend it would be served in
 (ONNX fp32 and int8, fastText): the int8 graph's own score, not its fp32 parent's.
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from lmshrink.search.candidates import FASTTEXT, Architecture, Candidate, fasttext_settings
-from lmshrink.search.recipes import distill_settings
+from lmshrink.search.recipes import distill_settings, prune_settings
 
 RESULT = "result.json"
+PRUNE_REPORT = "prune.json"  # lmshrink.prune.REPORT_FILE (a building block imports no command)
 
 
 def distill_config(
@@ -59,17 +62,65 @@ def train_student(
     """Distil `arch` with `run_distill` (the distill command, given its config as a dict;
     a run a kill interrupted resumes) and export it; returns the folder holding onnx-fp32/
     and onnx-int8/."""
-    from lmshrink.models.sources import read_model
-    from lmshrink.search.latency import export_model
-
     run = folder / "run"
     if not (run / "report.json").is_file():
         log(f"  training {arch.name} (lmshrink distill into {run})")
         run_distill(distill_config(arch, shrink, kind, run, cache))
-    if not all((folder / b).is_dir() for b in arch.backends):
-        src = read_model(str(run / "model"), shrink.data, shrink.seed)
-        export_model(src, folder, log)
+    _export(arch, shrink, run / "model", folder, log)
     return folder
+
+
+def prune_config(arch: Architecture, shrink: Any, run: Path) -> dict[str, Any]:
+    """The prune config (as a dict) that makes `arch` (a pruned teacher) into `run` for the
+    search `shrink` (its ShrinkConfig): the teacher, the search's data, seed and threads,
+    the target and `recipes.PRUNE`'s schedule; it resumes a prune a kill interrupted (its
+    work folder, `run.work/`, holds the config it started with)."""
+    from lmshrink.config import to_dict
+    from lmshrink.training.checkpoint import work_folder
+
+    resume = (work_folder(run) / "config.yaml").is_file()
+    return {
+        "model": shrink.teacher,
+        "out": str(run),
+        "seed": shrink.seed,
+        "progress": shrink.progress,
+        "quiet": shrink.quiet,
+        "threads": shrink.threads,
+        "resume": resume,
+        "overwrite": not resume,
+        "data": to_dict(shrink.data),
+        **prune_settings(arch),
+    }
+
+
+def train_pruned(
+    arch: Architecture,
+    shrink: Any,
+    folder: Path,
+    run_prune: Callable[[dict[str, Any]], Any],
+    log: Callable[[str], None],
+) -> Path:
+    """Prune the teacher to `arch` with `run_prune` (the prune command, given its config as a
+    dict) and export it; returns the folder holding onnx-fp32/ and onnx-int8/."""
+    run = folder / "run"
+    if not (run / PRUNE_REPORT).is_file():
+        log(f"  training {arch.name} (lmshrink prune into {run})")
+        run_prune(prune_config(arch, shrink, run))
+    _export(arch, shrink, run, folder, log)
+    return folder
+
+
+def _export(
+    arch: Architecture, shrink: Any, model: Path, folder: Path, log: Callable[[str], None]
+) -> None:
+    """The trained model folder `model` as onnx-fp32/ and onnx-int8/ under `folder`, unless
+    they are there."""
+    from lmshrink.models.sources import read_model
+    from lmshrink.search.latency import export_model
+
+    if not all((folder / b).is_dir() for b in arch.backends):
+        src = read_model(str(model), shrink.data, shrink.seed)
+        export_model(src, folder, log)
 
 
 def train_fasttext_student(

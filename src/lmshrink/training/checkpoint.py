@@ -11,6 +11,8 @@ Commands whose `--out` is a finished model folder (finetune, prune) keep their r
 state in a work folder beside it, `<out>.work/` (`config.yaml`, `checkpoints/`, the best
 weights): the model folder itself appears only when complete (`runs.staged_output`), and
 the work folder goes once it is in place. `start_work` and `end_work` handle that folder.
+`lmshrink quantize` keeps one too, holding its finished variant folders and dev scores
+instead of checkpoints.
 """
 
 from __future__ import annotations
@@ -180,13 +182,16 @@ def save_work_config(cfg: Any, work: Path) -> None:
         write_text_atomic(work / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def end_work(work: Path, error: BaseException | None = None) -> None:
+def end_work(work: Path, error: BaseException | None = None, resumable: bool | None = None) -> None:
     """After the run (`error`: what stopped it, None when it finished). A finished run's work
-    folder goes (its model folder is in place); so does a failed one's when it holds no
-    checkpoint, or when a setting was wrong (a ConfigError: --resume, which needs the same
-    settings, could not help). A kill, an interrupt or a NaN keeps it for --resume."""
+    folder goes (its model folder is in place); so does a failed one's when it holds nothing
+    to resume from (`resumable`; by default: whether it holds a checkpoint), or when a setting
+    was wrong (a ConfigError: --resume, which needs the same settings, could not help). A
+    kill, an interrupt or a NaN keeps it for --resume."""
     from lmshrink.errors import ConfigError
 
     keep = error is not None and not isinstance(error, ConfigError)
-    if not keep or latest_checkpoint(work / "checkpoints") is None:
+    if resumable is None:
+        resumable = latest_checkpoint(work / "checkpoints") is not None
+    if not keep or not resumable:
         shutil.rmtree(work, ignore_errors=True)
