@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import ROOT, runs_dir, today, write_results
+from common import RESULTS, ROOT, runs_dir, today, write_results
 
 from lmshrink.measure.machine import machine_info
 
@@ -320,6 +320,51 @@ def params(row: dict[str, Any], teacher: dict[str, Any] | None) -> str:
     return f"{n / 1e6:.2f}M ({teacher['scores']['test']['parameters'] / n:.1f}x fewer)"
 
 
+def language_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Test entity F1 per WikiAnn language of each WikiAnn row, the student's retention per
+    language, and the issue's target (>= 95% on average, no language below 90%)."""
+    if not rows:
+        return []
+
+    def per_language(row: dict[str, Any]) -> dict[str, float]:
+        entities = row["scores"]["test"]["entities"]
+        return {lang: entities[f"f1_lang_{lang}"] for lang in LANGUAGES}
+
+    lines = [
+        "",
+        "WikiAnn test entity F1 per language (one model for the 8 languages):",
+        "",
+        "| row | " + " | ".join(LANGUAGES) + " | mean |",
+        "|---|" + "---|" * (len(LANGUAGES) + 1),
+    ]
+    teacher = next((r for r in rows if r["id"] == "wikiann-teacher"), None)
+    for r in rows:
+        f1 = per_language(r)
+        lines.append(
+            f"| {r['id']} | "
+            + " | ".join(f"{100 * f1[lang]:.1f}" for lang in LANGUAGES)
+            + f" | {headline(r, 'test'):.2f} |"
+        )
+    for r in rows:
+        if teacher is None or r is teacher:
+            continue
+        kept = {lang: per_language(r)[lang] / per_language(teacher)[lang] for lang in LANGUAGES}
+        mean = headline(r, "test") / headline(teacher, "test")
+        lines.append(
+            f"| {r['id']} retention | "
+            + " | ".join(f"{100 * kept[lang]:.1f}%" for lang in LANGUAGES)
+            + f" | {100 * mean:.1f}% |"
+        )
+        met = mean >= 0.95 and min(kept.values()) >= 0.90
+        lines += [
+            "",
+            f"Target (>= 95% of the teacher's F1 averaged over languages, none below 90%): "
+            f"{'met' if met else 'missed'} ({100 * mean:.1f}% on average, lowest "
+            f"{100 * min(kept.values()):.1f}% for {min(kept, key=kept.get)}).",
+        ]
+    return lines
+
+
 def markdown(
     rows: list[dict[str, Any]],
     coverage: dict[str, float],
@@ -342,6 +387,7 @@ def markdown(
             f"{s:.2f} | "
             f"{t:.2f} | {keep} | {r['seconds'] / 60:.1f} min ({r.get('threads', '?')}) |"
         )
+    lines += language_table([r for r in rows if r["id"].startswith("wikiann")])
     lines += [
         "",
         "How the teacher's tokenizer (all-MiniLM-L6-v2's uncased English WordPiece) sees each "
@@ -379,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [r for r in ROWS if r["id"] in set(args.rows.split(","))]
     machine = machine_info()
     coverage = tokenizer_coverage()
+    # A run without --serving keeps the serving table the last --serving run measured.
+    previous = RESULTS / "ner.json"
+    kept = json.loads(previous.read_text()).get("serving") if previous.is_file() else None
     done = []
     for row in ROWS:
         if row in wanted:
@@ -387,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
             done.append(json.loads((bench_dir() / row["id"] / "result.json").read_text()))
         payload = {"date": today(), "machine": machine, "seed": SEED, "rows": done}
         payload.update(coverage=coverage, teacher=TEACHER, max_length=MAX_LENGTH)
-        write_results("ner", payload, markdown(done, coverage, machine))
+        if kept:
+            payload["serving"] = kept
+        write_results("ner", payload, markdown(done, coverage, machine, kept))
     if args.serving:
         payload["serving"] = serving()
         write_results("ner", payload, markdown(done, coverage, machine, payload["serving"]))
