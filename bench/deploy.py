@@ -1,11 +1,13 @@
 """Serving SST-2 on a CPU: the teacher and the best students, in PyTorch and ONNX Runtime,
-fp32 and dynamic int8, timed side by side in one process.
+fp32, dynamic int8 and (ONNX) static int8, timed side by side in one process.
 
     python bench/deploy.py                 # quantize what is missing, then time everything
     python bench/deploy.py --threads 2
 
 It runs the product's own commands on the benchmark models: `lmshrink quantize` on each
-(torch-int8, onnx-fp32 and onnx-int8 variants, parity-checked, each scored on dev), then one
+(torch-int8, onnx-fp32, onnx-int8 and onnx-int8-static variants, parity-checked, each scored
+on dev; the int8 ONNX ones with their batch invariance: the share of dev predictions that
+change between batch 1 and batches of 32), then one
 `lmshrink bench` over every model and variant (ratios against the eager fp32 teacher), then
 `lmshrink report` for the Pareto plot. The models:
 
@@ -40,7 +42,8 @@ from lmshrink.report import report as report_runs
 
 TASK = "sst2"
 MAX_LENGTH = 64
-VARIANTS = ("torch-int8", "onnx-fp32", "onnx-int8")
+VARIANTS = ("torch-int8", "onnx-fp32", "onnx-int8", "onnx-int8-static")
+INT8_MODES = ["dynamic", "static"]  # ONNX Runtime's: onnx-int8/ and onnx-int8-static/
 # Targets of the deployment issue.
 BILSTM_VS_TEACHER = 30.0  # int8 ONNX BiLSTM vs eager teacher, batch 1
 BILSTM_MAX_DROP = 0.005  # accuracy the int8 ONNX BiLSTM may lose to its fp32 self
@@ -102,18 +105,37 @@ def quantized(name: str, model: Path) -> dict:
     result_file = out / RESULT_FILE
     if result_file.is_file():
         result = json.loads(result_file.read_text())
-        if Path(result["model"]).resolve() == model.resolve():
+        same = Path(result["model"]).resolve() == model.resolve()
+        if same and set(VARIANTS) <= set(result["backends"]):  # made before static int8: again
             print(f"[{name}] kept the quantized variants in {out}", flush=True)
             return result
     print(f"[{name}] quantizing {model}", flush=True)
     return quantize(
         QuantizeConfig(
-            model=str(model), out=str(out), overwrite=True, progress=False, data=data_config()
+            model=str(model),
+            out=str(out),
+            overwrite=True,
+            progress=False,
+            int8_modes=INT8_MODES,
+            data=data_config(),
         )
     )
 
 
-def markdown(result: dict, sources: dict[str, Path], checks: list[str], threads: int) -> str:
+def invariance(quantize_results: dict[str, dict]) -> dict[str, dict]:
+    """Each model's int8 ONNX variants' batch invariance (from its quantize.json)."""
+    return {
+        name: {
+            v: b["batch_invariance"] for v, b in q["backends"].items() if "batch_invariance" in b
+        }
+        for name, q in quantize_results.items()
+    }
+
+
+def markdown(
+    result: dict, sources: dict[str, Path], checks: list[str], threads: int, moved: dict
+) -> str:
+    """deploy.md: the timing table, the int8 modes compared (`moved`: `invariance`), targets."""
     models = {m["name"]: m for m in result["models"]}
     lines = [
         "# Serving SST-2 on a CPU (bench/deploy.py)",
@@ -123,7 +145,9 @@ def markdown(result: dict, sources: dict[str, Path], checks: list[str], threads:
         f"dev texts in dev order, dynamic padding, {result['settings']['speed_examples']} "
         f"examples per round, median of {result['settings']['rounds']} rounds. Ratios are "
         "against the teacher in PyTorch eager fp32 (>1 is faster / smaller). Int8 is dynamic "
-        f"(weights int8, activations quantized per call). Date: {result['date'][:10]}.",
+        "(weights int8, activation scales computed per call over the batch), except "
+        "onnx-int8-static (activation scales calibrated once on training examples). "
+        f"Date: {result['date'][:10]}.",
         "",
         "| model | backend | dev acc | vs its fp32 | b=1 p50 ms | speedup b=1 (p50) "
         "| speedup b=32 | params | size |",
@@ -137,10 +161,30 @@ def markdown(result: dict, sources: dict[str, Path], checks: list[str], threads:
                 continue
             ratio = m["ratio"]
             lines.append(
-                f"| {name} | {m['kind']} | {100 * m['score']:.2f} "
+                f"| {name} | {variant or m['kind']} | {100 * m['score']:.2f} "
                 f"| {100 * (m['score'] - fp32):+.2f} | {m['latency_ms']['p50']:.2f} "
                 f"| {ratio['latency_p50']:.1f}x | {ratio['per_second']['32']:.1f}x "
                 f"| {m['parameters'] / 1e6:.2f}M | {m['size_bytes'] / 2**20:.1f} MiB |"
+            )
+    lines += [
+        "",
+        "Int8 ONNX, dynamic against static: a served prediction should not depend on the "
+        "sentences batched with it. Changed: the share of dev predictions at batch 1 that "
+        "differ inside batches of 32 (dev order, real padding); max diff: the largest |logit "
+        "difference| between the two.",
+        "",
+        "| model | int8 | dev acc | changed b=1 vs b=32 | max diff | b=1 p50 ms | speedup b=32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in sources:
+        for variant, entry in moved.get(name, {}).items():
+            m = models.get(f"{name}/{variant}")
+            if m is None:
+                continue
+            lines.append(
+                f"| {name} | {variant} | {100 * m['score']:.2f} | {100 * entry['changed']:.2f}% "
+                f"| {entry['max_abs_diff']:.2g} | {m['latency_ms']['p50']:.2f} "
+                f"| {m['ratio']['per_second']['32']:.1f}x |"
             )
     lines += ["", "Models:"]
     lines += [f"- {name}: `{path}`" for name, path in sources.items()]
@@ -179,8 +223,11 @@ def rewrite_from_json() -> None:
     saved = json.loads((RESULTS / "deploy.json").read_text())
     sources = {name: Path(path) for name, path in saved["models"].items()}
     saved["targets"] = target_checks(saved["bench"])
+    moved = {name: q.get("batch_invariance", {}) for name, q in saved["quantize"].items()}
     write_results(
-        "deploy", saved, markdown(saved["bench"], sources, saved["targets"], saved["threads"])
+        "deploy",
+        saved,
+        markdown(saved["bench"], sources, saved["targets"], saved["threads"], moved),
     )
 
 
@@ -220,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in result["models"]:
         m["name"] = short[m["name"]]
     checks = target_checks(result)
+    moved = invariance(quantize_results)
     # `lmshrink report` draws the Pareto plot (dev accuracy against batch-1 latency) from the
     # run folders and the bench file.
     runs = [str(p.parent if p.name == "model" else p) for p in sources.values()]
@@ -236,13 +284,18 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "models": {name: str(path) for name, path in sources.items()},
             "quantize": {
-                name: {"best": q["best"], "verdict": q["verdict"], "parity": q["parity"]}
+                name: {
+                    "best": q["best"],
+                    "verdict": q["verdict"],
+                    "parity": q["parity"],
+                    "batch_invariance": moved[name],
+                }
                 for name, q in quantize_results.items()
             },
             "bench": result,
             "targets": checks,
         },
-        markdown(result, sources, checks, args.threads),
+        markdown(result, sources, checks, args.threads, moved),
     )
     shutil.copyfile(deploy_dir() / "report" / PLOT_FILE, RESULTS / PLOT_NAME)
     print("\n".join(checks), flush=True)

@@ -1,12 +1,21 @@
-"""`lmshrink quantize`: dynamic int8 with PyTorch and with ONNX Runtime, measured on this CPU.
+"""`lmshrink quantize`: int8 with PyTorch and with ONNX Runtime, measured on this CPU.
 
-Four variants are scored on dev and timed in one process, interleaved
+Up to five variants are scored on dev and timed in one process, interleaved
 (`measure.speed.measure_speed`):
 
 - `torch-fp32`: the given model, the reference;
 - `torch-int8`: PyTorch's dynamic int8 (`compress.int8.quantize_torch`);
 - `onnx-fp32`: the model exported as `lmshrink export` does (parity-checked);
-- `onnx-int8`: ONNX Runtime's dynamic int8 of that export (`compress.int8.quantize_onnx`).
+- `onnx-int8`: ONNX Runtime's dynamic int8 of that export (`compress.int8.quantize_onnx`);
+- `onnx-int8-static` (`--int8-modes static`, or `dynamic,static` for both): ONNX Runtime's
+  static int8 of that export, its activation scales calibrated on `--calibration-examples`
+  training examples (`compress.int8.quantize_onnx_static`).
+
+Dynamic int8 computes activation scales per call over the whole batch, so a sentence's
+prediction can change with the sentences batched with it; static int8 fixes them, so it
+cannot. Each ONNX int8 variant's entry says how much (`batch_invariance`: the share of dev
+predictions at batch size 1 that differ from those inside batches of 32 in dev order, and the
+largest |logit difference|).
 
 A token model (NER) is scored by entity F1; its agreement with fp32 is the share of words
 given the same tag (read at each word's first sub-token), and its speed counts sentences.
@@ -20,7 +29,8 @@ Output folder (`--out`):
   quantize.json   scores, speed, sizes, agreement with fp32, CPU flags, best backend, verdict
   torch-int8/     fp32 model folder + quantization.json (load with `load_quantized`)
   onnx-fp32/      model.onnx + tokenizer + export.json (as `lmshrink export` writes)
-  onnx-int8/      model.onnx (int8) + tokenizer + export.json
+  onnx-int8/      model.onnx (dynamic int8) + tokenizer + export.json
+  onnx-int8-static/  model.onnx (static int8) + tokenizer + export.json (with the calibration)
   lmshrink.log    what the command printed (info and progress lines, warnings, the result)
 
 While it runs, quantize works in `OUT.work/` beside `--out`: `config.yaml`, each variant folder
@@ -49,10 +59,15 @@ import numpy as np
 
 from lmshrink.compress.int8 import (
     BACKENDS,
+    INT8_MODES,
+    ONNX_INT8_FOLDERS,
     REFERENCE,
     RESULT_FILE,
     Outputs,
     agreement,
+    batch_invariance,
+    calibration_set,
+    check_calibration_split,
     choose_best,
     load_quantized,  # noqa: F401  (public here: README and model cards load int8 models with it)
     max_abs_diff,
@@ -95,15 +110,15 @@ from lmshrink.runs import (
 )
 from lmshrink.training.checkpoint import end_work, save_work_config, start_work
 
-VARIANT_FOLDERS = ("torch-int8", "onnx-fp32", "onnx-int8")
+VARIANT_FOLDERS = ("torch-int8", "onnx-fp32", *ONNX_INT8_FOLDERS.values())
 SCORES_FILE = "scores.json"  # in the work folder: each variant's dev entry, as computed
 REFERENCE_OUTPUTS = "reference.npz"  # in the work folder: fp32's outputs on the first dev split
 
 
 @dataclasses.dataclass
 class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
-    """`lmshrink quantize`: dynamic int8 with PyTorch and ONNX Runtime, scored and timed.
-    `--out` receives torch-int8/, onnx-fp32/, onnx-int8/ and quantize.json."""
+    """`lmshrink quantize`: int8 with PyTorch and ONNX Runtime, scored and timed. `--out`
+    receives torch-int8/, onnx-fp32/, onnx-int8/ (onnx-int8-static/) and quantize.json."""
 
     # Keys of earlier versions, and where their setting lives now.
     RENAMED: typing.ClassVar[dict[str, str]] = {"batch_size": "eval_batch_size"}
@@ -112,6 +127,18 @@ class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
         "", "model folder (or run folder holding model/) to quantize.", positional=True
     )
     backends: list[str] = option(list(BACKENDS), "int8 backends to build: torch, onnx.")
+    int8_modes: list[str] = option(
+        ["dynamic"],
+        "ONNX Runtime int8 modes to build: dynamic (onnx-int8/: activation scales computed at "
+        "each call over the whole batch, so a prediction can change with its batch), static "
+        "(onnx-int8-static/: scales calibrated once on training examples, so a prediction is "
+        "the same alone or in any batch); dynamic,static builds both.",
+    )
+    calibration_examples: int = option(
+        256,
+        "training examples (a fixed-seed random subset; never dev) whose activations set "
+        "static int8's scales.",
+    )
     max_drop: float = option(
         0.005,
         "a backend can be best only if its dev score is at most this much below fp32 "
@@ -143,6 +170,17 @@ class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
             )
         if not self.max_drop >= 0:
             raise ConfigError(f"--max-drop must be 0 or more, got {self.max_drop}.")
+        modes = ",".join(self.int8_modes)
+        if not self.int8_modes or not set(self.int8_modes) <= set(INT8_MODES):
+            raise ConfigError(f"--int8-modes {modes}: use one or both of {', '.join(INT8_MODES)}.")
+        if "static" in self.int8_modes and "onnx" not in self.backends:
+            raise ConfigError(
+                f"--int8-modes {modes}: static int8 is ONNX Runtime's; add onnx to --backends."
+            )
+        if self.calibration_examples < 1:
+            raise ConfigError(
+                f"--calibration-examples must be at least 1, got {self.calibration_examples}."
+            )
         if "onnx" in self.backends:
             check_settings(self.onnx)
             require_onnx()
@@ -164,6 +202,8 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     out = Path(cfg.out).expanduser()
     src = read_model(cfg.model, cfg.data, cfg.seed)
     task, model = src.task, src.model
+    if "static" in cfg.int8_modes:
+        check_calibration_split(task)  # before anything slow
     if cfg.resume:
         kept = [n for n in VARIANT_FOLDERS if (work / n).is_dir()]
         info(f"resuming {work}: keeping {', '.join(kept) or 'no variant folder'}")
@@ -239,13 +279,29 @@ def _build_variants(
         variants["torch-int8"] = quantize_torch(model)  # deterministic: its folder's model
         sizes["torch-int8"] = serialized_bytes(variants["torch-int8"])
     if "onnx" in cfg.backends:
+        fp32 = work / "onnx-fp32"
         _variant_folder(
             work, "onnx-fp32", built, lambda f: export_folder(src, f, cfg.onnx, progress=True)
         )
-        if "onnx-fp32" in built:  # onnx-int8 is made from that export: made again too
-            shutil.rmtree(work / "onnx-int8", ignore_errors=True)
-        _variant_folder(work, "onnx-int8", built, lambda f: onnx_int8_folder(work / "onnx-fp32", f))
-        for name in ("onnx-fp32", "onnx-int8"):
+        names = ["onnx-fp32"]
+        for mode in [m for m in INT8_MODES if m in cfg.int8_modes]:
+            name = ONNX_INT8_FOLDERS[mode]
+            if "onnx-fp32" in built:  # the int8 graphs are made from that export: again too
+                shutil.rmtree(work / name, ignore_errors=True)
+
+            def build(folder: Path, mode: str = mode) -> None:
+                calibration = None
+                if mode == "static":
+                    calibration = calibration_set(src, cfg.calibration_examples, cfg.seed)
+                    info(
+                        f"calibrating static int8 on {len(calibration.split)} training "
+                        f"examples of {calibration.split.source}"
+                    )
+                onnx_int8_folder(fp32, folder, mode, calibration)
+
+            _variant_folder(work, name, built, build)
+            names.append(name)
+        for name in names:
             variants[name] = OnnxClassifier.from_folder(work / name)
             sizes[name] = (work / name / MODEL_FILE).stat().st_size
     return variants, sizes, built
@@ -301,6 +357,10 @@ def _score_variants(
             "max_abs_diff_to_fp32": max_abs_diff(reference, outputs[0]),
             "size_bytes": sizes[name],
         }
+        if name.startswith("onnx-int8"):  # does a prediction depend on its batch?
+            record[name]["batch_invariance"] = batch_invariance(
+                variant, src.enc, src.task.kind, progress=True
+            )
         write_text_atomic(work / SCORES_FILE, json.dumps(record, indent=2) + "\n")
     return {name: record[name] for name in variants}
 
@@ -380,6 +440,10 @@ def format_table(result: dict[str, Any]) -> str:
     )
     unit = "sent/s" if token else "ex/s"
     header = ["backend", score, agree, *[f"{unit} b={bs}" for bs in sizes], "size"]
+    # The share of predictions that change between batch 1 and inside batches (int8 ONNX).
+    moved = [b["batch_invariance"] for b in result["backends"].values() if "batch_invariance" in b]
+    if moved:
+        header.append(f"changed b=1 vs b={moved[0]['batch_sizes'][1]}")
     rows = [header]
     for name, b in result["backends"].items():
         speed = [
@@ -389,6 +453,9 @@ def format_table(result: dict[str, Any]) -> str:
         ]
         score, agree = f"{100 * b['score']:.2f}", f"{100 * b['agreement_with_fp32']:.2f}%"
         rows.append([name, score, agree, *speed, human_size(b["size_bytes"])])
+        if moved:
+            changed = b.get("batch_invariance", {}).get("changed")
+            rows[-1].append("-" if changed is None else f"{100 * changed:.2f}%")
     lines = aligned(rows)
     flags = ", ".join(n for n, has in result["cpu"]["int8_flags"].items() if has) or "none"
     files = ", ".join(result.get("files", []))

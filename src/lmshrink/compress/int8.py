@@ -1,5 +1,5 @@
-"""Dynamic int8: PyTorch's and ONNX Runtime's, the saved form of a PyTorch int8 model, and
-the choice of the best backend on this CPU.
+"""Int8: PyTorch's dynamic, ONNX Runtime's dynamic and static, the saved form of a PyTorch
+int8 model, how much a prediction depends on its batch, and the best backend on this CPU.
 
 Dynamic int8 stores weights as int8 and quantizes activations on the fly at each call, so it
 needs no calibration data. Whether it is faster than fp32 depends on the CPU (VNNI or AMX
@@ -9,7 +9,26 @@ assuming it; `choose_best` and `verdict` read that measurement.
 - `quantize_torch`: `torch.ao.quantization.quantize_dynamic` on every `nn.Linear` and
   `nn.LSTM` (qint8 weights, per tensor);
 - `quantize_onnx`: `onnxruntime.quantization.quantize_dynamic` on an fp32 export (int8
-  weights of MatMul, LSTM and Gather nodes, uint8 activations, per tensor).
+  weights of MatMul, LSTM and Gather nodes, uint8 activations, per tensor);
+- `quantize_onnx_static`: `onnxruntime.quantization.quantize_static` (below).
+
+**Why a static mode.** Dynamic int8 picks each activation tensor's scale from that tensor's
+range at each call, and the tensor holds the whole batch: a sentence's logits, and at times
+its class, change with the sentences it is batched with (`batch_invariance` measures it).
+Static int8 fixes every activation scale once, from training examples (`Calibration`: the
+model's own encoded inputs, never dev), so each row is quantized alone and a prediction is the
+same alone or in any batch. The choices, following `quantize_static`'s guidance for CPUs:
+QDQ format (ONNX Runtime's CPU kernels are written for it since 1.11; QOperator measured
+slower and less exact on a MiniLM-shaped graph); weights QInt8 per channel (one scale per
+output column: the same speed as per tensor there, a third less logit error); activations
+QUInt8, one MinMax-calibrated scale per tensor; 7-bit weights (`reduce_range`) only on x86
+without VNNI or AMX, where u8 x s8 products can saturate. Only nodes that read weights are
+quantized: MatMul and Gemm with a weight matrix (their outputs stay fp32, so bias, GELU,
+softmax and LayerNorm run in fp32, as in dynamic mode) and Gather of an embedding table.
+Attention's activation-by-activation MatMuls stay fp32 (dynamic mode leaves them too).
+ONNX Runtime has no static int8 LSTM, and its DynamicQuantizeLSTM computes activation scales
+per call (which would undo the point), so a BiLSTM's LSTM nodes stay fp32: static int8
+quantizes its embeddings and classifier only.
 
 **Saved form of the PyTorch int8 model.** PyTorch's quantized modules keep packed weights
 that only `torch.load` (a pickle) restores, and lmshrink never loads a pickle from a user's
@@ -23,13 +42,18 @@ give the int8 model's serialized size (`size_bytes`) separately. Loading `torch-
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
 import io
 import json
 import logging
+import platform
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,8 +65,14 @@ from lmshrink.compress.onnx import (
     save_serving_files,
     write_json,
 )
+from lmshrink.data.batching import Encoded, encode
 from lmshrink.data.task_kinds import TaskKind
-from lmshrink.errors import ModelError
+from lmshrink.errors import ConfigError, ModelError
+from lmshrink.training.inference import eval_batches
+
+if TYPE_CHECKING:
+    from lmshrink.data.tasks import Task
+    from lmshrink.models.sources import ModelSource
 
 BACKENDS = ("torch", "onnx")
 QUANT_FILE = "quantization.json"  # in a torch-int8/ folder: how to rebuild the int8 model
@@ -50,6 +80,13 @@ RESULT_FILE = "quantize.json"  # in the folder `lmshrink quantize` writes: its m
 TORCH_FORMAT = "lmshrink-torch-dynamic-int8"
 TORCH_MODULES = ("Linear", "LSTM")
 REFERENCE = "torch-fp32"
+INT8_MODES = ("dynamic", "static")  # ONNX Runtime's, each in its own variant folder:
+ONNX_INT8_FOLDERS = {"dynamic": "onnx-int8", "static": "onnx-int8-static"}
+CALIBRATION_BATCH = 8  # training examples per calibration batch (padded to the longest)
+INVARIANCE_BATCH = 32  # predictions alone are compared with those inside batches of this size
+# Node types whose weights static int8 quantizes (MatMul and Gemm: with a weight matrix;
+# Gather: of an embedding table); other compute (LSTM, activation MatMuls) stays fp32.
+STATIC_OPS = ("MatMul", "Gemm", "Gather")
 
 
 # --- PyTorch ----------------------------------------------------------------------------
@@ -155,30 +192,189 @@ def quantize_onnx(src: Path, dest: Path) -> None:
     require_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # quantize_dynamic logs a suggestion to pre-process (shape inference and graph
-    # optimisation, which ONNX Runtime already does when it loads the model).
+    with _quiet_quantizer():
+        quantize_dynamic(src, dest, weight_type=QuantType.QInt8)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizers log a suggestion to pre-process the graph (shape inference
+    and graph optimisation, which ONNX Runtime already does when it loads the model)."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        quantize_dynamic(src, dest, weight_type=QuantType.QInt8)
+        yield
     finally:
         logging.disable(previous)
 
 
-def onnx_int8_folder(fp32_folder: Path, folder: Path) -> None:
-    """onnx-int8/: the quantized graph beside the fp32 export's tokenizer and metadata."""
+@dataclasses.dataclass
+class Calibration:
+    """The examples whose activations set static int8's scales: training examples of the
+    model's task (never dev), encoded as the model reads them (`calibration_set`)."""
+
+    split: Any  # the Split or TokenSplit they come from: `name` "train", `source` its file(s)
+    enc: Encoded
+    seed: int  # the seed that drew them from the training split
+    batch_size: int = CALIBRATION_BATCH
+
+    def batches(self, names: list[str]) -> Iterator[dict[str, np.ndarray]]:
+        """The graph's inputs `names` (int64 [b, T]) for each batch of `batch_size` examples
+        in the split's order, right-padded to each batch's longest, as served batches are;
+        an input the encoding lacks is filled as `OnnxClassifier` fills it (token types 0)."""
+        for _, batch, _ in eval_batches(self.enc, self.batch_size, order="dataset"):
+            ids = batch["input_ids"]
+            yield {n: (batch[n] if n in batch else ids * 0).numpy().astype(np.int64) for n in names}
+
+
+def calibration_set(src: ModelSource, examples: int, seed: int) -> Calibration:
+    """`examples` training examples of the task of `src` (a fixed-seed random subset, in file
+    order; all of them if fewer), encoded with its tokenizer and max length; a ConfigError
+    when the task has no training split."""
+    from lmshrink.data.splits import read_split
+
+    check_calibration_split(src.task)
+    split = read_split(src.task, "train", src.data).subset(examples, seed)
+    shapes = bool(getattr(src.model, "reads_word_shapes", False))
+    enc = encode(src.tokenizer, split, src.data.max_length, word_shapes=shapes)
+    return Calibration(split, enc, seed)
+
+
+def check_calibration_split(task: Task) -> None:
+    """A ConfigError unless `task` has a training split to calibrate static int8 on."""
+    if "train" not in task.splits:
+        raise ConfigError(
+            f"static int8 sets its activation scales on training examples, and task "
+            f"{task.name} has no train split; pass --train-file, or build only "
+            "--int8-modes dynamic."
+        )
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol (`get_next`: a feed, then None) over an
+    iterator of feeds (a duck type, so that onnxruntime is imported only where used)."""
+
+    def __init__(self, feeds: Iterator[dict[str, np.ndarray]]) -> None:
+        self._feeds = feeds
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def reduced_range() -> bool:
+    """Whether static int8 should use 7-bit weights on this CPU: on x86 without VNNI or AMX,
+    whose u8 x s8 multiply-adds (VPMADDUBSW) can saturate (`quantize_static`'s guidance)."""
+    from lmshrink.measure.machine import int8_flags
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    flags = int8_flags()
+    return x86 and not (flags["avx512_vnni"] or flags["avx_vnni"] or flags["amx_int8"])
+
+
+def quantize_onnx_static(src: Path, dest: Path, calibration: Calibration) -> dict[str, Any]:
+    """ONNX Runtime's static int8 quantization of the graph `src` into `dest` (the settings
+    and why: the module doc), its activation scales calibrated on `calibration`; returns
+    what was done, for export.json."""
+    onnx, _ = require_onnx()
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    for i, node in enumerate(graph.node):  # nodes are chosen by name
+        node.name = node.name or f"{node.op_type}_{i}"
+    chosen = [n for n in graph.node if _reads_weights(n, weights)]
+    fp32 = [n for n in graph.node if n.op_type in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")]
+    kept = collections.Counter(n.op_type for n in fp32 if n not in chosen)
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    reduce_range = reduced_range()
+    with _quiet_quantizer():
+        quantize_static(
+            model,
+            dest,
+            _Reader(calibration.batches(inputs)),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(STATIC_OPS),
+            nodes_to_quantize=[n.name for n in chosen],
+            per_channel=True,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+        )
+    split = calibration.split
+    return {
+        "mode": "static",
+        "quantizer": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "weights": "QInt8, per channel" + (" (7-bit: reduce_range)" if reduce_range else ""),
+        "activations": "QUInt8, one scale per tensor, fixed by calibration",
+        "quantized_nodes": dict(sorted(collections.Counter(n.op_type for n in chosen).items())),
+        "fp32_nodes": dict(sorted(kept.items())),
+        "calibration": {
+            "method": "MinMax",
+            "split": split.name,
+            "source": split.source,
+            "examples": len(split),
+            "batch_size": calibration.batch_size,
+            "seed": calibration.seed,
+        },
+    }
+
+
+def _reads_weights(node: Any, weights: set[str]) -> bool:
+    """Whether static int8 quantizes `node`: a MatMul or Gemm whose second input is an fp32
+    weight matrix, or a Gather from an fp32 table (not a shape, nor two activations)."""
+    if node.op_type in ("MatMul", "Gemm"):
+        return len(node.input) > 1 and node.input[1] in weights
+    return node.op_type == "Gather" and node.input[0] in weights
+
+
+DYNAMIC_NOTES = {
+    "mode": "dynamic",
+    "quantizer": "onnxruntime.quantization.quantize_dynamic",
+    "weights": "QInt8, per tensor",
+    "activations": "uint8, one scale per tensor computed at each call (over the whole batch)",
+}
+
+
+def onnx_int8_folder(
+    fp32_folder: Path, folder: Path, mode: str = "dynamic", calibration: Calibration | None = None
+) -> None:
+    """onnx-int8/ (dynamic) or onnx-int8-static/ (`calibration` needed): the quantized graph
+    beside the fp32 export's tokenizer and metadata; export.json says how it was quantized
+    (`int8`) and, for static mode, on which examples it was calibrated."""
+    if mode not in INT8_MODES or (mode == "static" and calibration is None):
+        raise ValueError(f"mode must be one of {INT8_MODES} (static with a calibration)")
     folder.mkdir(parents=True)
-    quantize_onnx(fp32_folder / MODEL_FILE, folder / MODEL_FILE)
+    if calibration is None:
+        quantize_onnx(fp32_folder / MODEL_FILE, folder / MODEL_FILE)
+        notes = dict(DYNAMIC_NOTES)
+        how = "quantize_dynamic, QInt8 weights"
+    else:
+        notes = quantize_onnx_static(fp32_folder / MODEL_FILE, folder / MODEL_FILE, calibration)
+        how = (
+            "quantize_static, QDQ, per-channel QInt8 weights, QUInt8 activations calibrated on "
+            f"{len(calibration.split)} training examples"
+        )
     for item in fp32_folder.iterdir():
         if item.name not in (MODEL_FILE, EXPORT_FILE):
             shutil.copy2(item, folder / item.name)
     meta = json.loads((fp32_folder / EXPORT_FILE).read_text())
     del meta["parity"]  # that check was of the fp32 graph; quantize.json compares int8
-    meta["weights"] = "int8 (onnxruntime.quantization.quantize_dynamic, QInt8 weights)"
+    meta["weights"] = f"int8 (onnxruntime.quantization.{how})"  # servers read the "int8"
+    meta["int8"] = notes
     write_json(folder / EXPORT_FILE, meta)
 
 
-# --- choosing a backend ---------------------------------------------------------------
+# --- comparing outputs -----------------------------------------------------------------
 
 
 Outputs = np.ndarray | list[np.ndarray]  # [N, C]; a token task's: one [W_i, C] per sentence
@@ -205,6 +401,58 @@ def max_abs_diff(reference: Outputs, outputs: Outputs) -> float:
     return max((float(np.abs(a - b).max(initial=0.0)) for a, b in pairs), default=0.0)
 
 
+# --- batch invariance -------------------------------------------------------------------
+
+
+def outputs_in_order(
+    model: Any, enc: Encoded, batch_size: int, kind: TaskKind, progress: bool = False
+) -> Outputs:
+    """A model's outputs on every example of `enc`, in batches of `batch_size` taken in the
+    split's order (so padded to each batch's longest, as served batches are): [N, C], or a
+    token task's [W_i, C] per sentence (read at each word's first sub-token)."""
+    import torch
+
+    rows: list[np.ndarray] = []
+    batches = eval_batches(
+        enc, batch_size, order="dataset", progress=progress, desc=f"b={batch_size}"
+    )
+    with torch.inference_mode():
+        for indices, batch, _ in batches:
+            out = model(**batch).logits.float().numpy()  # [b, C] or [b, T, C]
+            if kind.token_level:
+                assert enc.word_starts is not None, "a token task's encoding has word_starts"
+                rows += [out[r, enc.word_starts[i]] for r, i in enumerate(indices)]
+            else:
+                rows.append(out)
+    return rows if kind.token_level else np.concatenate(rows)
+
+
+def batch_invariance(
+    model: Any,
+    enc: Encoded,
+    kind: TaskKind,
+    batch_size: int = INVARIANCE_BATCH,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """How much a model's predictions depend on the company they keep: every example of
+    `enc` predicted alone (batch 1) and inside batches of `batch_size` in the split's order
+    (real padding, real neighbours). `changed`: the share of predictions that differ (as the
+    task kind counts them, per word for a token task); `max_abs_diff`: the largest |logit
+    difference|. A model whose rows are computed independently of each other gives 0 and
+    (up to fp32 summation order) 0."""
+    alone = outputs_in_order(model, enc, 1, kind, progress)
+    together = outputs_in_order(model, enc, batch_size, kind, progress)
+    return {
+        "batch_sizes": [1, batch_size],
+        "examples": len(enc),
+        "changed": 1.0 - agreement(alone, together, kind),
+        "max_abs_diff": max_abs_diff(alone, together),
+    }
+
+
+# --- choosing a backend ---------------------------------------------------------------
+
+
 def choose_best(result: dict[str, Any], max_drop: float) -> dict[str, str]:
     """The fastest backend at each timed batch size among those within `max_drop` of the
     reference's dev score."""
@@ -226,12 +474,10 @@ def verdict(result: dict[str, Any], max_drop: float) -> str:
         f"{best} is best on this CPU at batch {bs}: {ratio:.2f}x the speed of {REFERENCE}, "
         f"dev score {100 * score:.2f} vs {100 * reference:.2f}."
     )
-    if best.endswith("int8"):
+    if "int8" in best:  # onnx-int8, onnx-int8-static, torch-int8
         return head
     per_second = result["speed"]["per_second"]
-    faster = [
-        n for n in backends if n.endswith("int8") and per_second[n][bs] > per_second[best][bs]
-    ]
+    faster = [n for n in backends if "int8" in n and per_second[n][bs] > per_second[best][bs]]
     if faster:
         return (
             f"{head} fp32 wins because the faster int8 backends ({', '.join(faster)}) lose "

@@ -199,9 +199,11 @@ def how_made(row: dict[str, Any], by_path: dict[str, dict[str, Any]]) -> list[st
         ]
     if row["role"] == "variant":
         how = "ONNX export" if row["backend"].startswith("onnx") else "PyTorch model"
-        int8 = "dynamic int8 quantization of the " if row["backend"].endswith("int8") else ""
         export = Path(row["path"]) / "export.json"
-        source = json.loads(export.read_text()).get("source") if export.is_file() else None
+        exported = json.loads(export.read_text()) if export.is_file() else {}
+        source = exported.get("source")
+        mode = exported.get("int8", {}).get("mode", "dynamic")  # static: calibrated scales
+        int8 = f"{mode} int8 quantization of the " if row["backend"].endswith("int8") else ""
         of = f"`{source}`" if source else f"an lmshrink {meta.get('kind', 'model')}"
         return [f"- Method: {int8}{how} of {of}.", data_line]
     gold_only = row.get("method") == GOLD_ONLY
