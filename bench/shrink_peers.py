@@ -372,6 +372,19 @@ def parse_time(values: list[str]) -> dict[str, Path]:
     return folders
 
 
+def lmshrink_server(name: str, folder: Path) -> Any:
+    """An lmshrink model folder as it would be served: an ONNX folder by ONNX Runtime, a
+    fastText student (lmshrink shrink's, with fasttext.json) by fastText through
+    lmshrink's own server (its text rule included in the timing)."""
+    if (folder / "fasttext.json").is_file():
+        from lmshrink.search.fasttext_student import FastTextServer as StudentServer
+
+        server = StudentServer.from_folder(folder)
+        server.name, server.kind = name, "fasttext"
+        return server
+    return OnnxTextServer(folder, threads=1, name=name)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", type=Path, required=True, help="GLUE glue_data folder.")
@@ -413,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         "model2vec": train_model2vec(args.work, args.minilm, train_texts, train_labels, data),
     }
     servers: dict[str, Any] = {
-        name: OnnxTextServer(folder, threads=1, name=name) for name, folder in folders.items()
+        name: lmshrink_server(name, folder) for name, folder in folders.items()
     }
     servers["fasttext"] = FastTextServer(args.work / FT_DIR)
     servers["model2vec"] = Model2VecServer(args.work / M2V_DIR)
@@ -435,7 +448,11 @@ def main(argv: list[str] | None = None) -> None:
         scored[name] = {
             "folder": str(folder),
             "dev_accuracy": acc,
-            "size_bytes": (folder / "model.onnx").stat().st_size,
+            "size_bytes": sum(
+                (folder / f).stat().st_size
+                for f in ("model.onnx", "model.bin")
+                if (folder / f).is_file()
+            ),
         }
         print(f"[{name}] dev accuracy {acc:.2f}%", flush=True)
 

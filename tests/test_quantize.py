@@ -1,27 +1,40 @@
-"""Dynamic int8 with PyTorch and ONNX Runtime: scores and speed of each backend, the saved
-PyTorch int8 form, the choice of the best backend, CPU flags, and the CLI."""
+"""Int8 with PyTorch and ONNX Runtime: scores and speed of each backend, the saved PyTorch
+int8 form, ONNX Runtime's static int8 (predictions that do not depend on their batch, its
+calibration on training examples), the choice of the best backend, CPU flags, and the CLI."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 import torch  # noqa: E402
+from conftest import FILLER  # noqa: E402
 from test_export import models  # noqa: E402, F401  (the module-scoped model folders)
 
 from lmshrink.cli import main  # noqa: E402
-from lmshrink.compress.int8 import agreement, choose_best, quantize_torch, verdict  # noqa: E402
-from lmshrink.compress.onnx import OnnxSettings  # noqa: E402
+from lmshrink.compress.int8 import (  # noqa: E402
+    agreement,
+    batch_invariance,
+    calibration_set,
+    choose_best,
+    onnx_int8_folder,
+    outputs_in_order,
+    quantize_torch,
+    verdict,
+)
+from lmshrink.compress.onnx import OnnxClassifier, OnnxSettings, export_folder  # noqa: E402
 from lmshrink.config import DataConfig  # noqa: E402
 from lmshrink.errors import ModelError  # noqa: E402
 from lmshrink.measure import machine  # noqa: E402
-from lmshrink.quantize import QuantizeConfig, load_quantized, quantize  # noqa: E402
+from lmshrink.quantize import QuantizeConfig, format_table, load_quantized, quantize  # noqa: E402
 
 ALL = ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"]
 
@@ -98,6 +111,187 @@ def test_quantize_scores_and_times_every_backend(models, tmp_path, name, int8_op
         again = quantize_torch(fp32)(**batch).logits
         assert torch.equal(load_quantized(out / "torch-int8")(**batch).logits, again)
         assert not torch.equal(fp32(**batch).logits, again)
+
+
+# --- static int8: predictions that do not depend on their batch ------------------------
+
+
+def sst2_rows(glue, split: str = "dev") -> list[tuple[str, int]]:
+    """(sentence, label) rows of the tiny task's SST-2 file."""
+    lines = (glue / "SST-2" / f"{split}.tsv").read_text().splitlines()[1:]
+    return [(text, int(label)) for text, label in (line.split("\t") for line in lines)]
+
+
+def ragged_dev(src):
+    """The tiny dev sentences (all five words, so batches of them hold no padding), each
+    lengthened by 0 to 9 filler words, encoded for the model: batches in this order hold
+    real padding, as served batches do."""
+    from lmshrink.data.batching import encode
+    from lmshrink.data.splits import Split
+
+    texts = [(lengthened(text, i),) for i, (text,) in enumerate(src.splits[0].texts)]
+    return encode(src.tokenizer, Split("sst2", "dev", "ragged", texts, None), src.data.max_length)
+
+
+def lengthened(text: str, i: int) -> str:
+    return f"{text} {' '.join(FILLER[: (3 * i) % 10])}".strip()
+
+
+@pytest.fixture(scope="module")
+def int8_models(tiny_teacher, distilled_run, tmp_path_factory):
+    """For the tiny teacher and the distilled BiLSTM: the model read as quantize reads it,
+    its ONNX export, and the export in dynamic and static int8 (calibrated on 64 training
+    examples)."""
+    from lmshrink.models.sources import read_model
+
+    root = tmp_path_factory.mktemp("int8-modes")
+    data = DataConfig(task="sst2", data_dir=str(tiny_teacher["glue"]), max_length=32)
+    built = {}
+    for name, folder in (("teacher", tiny_teacher["teacher"]), ("bilstm", distilled_run["run"])):
+        src = read_model(str(folder), data, seed=0)
+        fp32, dynamic, static = (root / name / f for f in ("fp32", "dynamic", "static"))
+        export_folder(src, fp32, OnnxSettings(parity_batch_sizes=[4], parity_examples=8))
+        onnx_int8_folder(fp32, dynamic)
+        onnx_int8_folder(fp32, static, "static", calibration_set(src, 64, seed=0))
+        built[name] = {"src": src, "fp32": fp32, "dynamic": dynamic, "static": static}
+    return built
+
+
+@pytest.mark.parametrize("name", ["teacher", "bilstm"])
+def test_static_int8_predictions_do_not_depend_on_the_batch(int8_models, name):
+    built = int8_models[name]
+    src, kind = built["src"], built["src"].task.kind
+    enc = ragged_dev(src)
+    assert len(set(enc.lengths)) >= 8  # batches in this order are padded
+    static = OnnxClassifier.from_folder(built["static"])
+    alone = outputs_in_order(static, enc, 1, kind)  # [48, 2]
+    for bs in (8, 32):
+        together = outputs_in_order(static, enc, bs, kind)
+        assert np.array_equal(alone.argmax(axis=1), together.argmax(axis=1)), bs
+        assert np.abs(alone - together).max() <= 1e-5, bs
+    measured = batch_invariance(static, enc, kind)
+    assert measured["changed"] == 0.0 and measured["max_abs_diff"] <= 1e-5
+    assert measured["batch_sizes"] == [1, 32] and measured["examples"] == 48
+
+    # Dynamic int8, measured the same way, moves with its batch: the measurement sees it.
+    dynamic = batch_invariance(OnnxClassifier.from_folder(built["dynamic"]), enc, kind)
+    print(
+        f"{name}: dynamic int8 changes {100 * dynamic['changed']:.2f}% of predictions "
+        f"between batch 1 and 32 (max |logit difference| {dynamic['max_abs_diff']:.2g})"
+    )
+    assert dynamic["max_abs_diff"] > 10 * max(measured["max_abs_diff"], 1e-6)
+
+    # What was quantized: weights' MatMul/Gemm/Gather; a BiLSTM's LSTM stays fp32.
+    notes = json.loads((built["static"] / "export.json").read_text())["int8"]
+    ops = {node.op_type for node in onnx.load(built["static"] / "model.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeLSTM", "MatMulInteger"}
+    if name == "teacher":  # attention's activation-by-activation MatMuls stay fp32
+        assert notes["quantized_nodes"] == {"Gather": 3, "Gemm": 2, "MatMul": 12}
+        assert notes["fp32_nodes"] == {"MatMul": 4}
+    else:
+        assert set(notes["fp32_nodes"]) == {"LSTM"} and "LSTM" in ops
+        assert set(notes["quantized_nodes"]) == {"Gather", "Gemm"}
+
+
+@pytest.mark.parametrize("name", ["teacher", "bilstm"])
+def test_static_int8_serves_raw_text_and_keeps_accuracy(int8_models, tiny_teacher, name):
+    from lmshrink.measure.end_to_end import OnnxTextServer
+
+    built = int8_models[name]
+    rows = sst2_rows(tiny_teacher["glue"])
+    texts, labels = [(t,) for t, _ in rows], np.array([label for _, label in rows])
+    static, fp32 = OnnxTextServer(built["static"]), OnnxTextServer(built["fp32"])
+    assert static.kind == "onnx-int8"
+    served, reference = static.predict(texts), fp32.predict(texts)
+    accuracy, fp32_accuracy = np.mean(served == labels), np.mean(reference == labels)
+    assert fp32_accuracy >= 0.9  # a trained model: a margin against it means something
+    assert accuracy >= fp32_accuracy - 2 / 48 and np.mean(served == reference) >= 0.95
+    # The server pads each batch to its longest text: alone or together, the same labels.
+    ragged = [(lengthened(t, i),) for i, (t,) in enumerate(texts)]
+    alone = np.array([static.predict([t])[0] for t in ragged])
+    assert np.array_equal(alone, static.predict(ragged))
+
+
+def test_static_int8_calibrates_on_training_examples_only(int8_models, tmp_path, monkeypatch):
+    import lmshrink.compress.int8 as int8
+    import lmshrink.data.splits as splits
+
+    src = int8_models["teacher"]["src"]
+    glue = Path(src.data.data_dir)
+    read, asked, fed = splits.read_split, [], []
+    monkeypatch.setattr(
+        splits, "read_split", lambda task, split, cfg: asked.append(split) or read(task, split, cfg)
+    )
+
+    class Recording(int8._Reader):  # what ONNX Runtime's calibration is fed
+        def get_next(self):
+            feed = super().get_next()
+            if feed is not None:
+                fed.append(feed)
+            return feed
+
+    monkeypatch.setattr(int8, "_Reader", Recording)
+    calibration = calibration_set(src, 24, seed=3)
+    onnx_int8_folder(int8_models["teacher"]["fp32"], tmp_path / "static", "static", calibration)
+
+    assert asked == ["train"]
+    split = calibration.split
+    train = {(text,) for text, _ in sst2_rows(glue, "train")}
+    assert split.name == "train" and split.source == str(glue / "SST-2" / "train.tsv")
+    assert len(split) == 24 and set(split.texts) <= train
+    # Fed: exactly those 24 texts, encoded, in batches of 8 with every graph input.
+    assert [len(feed["input_ids"]) for feed in fed] == [8, 8, 8]
+    assert all(set(feed) == {"input_ids", "attention_mask", "token_type_ids"} for feed in fed)
+    rows = [
+        [int(t) for t, m in zip(ids, mask, strict=True) if m]
+        for feed in fed
+        for ids, mask in zip(feed["input_ids"], feed["attention_mask"], strict=True)
+    ]
+    assert rows == src.tokenizer([t for (t,) in split.texts])["input_ids"]
+    dev_only = {t for t, _ in sst2_rows(glue)} - {t for (t,) in train}
+    assert dev_only and not any(src.tokenizer.encode(t) in rows for t in dev_only)
+    saved = json.loads((tmp_path / "static" / "export.json").read_text())
+    assert saved["weights"].startswith("int8 (") and "24 training examples" in saved["weights"]
+    assert saved["int8"]["calibration"] == {
+        "method": "MinMax",
+        "split": "train",
+        "source": str(glue / "SST-2" / "train.tsv"),
+        "examples": 24,
+        "batch_size": 8,
+        "seed": 3,
+    }
+    assert "parity" not in saved  # that check was of the fp32 graph
+
+
+def test_quantize_builds_static_int8_beside_dynamic(models, tmp_path):  # noqa: F811
+    out = tmp_path / "int8"
+    cfg = quantize_config(
+        models, "teacher", out, int8_modes=["static", "dynamic"], calibration_examples=32
+    )
+    result = quantize(cfg)
+    backends = result["backends"]
+    assert list(backends) == [*ALL, "onnx-int8-static"]  # one interleaved timing of all five
+    assert set(result["speed"]["per_second"]) == set(backends)
+    moved = {n: b["batch_invariance"] for n, b in backends.items() if "batch_invariance" in b}
+    assert set(moved) == {"onnx-int8", "onnx-int8-static"}
+    assert moved["onnx-int8-static"]["changed"] == 0.0
+    assert moved["onnx-int8-static"]["max_abs_diff"] <= 1e-5
+    assert moved["onnx-int8"]["examples"] == 48 and moved["onnx-int8"]["batch_sizes"] == [1, 32]
+    static = backends["onnx-int8-static"]
+    assert static["agreement_with_fp32"] >= 0.9 and 0 < static["max_abs_diff_to_fp32"] < 0.5
+    assert static["size_bytes"] < backends["onnx-fp32"]["size_bytes"]
+    assert {p.name for p in out.iterdir()} >= {"onnx-int8", "onnx-int8-static"}
+    notes = json.loads((out / "onnx-int8-static" / "export.json").read_text())["int8"]
+    assert notes["mode"] == "static" and notes["calibration"]["examples"] == 32
+    dynamic = json.loads((out / "onnx-int8" / "export.json").read_text())["int8"]
+    assert dynamic["mode"] == "dynamic"
+    table = format_table(result)
+    assert "changed b=1 vs b=32" in table.splitlines()[0]
+    row = next(line for line in table.splitlines() if line.startswith("onnx-int8-static"))
+    assert row.rstrip().endswith("0.00%")
+    torch_row = next(line for line in table.splitlines() if line.startswith("torch-int8"))
+    assert torch_row.rstrip().endswith("-")
 
 
 # --- resuming a killed run --------------------------------------------------------------
@@ -245,7 +439,7 @@ def test_quantize_help_lists_its_options(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     flags = ("--backends", "--max-drop", "--speed-batch-sizes", "--tolerance", "--data-dir")
-    for flag in (*flags, "--resume"):
+    for flag in (*flags, "--resume", "--int8-modes", "--calibration-examples"):
         assert flag in out
 
 
@@ -265,6 +459,12 @@ def test_torch_only_from_the_command_line(models, tmp_path, capsys):  # noqa: F8
         (["--backends", "tensorrt", "--out", str(tmp_path / "x")], "--backends tensorrt"),
         (["--speed-batch-sizes", "0", "--out", str(tmp_path / "y")], "--speed-batch-sizes"),
         (["--batch-size", "8", "--out", str(tmp_path / "z")], "--batch-size is now --eval-batch"),
+        (["--int8-modes", "qat", "--out", str(tmp_path / "m")], "--int8-modes qat: use one"),
+        (
+            ["--backends", "torch", "--int8-modes", "static", "--out", str(tmp_path / "s")],
+            "static int8 is ONNX Runtime's; add onnx to --backends",
+        ),
+        (["--calibration-examples", "0", "--out", str(tmp_path / "c")], "--calibration-examples"),
     ]:
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err

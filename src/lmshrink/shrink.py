@@ -218,7 +218,7 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
             state["scores"][name] = train.score(
                 candidate, folder, task, teacher.splits, teacher.data.max_length
             )
-            state["scores"][name]["folder"] = str(folder / backend)
+            state["scores"][name]["folder"] = str((folder / backend).resolve())
         state["trained"].append(arch.name)
         _save(out, state)
 
