@@ -297,7 +297,7 @@ def test_quantize_builds_static_int8_beside_dynamic(models, tmp_path):  # noqa: 
 # --- resuming a killed run --------------------------------------------------------------
 
 
-def kill_int8_build(fp32_folder, folder):
+def kill_int8_build(fp32_folder, folder, *how):
     """A kill while onnx-int8/ is being written: half a folder, then Ctrl-C."""
     folder.mkdir()
     (folder / "model.onnx").write_bytes(b"half written")

@@ -16,6 +16,7 @@ it had not finished.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,21 +211,20 @@ def _model_only(
     from lmshrink.models.loading import load_tokenizer
 
     models = {}
-    encoded: dict[tuple[str, bool], Any] = {}
+    # Every graph reads the teacher tokenizer's ids at the search's max length, so dev is
+    # encoded once (twice when a BiLSTM tagger also reads word shapes).
+    encoded: dict[bool, Any] = {}
     for name, folder in folders.items():
         if name.endswith("/fasttext"):
             continue
         session = OnnxClassifier.from_folder(folder, threads)
         shapes = session.reads_word_shapes
-        key = (str(folder.parent.parent), shapes)  # every graph reads the teacher's ids
-        if key not in encoded:
-            import json
-
-            max_length = json.loads((folder / "export.json").read_text())["tokenizer"]
-            encoded[key] = encode(
-                load_tokenizer(str(folder)), dev, max_length["max_length"], word_shapes=shapes
-            )
-        models[name] = (session, encoded[key])
+        if shapes not in encoded:
+            meta = json.loads((folder / "export.json").read_text())
+            tokenizer = load_tokenizer(str(folder))
+            max_length = meta["tokenizer"]["max_length"]
+            encoded[shapes] = encode(tokenizer, dev, max_length, word_shapes=shapes)
+        models[name] = (session, encoded[shapes])
     if not models:
         return {}
     speed = measure_speed(models, (1,), {1: examples}, rounds)
