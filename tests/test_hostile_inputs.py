@@ -8,7 +8,9 @@ are not guessed: a Latin-1 file is an error saying so, with the `iconv` command 
 converts it (see lmshrink.data.files). The readers are called in-process; a representative
 subset goes through `lmshrink.cli.main` to check the `error: ...` line and exit status 2.
 Property-based cases (hypothesis, fixed seed) add arbitrary bytes, round trips of arbitrary
-texts, and arbitrary YAML and `--set` values.
+texts, and arbitrary YAML and `--set` values. NER files (custom-ner CoNLL columns and JSONL, a
+conll2003 folder, a token task's transfer text) get the same corpus, and a round trip of
+random words with valid IOB2 tags.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from hypothesis import strategies as st
 
 from lmshrink.cli import main
 from lmshrink.config import DataConfig, apply_overrides, load_yaml
+from lmshrink.data.ner import tag_names
 from lmshrink.data.splits import read_split, resolve_task
 from lmshrink.data.tasks import get_task
-from lmshrink.data.transfer import read_unlabeled
+from lmshrink.data.transfer import read_sentences, read_unlabeled
 from lmshrink.errors import ConfigError, LmshrinkError
 from lmshrink.finetune import FinetuneConfig
 
@@ -179,6 +182,10 @@ def _error_cases(fmt: str) -> dict[str, tuple[bytes, tuple[str, ...]]]:
                 ("line 1", "JSON array", "one object per line"),
             ),
             "null_text": (b'{"text": null, "label": "pos"}\n', ("line 1", "holds null")),
+            "huge_number": (
+                b'{"text": "a", "label": ' + b"1" * 5000 + b"}\n",
+                ("line 1: not valid JSON (a number too long to read)",),
+            ),
             "not_an_object": (b'["a", "pos"]\n', ("line 1: expected a JSON object",)),
         }
         return cases
@@ -370,6 +377,7 @@ def test_transfer_table_inputs(tmp_path, fmt):
     }
     if fmt == "jsonl":
         failing["bad_json"] = (good.encode() + b"{oops\n", ("line 3: not valid JSON",))
+        failing["huge_number"] = (b'{"text": ' + b"9" * 5000 + b"}\n", ("line 1: not valid",))
     else:
         sep = "," if fmt == "csv" else "\t"
         failing["ragged"] = (
@@ -384,6 +392,378 @@ def test_transfer_table_inputs(tmp_path, fmt):
         expect_error(
             lambda p=path: read_unlabeled(str(p), ["text"], is_pair=False), path, *fragments
         )
+
+
+# --- NER files: custom-ner CoNLL and JSONL files, a conll2003 folder -------------------------
+
+NER_GOOD = [
+    [("EU", "B-ORG"), ("rejects", "O"), ("German", "B-MISC")],
+    [("Peter", "B-PER"), ("Blackburn", "I-PER")],
+]
+NER_FORMATS = ["conll", "tsv", "jsonl"]  # CoNLL columns split by a space, by a tab; JSONL
+BIG_WORD = "x" * 10_000_000  # a 10 MB line (a word holds no whitespace)
+
+
+def render_ner(fmt: str, sentences: list[list[tuple[str, str]]], newline: str = "\n") -> str:
+    """A well-formed NER file: CoNLL columns (word and tag, a blank line after each
+    sentence) or JSON Lines (one object with tokens and tags per sentence)."""
+    if fmt == "jsonl":
+        objects = ({"tokens": [w for w, _ in s], "tags": [t for _, t in s]} for s in sentences)
+        return "".join(json.dumps(o, ensure_ascii=False) + newline for o in objects)
+    sep = "\t" if fmt == "tsv" else " "
+    return "".join("".join(f"{w}{sep}{t}{newline}" for w, t in s) + newline for s in sentences)
+
+
+def read_custom_ner(path: Path, **data) -> list[list[tuple[str, str]]]:
+    """A custom-ner train file read as finetune reads it (label set inferred from it), back
+    as (word, IOB2 tag) pairs."""
+    cfg = DataConfig(task="custom-ner", train_file=str(path), **data)
+    task = resolve_task(cfg)
+    split = read_split(task, "train", cfg)
+    return [
+        list(zip(words, tag_names(ids, task.labels), strict=True))
+        for words, ids in zip(split.words, split.labels, strict=True)
+    ]
+
+
+def _ner_readable_cases(fmt: str) -> dict[str, tuple[bytes, list[list[tuple[str, str]]]]]:
+    """NER inputs that must read correctly: (file bytes, expected sentences)."""
+    good = render_ner(fmt, NER_GOOD)
+    big = [[(BIG_WORD, "B-ORG"), *NER_GOOD[0][1:]], NER_GOOD[1]]
+    # JSON Lines: blank lines between any two lines; CoNLL: between sentences only (a blank
+    # line ends a sentence there)
+    blank = good.replace("\n", "\n \n") if fmt == "jsonl" else good.replace("\n\n", "\n\n \n")
+    cases = {
+        "utf8_bom": (codecs.BOM_UTF8 + good.encode(), NER_GOOD),
+        "crlf": (render_ner(fmt, NER_GOOD, "\r\n").encode(), NER_GOOD),
+        "cr_only": (render_ner(fmt, NER_GOOD, "\r").encode(), NER_GOOD),
+        "utf16_bom": (good.encode("utf-16"), NER_GOOD),
+        "utf16_be_bom": (codecs.BOM_UTF16_BE + good.encode("utf-16-be"), NER_GOOD),
+        "utf32_bom": (good.encode("utf-32"), NER_GOOD),
+        "blank_lines": (("\n \n" + blank + "\n").encode(), NER_GOOD),
+        "no_final_newline": (good.rstrip("\n").encode(), NER_GOOD),
+        "ten_mb_line": (render_ner(fmt, big).encode(), big),
+    }
+    if fmt != "jsonl":
+        sep = "\t" if fmt == "tsv" else " "
+        docstart = f"-DOCSTART-{sep}O\n\n"
+        cases["docstart"] = ((docstart + good + docstart).encode(), NER_GOOD)
+        cases["trailing_space"] = (good.replace("\n", "  \n").encode(), NER_GOOD)
+        iob1 = good.replace("B-ORG", "I-ORG").replace("B-PER", "I-PER")
+        cases["iob1"] = (iob1.encode(), NER_GOOD)
+    return cases
+
+
+@pytest.mark.parametrize("fmt", NER_FORMATS)
+def test_ner_files_that_must_read_correctly(tmp_path, fmt):
+    suffix = ".jsonl" if fmt == "jsonl" else f".{fmt}"
+    for name, (content, expected) in _ner_readable_cases(fmt).items():
+        path = tmp_path / f"{name}{suffix}"
+        path.write_bytes(content)
+        assert read_custom_ner(path) == expected, name
+
+
+def _ner_error_cases(fmt: str) -> dict[str, tuple[bytes, tuple[str, ...]]]:
+    """NER inputs that must end in one error: (file bytes, fragments of the message)."""
+    good = render_ner(fmt, NER_GOOD)
+    after = 2 if fmt == "jsonl" else 7  # the last line of `good`
+    cases: dict[str, tuple[bytes, tuple[str, ...]]] = {
+        "latin1": (
+            render_ner(fmt, [NER_GOOD[0], [("café", "O")]]).encode("latin-1"),
+            (f"not valid UTF-8 text at line {2 if fmt == 'jsonl' else 5}", "0xE9", "iconv"),
+        ),
+        "stray_byte": (
+            good.encode().replace(b"rejects", b"rej\xffects"),
+            (f"not valid UTF-8 text at line {1 if fmt == 'jsonl' else 2}", "0xFF"),
+        ),
+        "utf16_without_bom": (good.encode("utf-16-le"), ("line 1: holds a NUL byte", "UTF-16")),
+        "binary": (bytes(range(256)) * 4, ("line 1: holds a NUL byte", "binary file")),
+        "gzip": (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", ("gzip-compressed", "gunzip")),
+        "zip": (b"PK\x03\x04\x14\x00", ("zip archive",)),
+        "empty_file": (b"", ("no sentences",)),
+        "blank_only": (b"\n\n  \r\n\r", ("no sentences",)),
+        "all_o": (render_ner(fmt, [[("a", "O")]]).encode(), ("every tag is O", "--labels")),
+    }
+    if fmt == "jsonl":
+        cases |= {
+            "not_json": (good.encode() + b"{oops\n", (f"line {after + 1}: not valid JSON",)),
+            "json_array": (
+                ("[" + good.replace("\n", ",\n").rstrip(",\n") + "]\n").encode(),
+                ("line 1: not valid JSON",),
+            ),
+            "deep": (b"[" * 100_000 + b"\n", ("line 1: not valid JSON (nested too deeply)",)),
+            "huge_number": (
+                b'{"tokens": ["a"], "tags": ["O"], "id": ' + b"1" * 5000 + b"}\n",
+                ("line 1: not valid JSON (a number too long to read)",),
+            ),
+            "not_an_object": (b"[1]\n", ("line 1: expected an object with a non-empty 'tokens'",)),
+            "null_tokens": (b'{"tokens": null}\n', ("line 1: expected an object",)),
+            "blank_token": (
+                b'{"tokens": ["a", " "], "tags": ["O", "O"]}\n',
+                ("line 1: token 1 is ' '",),
+            ),
+            "fewer_tags": (
+                b'{"tokens": ["a", "b"], "tags": ["B-X"]}\n',
+                ("line 1: 2 tokens but 1 tags",),
+            ),
+            "tags_not_a_list": (
+                b'{"tokens": ["a"], "tags": "B-X"}\n',
+                ("line 1: 1 tokens but no list of tags",),
+            ),
+            "null_tag": (b'{"tokens": ["a"], "tags": [null]}\n', ("line 1: tag 'None'",)),
+            "tags_then_none": (
+                good.encode() + b'{"tokens": ["a"]}\n',
+                (f"line {after + 1}: this object has no 'tags'",),
+            ),
+            "long_bad_tag": (
+                b'{"tokens": ["a"], "tags": ["' + b"Q" * 100_000 + b'"]}\n',
+                ("line 1: tag 'QQQ", "...Q'"),
+            ),
+        }
+        return cases
+    sep = "\t" if fmt == "tsv" else " "
+    cases |= {
+        "header_only": (f"token{sep}tag\n".encode(), ("line 1: tag 'tag' is not O or B-",)),
+        "docstart_only": (f"-DOCSTART-{sep}O\n\n".encode(), ("no sentences",)),
+        "more_columns": (
+            good.encode() + f"a{sep}NN{sep}O\n".encode(),
+            (f"line {after + 1}: 3 column(s) but line 1 has 2",),
+        ),
+        "fewer_columns": (good.encode() + b"alone\n", (f"line {after + 1}: 1 column(s)",)),
+        "bad_tag": (good.encode() + f"a{sep}B_PER\n".encode(), (f"line {after + 1}: tag 'B_PER'",)),
+        "tag_first": (f"B-ORG{sep}EU\n".encode(), ("line 1: tag 'EU'", "the last column")),
+    }
+    if fmt == "conll":
+        cases["word_with_space"] = (
+            good.encode() + b"New York B-LOC\n",
+            (f"line {after + 1}: 3 column(s)", "a token may not hold a space"),
+        )
+    else:
+        cases["empty_token"] = (
+            good.encode() + b"\tO\n",
+            (f"line {after + 1}: the token is empty",),
+        )
+    return cases
+
+
+@pytest.mark.parametrize("fmt", NER_FORMATS)
+def test_ner_files_that_must_fail_with_one_line(tmp_path, fmt):
+    suffix = ".jsonl" if fmt == "jsonl" else f".{fmt}"
+    for name, (content, fragments) in _ner_error_cases(fmt).items():
+        path = tmp_path / f"{name}{suffix}"
+        path.write_bytes(content)
+        message = expect_error(lambda p=path: read_custom_ner(p), path, *fragments)
+        assert len(message) < 1000, (name, len(message))  # a 100 kB field is not quoted whole
+
+
+def test_ner_paths_that_are_not_files(tmp_path):
+    folder = tmp_path / "train.conll"
+    folder.mkdir()
+    expect_error(lambda: read_custom_ner(folder), folder, "is a folder, not a file", "--train-file")
+    missing = tmp_path / "missing.jsonl"
+    expect_error(lambda: read_custom_ner(missing), missing, "file not found", "--train-file")
+    long_name = tmp_path / ("x" * 300 + ".conll")
+    expect_error(lambda: read_custom_ner(long_name), "x" * 50, "not a usable path")
+    table = tmp_path / "train.csv"
+    table.write_text("EU,B-ORG\n")
+    expect_error(lambda: read_custom_ner(table), table, "unsupported NER file type '.csv'")
+
+
+def test_conll2003_folder_inputs(tmp_path):
+    folder = tmp_path / "ner" / "conll2003"
+    folder.mkdir(parents=True)
+    train = folder / "train.tsv"
+
+    def read(data_dir: Path = tmp_path / "ner"):
+        task = get_task("conll2003")
+        split = read_split(task, "train", DataConfig(data_dir=str(data_dir)))
+        return [
+            list(zip(words, tag_names(ids, task.labels), strict=True))
+            for words, ids in zip(split.words, split.labels, strict=True)
+        ]
+
+    good = render_ner("tsv", NER_GOOD)
+    for content in (
+        codecs.BOM_UTF8 + good.encode(),
+        good.replace("\n", "\r\n").encode(),
+        good.encode("utf-16"),
+        ("-DOCSTART- -X- -X- O\n\n" + good.replace("\t", " NNP B-NP ")).encode(),
+    ):
+        train.write_bytes(content)
+        assert read() == NER_GOOD and read(folder) == NER_GOOD
+    bad = {
+        good.replace("German", "Gérman").encode("latin-1"): ("not valid UTF-8 text at line 3",),
+        good.encode() + b"Paris\tS-LOC\tx\n": ("line 8: 3 column(s) but line 1 has 2",),
+        good.encode() + b"Paris\tB-CITY\n": ("line 8: entity type 'CITY' is not in the task",),
+        b"\x1f\x8b\x08\x00": ("gzip-compressed",),
+        b"": ("no sentences",),
+    }
+    for content, fragments in bad.items():
+        train.write_bytes(content)
+        expect_error(read, train, *fragments)
+    train.unlink()
+    train.mkdir()
+    expect_error(read, train, "is a folder, not a file", "--data-dir")
+    train.rmdir()
+    expect_error(read, train, "file not found", "--data-dir")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    expect_error(lambda: read(not_a_folder), not_a_folder, "is a file, not a folder", "--data-dir")
+    expect_error(lambda: read(tmp_path / "nowhere"), "nowhere", "does not exist", "--data-dir")
+    expect_error(lambda: read(tmp_path), tmp_path, "no conll2003/ folder here")
+
+
+def test_cli_bad_ner_inputs_give_one_error_line(tmp_path, capsys):
+    """finetune reads its data before it loads a model, so no model is needed here."""
+    dev = tmp_path / "dev.conll"
+    dev.write_text(render_ner("conll", NER_GOOD))
+
+    def finetune(*data) -> list:
+        out = ["finetune", "--model", tmp_path / "no-model", "--out", tmp_path / "out"]
+        return [*out, *data]
+
+    latin = tmp_path / "latin.conll"
+    latin.write_bytes(render_ner("conll", [NER_GOOD[0], [("café", "O")]]).encode("latin-1"))
+    ragged = tmp_path / "ragged.jsonl"
+    ragged.write_text('{"tokens": ["a", "b"], "tags": ["B-X"]}\n')
+    packed = tmp_path / "train.conll"
+    packed.write_bytes(b"\x1f\x8b\x08\x00")
+    (tmp_path / "dir.conll").mkdir()
+    glue_like = tmp_path / "data" / "conll2003"
+    glue_like.mkdir(parents=True)
+    (glue_like / "train.tsv").write_bytes(b"EU\tB-ORG\n\x00\x01\n")
+    custom = ["--task", "custom-ner", "--dev-file", dev, "--train-file"]
+    cases = [
+        (finetune(*custom, latin), (f"{latin}: not valid UTF-8 text at line 5", "iconv")),
+        (finetune(*custom, ragged), (f"{ragged}, line 1: 2 tokens but 1 tags",)),
+        (finetune(*custom, packed), ("gzip-compressed",)),
+        (
+            finetune(*custom, tmp_path / "dir.conll"),
+            ("is a folder, not a file; check --train-file",),
+        ),
+        (
+            finetune("--task", "conll2003", "--data-dir", tmp_path / "data"),
+            ("train.tsv, line 2: holds a NUL byte",),
+        ),
+    ]
+    for argv, fragments in cases:
+        code, _, err = run_cli(argv, capsys)
+        assert_clean_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_token_task_transfer_txt_inputs(tmp_path):
+    """A token task's unlabeled .txt transfer file (one sentence per line) is read as a
+    sentence task's is (lmshrink.data.files), then split into words."""
+    lines = ["EU rejects German call .", "Peter Blackburn"]
+    readable = {
+        "bom": codecs.BOM_UTF8 + "\n".join(lines).encode(),
+        "cr": "\r".join(lines).encode(),
+        "utf16": "\r\n".join(lines).encode("utf-16"),
+    }
+    for name, content in readable.items():
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes(content)
+        assert read_sentences(str(path)) == lines, name
+    failing = {
+        "latin1.txt": ("EU\ncaf\xe9\n".encode("latin-1"), "not valid UTF-8 text at line 2"),
+        "binary.txt": (bytes(range(256)), "line 1: holds a NUL byte"),
+        "empty.txt": (b"\n \n", "holds no texts"),
+        "words.conll": (b"EU B-ORG\n", "a token task reads unlabeled text from .txt files"),
+    }
+    for name, (content, fragment) in failing.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        expect_error(lambda p=path: read_sentences(str(p)), path, fragment)
+    (tmp_path / "folder.txt").mkdir()
+    expect_error(lambda: read_sentences(str(tmp_path / "folder.txt")), "folder.txt", "is a folder")
+
+
+_NER_TOKENS = [
+    b"EU",
+    b"B-ORG",
+    b"I-PER",
+    b"O",
+    b"Q",
+    b"-DOCSTART-",
+    b"\t",
+    b" ",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b'"',
+    b"[",
+    b"{",
+    b'{"tokens": ["a", "b"], "tags": ["B-X", "I-X"]}\n',
+    b'{"tokens": ["a"]}\n',
+    b"\x00",
+    b"\xef\xbb\xbf",
+    b"\xff\xfe",
+    "é".encode("latin-1"),
+    "é".encode(),
+]
+_NER_BYTES = st.one_of(
+    st.binary(max_size=200),
+    st.lists(st.sampled_from(_NER_TOKENS), max_size=40).map(b"".join),
+)
+
+
+@SETTINGS
+@given(content=_NER_BYTES, suffix=st.sampled_from([".conll", ".tsv", ".jsonl"]))
+def test_any_bytes_as_an_ner_file_read_or_fail_cleanly(scratch, content, suffix):
+    path = scratch / f"ner{suffix}"
+    path.write_bytes(content)
+    try:
+        sentences = read_custom_ner(path)
+    except LmshrinkError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc), str(exc)
+        return
+    assert sentences and all(sentence for sentence in sentences)
+
+
+# A word of a CoNLL file: no whitespace (it separates columns and lines), no NUL (binary), no
+# surrogate (not encodable), no byte-order mark (dropped where it opens a file), and not the
+# document marker (its lines are skipped).
+_WORD = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00\ufeff").filter(
+        lambda c: not c.isspace()
+    ),
+    min_size=1,
+    max_size=8,
+).filter(lambda w: w != "-DOCSTART-")
+# A run of words outside any entity, or one entity of a type (its words B-, I-, I-, ...).
+_SEGMENT = st.tuples(
+    st.sampled_from(["O", "PER", "LOC", "ORG"]), st.lists(_WORD, min_size=1, max_size=3)
+)
+
+
+def _tagged(segments: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+    """One sentence of (word, IOB2 tag) from its segments."""
+    return [
+        (word, "O" if kind == "O" else f"{'I' if j else 'B'}-{kind}")
+        for kind, words in segments
+        for j, word in enumerate(words)
+    ]
+
+
+@SETTINGS
+@given(
+    sentences=st.lists(
+        st.lists(_SEGMENT, min_size=1, max_size=4).map(_tagged), min_size=1, max_size=5
+    ),
+    fmt=st.sampled_from(NER_FORMATS),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16"]),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+)
+def test_any_ner_sentences_written_properly_read_back_exactly(
+    scratch, sentences, fmt, encoding, newline
+):
+    """Words (no whitespace inside) with valid IOB2 tags, written as CoNLL columns or JSON
+    Lines in any supported encoding and line end, come back unchanged."""
+    path = scratch / ("round_trip.jsonl" if fmt == "jsonl" else f"round_trip.{fmt}")
+    path.write_bytes(render_ner(fmt, sentences, newline).encode(encoding))
+    labels = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert read_custom_ner(path, labels=labels) == sentences
 
 
 # --- YAML configs and --set values -------------------------------------------------------

@@ -264,6 +264,16 @@ def test_static_int8_calibrates_on_training_examples_only(int8_models, tmp_path,
     assert "parity" not in saved  # that check was of the fp32 graph
 
 
+def test_model_cards_name_the_int8_mode(int8_models):
+    from lmshrink.reporting.cards import how_made
+
+    built = int8_models["teacher"]
+    for mode in ("dynamic", "static"):
+        row = {"role": "variant", "backend": "onnx-int8", "path": str(built[mode]), "task": "sst2"}
+        method = how_made(row, {})[0]
+        assert method.startswith(f"- Method: {mode} int8 quantization of the ONNX export of `")
+
+
 def test_quantize_builds_static_int8_beside_dynamic(models, tmp_path):  # noqa: F811
     out = tmp_path / "int8"
     cfg = quantize_config(

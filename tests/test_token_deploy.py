@@ -355,6 +355,8 @@ def quantized(ner, tmp_path_factory) -> dict:
         speed_batch_sizes=[1, 8],
         speed_examples=8,
         rounds=1,
+        int8_modes=["dynamic", "static"],
+        calibration_examples=32,
         data=DataConfig(data_dir=str(ner["data"])),
     )
     return quantize(cfg)
@@ -366,13 +368,22 @@ def test_quantize_scores_int8_token_models_by_entity_f1_and_word_agreement(ner, 
     out = Path(quantized["out"])
     split = dev_split(ner)
     backends = quantized["backends"]
-    assert set(backends) == {"torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
+    onnx_int8 = {"onnx-int8", "onnx-int8-static"}
+    assert set(backends) == {"torch-fp32", "torch-int8", "onnx-fp32", *onnx_int8}
     for b in backends.values():
         assert list(b["metrics"]) == ["entity_f1_lang_mean"]
         assert 0.0 <= b["agreement_with_fp32"] <= 1.0
     assert backends["onnx-fp32"]["max_abs_diff_to_fp32"] < 1e-4
     assert backends["onnx-fp32"]["score"] == backends["torch-fp32"]["score"]
     assert quantized["words"] == split.num_words and quantized["parity"]["words"] > 0
+    # Static int8 calibrates on training sentences; its tags do not depend on the batch.
+    moved = {n: b["batch_invariance"] for n, b in backends.items() if "batch_invariance" in b}
+    assert set(moved) == onnx_int8 and moved["onnx-int8-static"]["changed"] == 0.0
+    assert moved["onnx-int8-static"]["max_abs_diff"] <= 1e-5
+    assert moved["onnx-int8-static"]["examples"] == len(split)
+    calibration = json.loads((out / "onnx-int8-static" / "export.json").read_text())["int8"]
+    assert calibration["calibration"]["split"] == "train"
+    assert calibration["calibration"]["examples"] == 32
 
     # torch-int8 loads back as a token classifier, and its agreement is per word
     model = load_quantized(out)
@@ -459,8 +470,14 @@ def test_report_shows_entity_f1_and_cards_tag_words(ner, bench_result, tmp_path,
 
 # --- serving without lmshrink -----------------------------------------------------------
 
-# Spaces, punctuation, a clitic, capitals (word shapes) and a word of two sub-tokens ("hex").
-TEXTS = ["  he she sat on the mat, and he met the cat.", "He's on the (Mat)!", "DOG, hex"]
+# Spaces, punctuation, a clitic, capitals (word shapes), a word of two sub-tokens ("hex"), and
+# words of characters the tokenizer deletes (a zero-width space, a soft hyphen), read as O.
+TEXTS = [
+    "  he she sat on the mat, and he met the cat.",
+    "He's on the (Mat)!",
+    "DOG, hex",
+    "he \u200b she sat on the \xad mat",
+]
 
 
 def readme_ner_snippet() -> str:
@@ -503,7 +520,8 @@ def test_readme_ner_serving_example_prints_the_models_entities_without_lmshrink(
     snippet = readme_ner_snippet()
     assert snippet.count('"runs/ner-bilstm/onnx"') == 1
     code = snippet.replace('"runs/ner-bilstm/onnx"', repr(str(served)))
-    code, n = re.subn(r"^texts = \[.*\]$", f"texts = {TEXTS!r}", code, flags=re.M)
+    # (a function, not a template: the texts' repr holds backslashes, e.g. "\\u200b")
+    code, n = re.subn(r"^texts = \[.*\]$", lambda _: f"texts = {TEXTS!r}", code, flags=re.M)
     assert n == 1, "the snippet's texts are no longer one `texts = [...]` line"
     run = subprocess.run(
         [sys.executable, "-c", BLOCK_LMSHRINK + code + CHECK_IMPORTS],
@@ -517,7 +535,7 @@ def test_readme_ner_serving_example_prints_the_models_entities_without_lmshrink(
     assert printed == expected_entities(model, TEXTS)
     for n, start, end, _, surface in printed:
         assert TEXTS[int(n)][int(start) : int(end)] == surface
-    assert {row[0] for row in printed} == {"0", "1", "2"}  # entities in every text
+    assert {row[0] for row in printed} == {"0", "1", "2", "3"}  # entities in every text
     if which == "teacher":  # what the teacher learned: not vacuous
         assert ["0", "2", "8", "PER", "he she"] in printed  # a two-word entity
         assert ["2", "5", "8", "PER", "hex"] in printed  # tagged at "he", its first sub-token

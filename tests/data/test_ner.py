@@ -133,7 +133,7 @@ def test_jsonl_file_bioes_and_unlabeled(tmp_path):
         ("empty.tsv", "", r"empty.tsv: no sentences"),
         ("blank.conll", "\n\n-DOCSTART- O\n\n", r"blank.conll: no sentences"),
         ("tok.tsv", "EU\tB-ORG\n\tO\n", r"tok.tsv, line 2: the token is empty"),
-        ("utf.tsv", b"EU\tB-ORG\ncaf\xe9\tO\n", r"utf.tsv, line 2: not valid UTF-8"),
+        ("utf.tsv", b"EU\tB-ORG\ncaf\xe9\tO\n", r"utf.tsv: not valid UTF-8 text at line 2"),
         ("d.jsonl", '{"tokens": ["a", "b"], "tags": ["O"]}\n', r"line 1: 2 tokens but 1 tags"),
         ("j.jsonl", '{"tokens": ["a"], "tags": ["O"]}\n{"tokens": ["b"]}\n', r"line 2: this obj"),
         ("k.jsonl", '{"tokens": ["a"], "tags": ["B-X"]}\n\n[1]\n', r"k.jsonl, line 3: expected"),

@@ -91,3 +91,49 @@ def test_token_tasks_are_scored_by_entity_f1_at_each_words_first_sub_token(tiny_
     breakdown = entity_breakdown(task, outputs, split)
     assert breakdown["entity_recall"] == pytest.approx(want.overall.recall)
     assert set(breakdown) >= {"f1_type_PER", "f1_type_ORG", "f1_type_LOC", "f1_type_MISC"}
+
+
+def test_a_zero_width_word_is_scored_as_o_and_later_words_keep_their_gold_tags(tiny_encoder):
+    """A word the tokenizer deletes entirely ("\\u200b") has no sub-token: it is predicted O
+    and every later word is scored against its own gold tag. The model here tags each token
+    by its id, and the gold tags are what it predicts, so any shift lowers F1 below 1."""
+    import types
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from lmshrink.data.ner import TokenSplit
+    from lmshrink.evaluate import entity_details
+
+    task = get_task("conll2003")  # O B-PER I-PER B-ORG I-ORG B-LOC I-LOC B-MISC I-MISC
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    tag_of = {"he": 1, "she": 2, "cat": 3, "mat": 5}
+    tag_of_id = {tok.convert_tokens_to_ids(w): t for w, t in tag_of.items()}
+
+    class Model:
+        training = False
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+        def __call__(self, input_ids, attention_mask, token_type_ids=None):
+            tags = input_ids.apply_(lambda i: tag_of_id.get(i, 0))  # [B, T]
+            return types.SimpleNamespace(logits=torch.nn.functional.one_hot(tags, 9).float())
+
+    zw = "\u200b"
+    words = [
+        ["he", "she", zw, "sat", "on", "the", "mat"],
+        ["the", "cat", zw, "he", "she"],
+        [zw, "mat"],
+        ["the", "cat"],
+    ]
+    gold = [[tag_of.get(w, 0) for w in sentence] for sentence in words]
+    split = TokenSplit("conll2003", "dev", "dev.tsv", words, gold)
+    scores, (outputs,) = predict_and_score(Model(), tok, task, [split], 32, batch_size=3)
+    assert scores == {"entity_f1": 1.0}
+    assert [o.argmax(-1).tolist() for o in outputs] == gold
+    details = entity_details(task, outputs, split)
+    assert details["gold_entities"]["all"] == 6 and details["entities"]["entity_recall"] == 1.0

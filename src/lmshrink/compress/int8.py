@@ -17,12 +17,14 @@ range at each call, and the tensor holds the whole batch: a sentence's logits, a
 its class, change with the sentences it is batched with (`batch_invariance` measures it).
 Static int8 fixes every activation scale once, from training examples (`Calibration`: the
 model's own encoded inputs, never dev), so each row is quantized alone and a prediction is the
-same alone or in any batch. The choices, following `quantize_static`'s guidance for CPUs:
-QDQ format (ONNX Runtime's CPU kernels are written for it since 1.11; QOperator measured
-slower and less exact on a MiniLM-shaped graph); weights QInt8 per channel (one scale per
-output column: the same speed as per tensor there, a third less logit error); activations
-QUInt8, one MinMax-calibrated scale per tensor; 7-bit weights (`reduce_range`) only on x86
-without VNNI or AMX, where u8 x s8 products can saturate. Only nodes that read weights are
+same alone or in any batch (up to the summation order of the fp32 ops, which varies with the
+padded length; on the tests' models the logits are identical). The choices, following
+`quantize_static`'s guidance for CPUs: QDQ format (ONNX Runtime's CPU kernels are optimised
+for it since 1.11; in one trial on a MiniLM-shaped graph QOperator was no faster and less
+exact); weights QInt8 per channel (one scale per output column: in that trial as fast as per
+tensor, with a third less logit error); activations QUInt8, one MinMax-calibrated scale per
+tensor; 7-bit weights (`reduce_range`) only on x86 without VNNI or AMX, where u8 x s8
+products can saturate. Only nodes that read weights are
 quantized: MatMul and Gemm with a weight matrix (their outputs stay fp32, so bias, GELU,
 softmax and LayerNorm run in fp32, as in dynamic mode) and Gather of an embedding table.
 Attention's activation-by-activation MatMuls stay fp32 (dynamic mode leaves them too).
@@ -289,8 +291,11 @@ def quantize_onnx_static(src: Path, dest: Path, calibration: Calibration) -> dic
     for i, node in enumerate(graph.node):  # nodes are chosen by name
         node.name = node.name or f"{node.op_type}_{i}"
     chosen = [n for n in graph.node if _reads_weights(n, weights)]
-    fp32 = [n for n in graph.node if n.op_type in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")]
-    kept = collections.Counter(n.op_type for n in fp32 if n not in chosen)
+    names = {n.name for n in chosen}
+    compute = ("MatMul", "Gemm", "LSTM", "GRU", "RNN")  # what stays fp32, for export.json
+    kept = collections.Counter(
+        n.op_type for n in graph.node if n.op_type in compute and n.name not in names
+    )
     initializers = {t.name for t in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initializers]
     reduce_range = reduced_range()
@@ -301,7 +306,7 @@ def quantize_onnx_static(src: Path, dest: Path, calibration: Calibration) -> dic
             _Reader(calibration.batches(inputs)),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(STATIC_OPS),
-            nodes_to_quantize=[n.name for n in chosen],
+            nodes_to_quantize=sorted(names),
             per_channel=True,
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,

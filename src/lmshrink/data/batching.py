@@ -4,7 +4,10 @@ Sentence tasks encode text (or text pairs) with one label per example. Token tas
 pre-split words (`encode_words`): each word's label goes on its first sub-token and every
 other position gets `IGNORE_INDEX`, the convention of Hugging Face token-classification heads;
 `word_starts` remembers where each word begins, so that word-level predictions can be read
-back from per-token outputs.
+back from per-token outputs, and `empty_words` which words have no sub-token at all (a word
+made only of characters the tokenizer's normalizer deletes: a zero-width space, a soft
+hyphen): such a word still counts as a word, read as O (`training.inference.predict_words`),
+as a server reading tags at first sub-tokens reads it.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ class Encoded:
     """Token ids of a split, unpadded: `features[name][i]` is a list of ints.
 
     `labels[i]` is one label (sentence tasks) or a list with one label per token, IGNORE_INDEX
-    where no word starts (token tasks). `word_starts[i]` (token tasks only) lists the token
-    position of each kept word's first sub-token."""
+    where no word starts (token tasks). Token tasks only: `word_starts[i]` lists the token
+    position of each kept word's first sub-token, in order, for the kept words that have one;
+    `empty_words[i]` the indices (in sentence i) of the kept words that have none (None: no
+    sentence has such a word). The kept words are those truncation left, so sentence i has
+    len(word_starts[i]) + len(empty_words[i]) of them, its first ones."""
 
     features: dict[str, list[list[int]]]
     labels: list[int] | list[float] | list[list[int]] | None
     pad_token_id: int
     word_starts: list[list[int]] | None = None
+    empty_words: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.features["input_ids"])
@@ -80,6 +87,10 @@ def encode_words(
     tokens; returns (the encoding, how many words truncation cut), so that the caller can
     warn. Tags go on each word's first sub-token; the other positions are IGNORE_INDEX.
 
+    A word the tokenizer turns into no token at all (its normalizer deletes every character:
+    "\\u200b", "\\xad") is listed in `empty_words`, not cut: truncation cuts a sentence at the
+    first word whose first sub-token it removes, and that word and every later one are cut.
+
     `word_shapes=True` adds `features["word_shape_ids"]`: on every sub-token, the shape id
     (`lmshrink.data.word_shapes`) of the word it belongs to, computed from the word as
     written (an uncased tokenizer has lowercased its ids), and 0 on special tokens. Only a
@@ -90,6 +101,7 @@ def encode_words(
     features = {k: list(v) for k, v in out.items() if k in ("input_ids", "token_type_ids")}
     shapes: list[list[int]] = []
     starts: list[list[int]] = []
+    empty: list[list[int]] = []
     labels: list[list[int]] | None = [] if tags is not None else None
     cut = 0
     for i, sentence in enumerate(words):
@@ -103,7 +115,10 @@ def encode_words(
             if w is not None and (pos == 0 or w != word_ids[pos - 1])
         ]
         starts.append(first)
-        cut += len(sentence) - len(first)
+        kept = _kept_words(out.encodings[i], word_ids, len(sentence))
+        have = {word_ids[pos] for pos in first}
+        empty.append([w for w in range(kept) if w not in have])
+        cut += len(sentence) - kept
         if labels is not None:
             row = [IGNORE_INDEX] * len(word_ids)
             for pos in first:
@@ -111,7 +126,17 @@ def encode_words(
             labels.append(row)
     if word_shapes:
         features["word_shape_ids"] = shapes  # collate pads it with 0, the padding shape
-    return Encoded(features, labels, tokenizer.pad_token_id or 0, starts), cut
+    empty_words = empty if any(empty) else None
+    return Encoded(features, labels, tokenizer.pad_token_id or 0, starts, empty_words), cut
+
+
+def _kept_words(encoding: Any, word_ids: list[int | None], n: int) -> int:
+    """How many of a sentence's `n` words truncation kept: all of them, or those before the
+    first word whose first sub-token went into the encoding's overflow (the tokens it cut)."""
+    seen = [w for w in word_ids if w is not None]
+    last = seen[-1] if seen else -1
+    lost = [w for part in encoding.overflowing for w in part.word_ids if w is not None and w > last]
+    return min(lost, default=n)
 
 
 def bucketed_batches(

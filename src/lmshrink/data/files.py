@@ -70,6 +70,17 @@ def check_file(path: Path, hint: str) -> None:
         raise DataError(f"{path}: file not found; {hint}.")
 
 
+def folder_problem(path: Path) -> str:
+    """What keeps `path` from being a folder to read ("" if it is one), to finish a sentence
+    that names it: "does not exist", "is a file, not a folder", ..."""
+    try:
+        if path.is_dir():
+            return ""
+        return "is a file, not a folder" if path.is_file() else "does not exist"
+    except (OSError, ValueError) as exc:  # a name too long for the file system, say
+        return f"is not a usable path ({getattr(exc, 'strerror', None) or exc})"
+
+
 def text_lines(path: Path, hint: str = "check the path") -> Iterator[str]:
     """The lines of the text file `path`, decoded, each with its line end.
 
@@ -371,6 +382,11 @@ def _read_jsonl(
             raise DataError(
                 f"{path}, line {line_no}: JSON nested too deeply; each line must be one flat "
                 "JSON object."
+            ) from None
+        except ValueError:  # an integer of more than 4,300 digits (int's conversion limit)
+            raise DataError(
+                f"{path}, line {line_no}: not valid JSON (a number too long to read); fix the "
+                "number or remove the row."
             ) from None
         if not isinstance(obj, dict):
             raise DataError(

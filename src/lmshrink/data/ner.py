@@ -10,6 +10,9 @@ converted to IOB2 on read (data/tag_schemes.py), so everything downstream sees o
 - JSONL (.jsonl, .json): one object per line with a `tokens` list and a `tags` list of the
   same length (no `tags` anywhere: unlabeled).
 
+Files are read through `lmshrink.data.files` (`text_lines`), as every reader of a user's
+file is: UTF-8 with or without a byte-order mark, UTF-16/32 with one, "\\n", "\\r\\n" or "\\r"
+line ends; a folder, a binary or compressed file, or bytes that are not UTF-8 are errors.
 Every malformed line raises a `DataError` naming the file, the line and the fix.
 """
 
@@ -19,10 +22,12 @@ import dataclasses
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lmshrink.config import DataConfig
+from lmshrink.data.files import check_file, folder_problem, shorten, text_lines
 from lmshrink.data.tag_schemes import (
     OUTSIDE,
     check_iob2_labels,
@@ -110,14 +115,15 @@ def read_tagged_file(path: str | Path, missing_hint: str = "check the path") -> 
     """Read a CoNLL column or JSONL file (see the module docstring), tags made IOB2."""
     path = Path(path)
     suffix = path.suffix.lower()
+    check_file(path, missing_hint)  # a folder or a missing file is said as such first
     if suffix not in COLUMN_SUFFIXES + JSONL_SUFFIXES:
         raise DataError(
             f"{path}: unsupported NER file type '{suffix}'; use a column file "
             f"({', '.join(COLUMN_SUFFIXES)}) or JSONL (.jsonl) with tokens and tags."
         )
-    text = _decode(path, missing_hint)
+    # text_lines: encodings, line ends, binary and compressed files (lmshrink.data.files)
     read = _read_jsonl if suffix in JSONL_SUFFIXES else _read_columns
-    words, raw_tags, lines = read(path, text)
+    words, raw_tags, lines = read(path, text_lines(path, missing_hint))
     if not words:
         raise DataError(
             f"{path}: no sentences; a column file needs one 'token ... tag' line per word "
@@ -128,27 +134,12 @@ def read_tagged_file(path: str | Path, missing_hint: str = "check the path") -> 
     return TaggedFile(path, words, tags, lines, suffix not in JSONL_SUFFIXES)
 
 
-def _decode(path: Path, missing_hint: str) -> str:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; {missing_hint}.")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path}, line {line}: not valid UTF-8 (byte {data[exc.start]:#04x}); save the "
-            "file as UTF-8."
-        ) from None
-    return text.removeprefix("\ufeff")
-
-
 def _check_tag(path: Path, line: int, tag: str, where: str) -> None:
     try:
         parse_tag(tag)
     except ValueError:
         raise DataError(
-            f"{path}, line {line}: tag {tag!r} is not O or B-/I-/E-/S- plus an entity type; "
+            f"{path}, line {line}: tag {shorten(tag)} is not O or B-/I-/E-/S- plus an entity type; "
             f"fix the tag (IOB1, IOB2 and BIOES are read){where}."
         ) from None
 
@@ -156,7 +147,7 @@ def _check_tag(path: Path, line: int, tag: str, where: str) -> None:
 _Read = tuple[list[list[str]], list[list[str]] | None, list[int]]
 
 
-def _read_columns(path: Path, text: str) -> _Read:
+def _read_columns(path: Path, text: Iterable[str]) -> _Read:
     words: list[list[str]] = []
     tags: list[list[str]] = []
     lines: list[int] = []
@@ -174,7 +165,7 @@ def _read_columns(path: Path, text: str) -> _Read:
             sentence_tags.clear()
 
     number = 0
-    for number, raw in enumerate(text.split("\n"), start=1):
+    for number, raw in enumerate(text, start=1):
         line = raw.rstrip()
         if not line.strip() or line.split(None, 1)[0] == DOCSTART:
             end_sentence()
@@ -203,22 +194,16 @@ def _read_columns(path: Path, text: str) -> _Read:
     return words, (tags if columns > 1 else None), lines
 
 
-def _read_jsonl(path: Path, text: str) -> _Read:
+def _read_jsonl(path: Path, text: Iterable[str]) -> _Read:
     words: list[list[str]] = []
     tags: list[list[str]] = []
     lines: list[int] = []
     labeled: bool | None = None  # decided by the first object
     first = 0
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(text, start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path}, line {number}: not valid JSON ({exc.msg}); each line must be one "
-                'object such as {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}.'
-            ) from None
+        obj = _json_line(path, number, line)
         tokens = obj.get("tokens") if isinstance(obj, dict) else None
         if not isinstance(tokens, list) or not tokens:
             raise DataError(
@@ -228,7 +213,7 @@ def _read_jsonl(path: Path, text: str) -> _Read:
         bad = [i for i, t in enumerate(tokens) if not isinstance(t, str) or not t.strip()]
         if bad:
             raise DataError(
-                f"{path}, line {number}: token {bad[0]} is {tokens[bad[0]]!r}, not a "
+                f"{path}, line {number}: token {bad[0]} is {shorten(tokens[bad[0]])}, not a "
                 "non-empty string; fix or remove it."
             )
         if labeled is None:
@@ -255,13 +240,29 @@ def _read_jsonl(path: Path, text: str) -> _Read:
     return words, (tags if labeled else None), lines
 
 
+def _json_line(path: Path, number: int, line: str) -> Any:
+    """One JSONL line's value, or a DataError naming the line (never a traceback)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        reason = exc.msg
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError:  # an integer of more than 4,300 digits
+        reason = "a number too long to read"
+    raise DataError(
+        f"{path}, line {number}: not valid JSON ({reason}); each line must be one "
+        'object such as {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}.'
+    )
+
+
 # --- label sets and tag ids ---------------------------------------------------------------
 
 
-def infer_ner_labels(path: str | Path) -> tuple[str, ...]:
+def infer_ner_labels(path: str | Path, missing_hint: str = "check the path") -> tuple[str, ...]:
     """The IOB2 label set of the entity types in a tagged file: O first, then B-/I- of each
     type, sorted by type (so that the same file always gives the same ids)."""
-    tagged = read_tagged_file(path)
+    tagged = read_tagged_file(path, missing_hint)
     if tagged.tags is None:
         raise DataError(
             f"{tagged.path}: the file has no tags to infer the label set from; give each "
@@ -334,7 +335,8 @@ def resolve_ner_task(cfg: DataConfig, languages: Sequence[str] | None = None) ->
             )
         labels = tuple(cfg.labels)
     else:
-        labels = infer_ner_labels(cfg.train_file or cfg.dev_file)
+        which = "train" if cfg.train_file else "dev"
+        labels = infer_ner_labels(cfg.train_file or cfg.dev_file, f"check --{which}-file")
     files = {"train": cfg.train_file, "dev": cfg.dev_file, "test": cfg.test_file}
     return custom_ner_task(labels, files)
 
@@ -347,9 +349,10 @@ def _task_folder(task: Task, data_dir: str) -> Path:
             f"holding {task.data_folder}/ (e.g. --data-dir ../shared/data/ner)."
         )
     root = Path(data_dir)
-    if not root.is_dir():
+    problem = folder_problem(root)
+    if problem:
         raise DataError(
-            f"data folder {root} does not exist; pass --data-dir pointing to the folder "
+            f"data folder {root} {problem}; pass --data-dir pointing to the folder "
             f"holding {task.data_folder}/."
         )
     if (root / task.data_folder).is_dir():
@@ -370,7 +373,10 @@ def _split_files(task: Task, split: str, data_dir: str) -> list[tuple[Path, str,
     folder = _task_folder(task, data_dir)
     if not task.languages:
         return [(folder / filename, "", "check --data-dir")]
-    here = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    try:
+        here = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    except OSError:  # unreadable: each language's file is then reported as missing
+        here = []
     hint = f"the languages in {folder} are {', '.join(here)}; fix --languages or --data-dir"
     return [(folder / lang / filename, lang, hint) for lang in task.languages]
 

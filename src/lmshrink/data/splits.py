@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmshrink.config import DataConfig
-from lmshrink.data.files import check_file, read_table, shorten
+from lmshrink.data.files import check_file, folder_problem, read_table, shorten
 from lmshrink.data.ner import TokenSplit, read_ner_split, resolve_ner_task
 from lmshrink.data.tasks import Task, custom_task, get_task
 from lmshrink.errors import ConfigError, DataError, MissingDependencyError
@@ -181,7 +181,7 @@ def read_split(task: Task, split: str, cfg: DataConfig) -> Split | TokenSplit:
     else:
         if task.glue_folder:
             folder = Path(cfg.data_dir) / task.glue_folder
-            what = _folder_problem(Path(cfg.data_dir))
+            what = folder_problem(Path(cfg.data_dir))
             if what:
                 raise DataError(
                     f"data folder {cfg.data_dir} {what}; pass --data-dir "
@@ -198,16 +198,6 @@ def read_split(task: Task, split: str, cfg: DataConfig) -> Split | TokenSplit:
             "file holds data rows below its header."
         )
     return result
-
-
-def _folder_problem(path: Path) -> str:
-    """What keeps `path` from being a folder to read ("" if it is one)."""
-    try:
-        if path.is_dir():
-            return ""
-        return "is a file, not a folder" if path.is_file() else "does not exist"
-    except (OSError, ValueError) as exc:  # a name too long for the file system, say
-        return f"is not a usable path ({getattr(exc, 'strerror', None) or exc})"
 
 
 def _split_fix(task: Task, split: str) -> str:

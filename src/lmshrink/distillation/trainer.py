@@ -81,13 +81,19 @@ class Distiller:
         import torch
 
         from lmshrink.measure import metrics
-        from lmshrink.measure.scoring import split_metrics
+        from lmshrink.measure.scoring import outside_id, split_metrics
         from lmshrink.training.inference import eval_batches, predict, predict_words
 
         shown = self.accelerator.is_local_main_process  # a long dev pass shows progress
         if scores_task(objective):
-            run = predict_words if self.task.kind.token_level else predict
-            outputs = run(self.student, self.dev.enc, self.cfg.eval_batch_size, shown, "eval dev")
+            size = self.cfg.eval_batch_size
+            if self.task.kind.token_level:  # a word without sub-tokens is predicted O
+                outside = outside_id(self.task)
+                outputs = predict_words(
+                    self.student, self.dev.enc, size, shown, "eval dev", outside
+                )
+            else:
+                outputs = predict(self.student, self.dev.enc, size, shown, "eval dev")
             return metrics.task_score(split_metrics(self.task, outputs, self.dev.split))
         device = self.accelerator.device
         dev = StageData(self.dev.enc, self.dev.targets, words=self.dev.words)

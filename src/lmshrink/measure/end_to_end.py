@@ -99,8 +99,9 @@ class OnnxTextServer:
     Only the graph's own inputs are fed (token_type_ids when the graph takes them). A token
     classifier's text is cut into words by lmshrink's rule (`split_words`), encoded as
     pre-split words (with each word's shape id when the graph reads `word_shape_ids`), and
-    each word's tag read at its first sub-token; a word that truncation cut off gets the
-    tag "O" (as README's serving example reads it).
+    each word's tag read at its first sub-token; a word without a token (cut off by
+    truncation, or made only of characters the tokenizer deletes) gets the tag "O" (as
+    README's serving example reads it, and lmshrink's own scoring: `predict_words`).
     """
 
     def __init__(self, folder: str | Path, threads: int = 1, name: str = "") -> None:

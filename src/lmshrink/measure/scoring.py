@@ -10,11 +10,17 @@ import numpy as np
 from lmshrink.data.batching import encode
 from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
+from lmshrink.data.tag_schemes import OUTSIDE
 from lmshrink.data.tasks import METRIC_SUFFIX, Task
 from lmshrink.errors import DataError
 from lmshrink.measure import metrics
 from lmshrink.measure.entities import EntityScores, scores_from_ids
 from lmshrink.training.inference import predict, predict_words
+
+
+def outside_id(task: Task) -> int:
+    """The id of a token task's O tag (0 where the task has none)."""
+    return task.labels.index(OUTSIDE) if OUTSIDE in task.labels else 0
 
 
 def require_labels(task: Task, splits: list[Split]) -> None:
@@ -85,12 +91,15 @@ def predict_and_score(
     require_labels(task, splits)  # before minutes of inference, not after
     scores: dict[str, float] = {}
     outputs = []
-    run = predict_words if task.kind.token_level else predict
     for split in splits:
         # a BiLSTM tagger with word shapes (and its ONNX export) reads word_shape_ids too
         shapes = bool(getattr(model, "reads_word_shapes", False))
         enc = encode(tokenizer, split, max_length, word_shapes=shapes)
-        out = run(model, enc, batch_size, progress, desc=f"eval {split.name}")
+        desc = f"eval {split.name}"
+        if task.kind.token_level:  # a word without sub-tokens is predicted O
+            out = predict_words(model, enc, batch_size, progress, desc, outside_id(task))
+        else:
+            out = predict(model, enc, batch_size, progress, desc)
         scores.update(split_metrics(task, out, split))
         outputs.append(out)
     return scores, outputs

@@ -70,10 +70,20 @@ def predict(
 
 
 def predict_words(
-    model: Any, enc: Encoded, batch_size: int, progress: bool = False, desc: str = "predict"
+    model: Any,
+    enc: Encoded,
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "predict",
+    outside: int = 0,
 ) -> list[np.ndarray]:
     """A token model's outputs at each word's first sub-token, in the split's order: one array
-    [W_i, C] per sentence (W_i: the words truncation kept; `enc` from `encode_words`)."""
+    [W_i, C] per sentence (W_i: the words truncation kept; `enc` from `encode_words`).
+
+    A kept word without any sub-token (`enc.empty_words`: the tokenizer deleted all of it)
+    has no output to read: its row is 1 at `outside` (the task's O tag id; lmshrink's label
+    sets put O first) and 0 elsewhere, so it is predicted O, as a server that reads each
+    word's tag at its first sub-token reads it, and every later word keeps its own row."""
     import torch
 
     if enc.word_starts is None:
@@ -86,5 +96,18 @@ def predict_words(
             logits = model(**batch).logits.float().numpy()  # [b, T, C]
             for row, i in enumerate(indices):
                 out[i] = logits[row, enc.word_starts[i]]  # [W_i, C]
+                if enc.empty_words is not None and enc.empty_words[i]:
+                    out[i] = _with_empty_words(out[i], enc.empty_words[i], outside)
     model.train(was_training)
     return out
+
+
+def _with_empty_words(rows: np.ndarray, empty: list[int], outside: int) -> np.ndarray:
+    """`rows` [K, C] of the words that have sub-tokens, with a row predicting `outside`
+    inserted at each index of `empty`: [K + len(empty), C], one row per kept word."""
+    full = np.zeros((len(rows) + len(empty), rows.shape[1]), dtype=rows.dtype)  # [W_i, C]
+    has_tokens = np.ones(len(full), dtype=bool)
+    has_tokens[empty] = False
+    full[has_tokens] = rows
+    full[empty, outside] = 1.0
+    return full
