@@ -36,9 +36,11 @@ from peers_env import ensure_peers_env, peers_versions
 from lmshrink.measure.machine import machine_info
 
 TASK = "sst2"
-# End-to-end batch-1 budgets (ms) on this CPU: from fastText's speed (~0.02 ms) to the
-# teacher's int8 ONNX (~2.5-6 ms).
-BUDGETS = [3.0, 1.0, 0.3, 0.1, 0.02]
+# End-to-end batch-1 budgets (ms) on this CPU, from the teacher's int8 ONNX (2.6 ms) down to
+# fastText (the issue's grid is 3, 1, 0.3, 0.1 and 0.02 ms; fastText answers in 0.023 ms
+# here, not the 0.013 ms the issue measured, so the smallest budget is 0.03 ms: at 0.02 ms
+# nothing, not even fastText, would fit on this machine).
+BUDGETS = [3.0, 1.0, 0.3, 0.1, 0.03]
 TRAIN_SAMPLES = 20_000
 MAX_LENGTH = 64
 SEED = 42
