@@ -535,3 +535,29 @@ def test_a_search_prunes_the_teacher(tiny_teacher, tiny_prune, tmp_path):
     scored = state["scores"][f"{name}/onnx-int8"]
     assert scored["folder"] == str(out / "candidates" / name / "onnx-int8")
     assert name in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("backend", ["fasttext", "onnx-int8"])
+def test_the_model_cards_serving_snippet_runs_without_lmshrink(
+    finished_search, tmp_path, monkeypatch, backend
+):
+    """The card's snippet, run from a folder holding `best/` (here: a candidate's serving
+    folder of each kind), prints the label lmshrink's own server gives."""
+    import contextlib
+    import io
+
+    from lmshrink.search.latency import serve
+    from lmshrink.search.report import serving_snippet
+
+    _, state = finished_search
+    row = next(r for r in state["rows"] if r["backend"] == backend and r["folder"])
+    (tmp_path / "best").symlink_to(row["folder"])
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(serving_snippet(row), {})
+    text = "a gripping, funny film"
+    expected = serve(row["name"], tmp_path / "best", threads=1).predict([(text,)])[0]
+    meta = "fasttext.json" if backend == "fasttext" else "export.json"
+    names = json.loads((tmp_path / "best" / meta).read_text())["labels"]
+    assert printed.getvalue().strip() == names[int(expected)]

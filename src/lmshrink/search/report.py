@@ -24,9 +24,11 @@ def serving_snippet(row: dict[str, Any]) -> str:
             "import json, re\nimport fasttext\n\n"
             'meta = json.load(open("best/fasttext.json"))\n'
             'model = fasttext.load_model("best/model.bin")\n'
-            "# the text rule of fasttext.json (lowercase, punctuation split off):\n"
-            "# lmshrink.search.fasttext_student.preprocess does exactly this\n"
-            'labels, probs = model.predict("a gripping , funny film")\n'
+            "rule = meta[\"preprocessing\"]  # the text rule the model was trained with\n"
+            "def prepare(text):\n"
+            '    return " ".join(re.findall(rule["token_regex"], text.lower()))\n'
+            '(label,), _ = model.predict(prepare("a gripping, funny film"))\n'
+            'print(meta["labels"][int(label[len(meta["label_prefix"]):])])\n'
         )
     return (
         "import json\nimport numpy as np\nimport onnxruntime as ort\n"
