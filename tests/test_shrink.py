@@ -561,3 +561,31 @@ def test_the_model_cards_serving_snippet_runs_without_lmshrink(
     meta = "fasttext.json" if backend == "fasttext" else "export.json"
     names = json.loads((tmp_path / "best" / meta).read_text())["labels"]
     assert printed.getvalue().strip() == names[int(expected)]
+
+
+def test_a_candidate_that_fails_is_left_out_and_the_search_goes_on(
+    tiny_teacher, tmp_path, monkeypatch
+):
+    """A candidate whose training fails (here: a NaN stop) is reported and skipped; the
+    others are trained and one of them wins; --resume tries the failed one again."""
+    import lmshrink.shrink as command
+    from lmshrink.errors import TrainingError
+
+    real = command._distill
+
+    def bilstm_fails(raw):
+        if raw["student"]["kind"] == "bilstm":
+            raise TrainingError("loss is NaN at step 3; lower the learning rate.")
+        return real(raw)
+
+    out = tmp_path / "search"
+    monkeypatch.setattr(command, "_distill", bilstm_fails)
+    state = command.shrink(_shrink_config(tiny_teacher, out))
+    assert "bilstm-embedding_dim8-hidden_size8" not in state["trained"]
+    assert "static-embedding_dim8" in state["trained"] and state["winner"]
+    assert not state["winner"].startswith("bilstm")
+    report = (out / "report.md").read_text()
+    assert "bilstm-embedding_dim8-hidden_size8 failed and was left out: loss is NaN" in report
+    monkeypatch.setattr(command, "_distill", real)
+    again = command.shrink(_shrink_config(tiny_teacher, out, resume=True))
+    assert "bilstm-embedding_dim8-hidden_size8" in again["trained"]

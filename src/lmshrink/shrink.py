@@ -37,7 +37,7 @@ from typing import Any
 
 from lmshrink.config import DataConfig, RunSettings, option
 from lmshrink.data.transfer import TransferConfig
-from lmshrink.errors import ConfigError, LmshrinkError, RunFolderError
+from lmshrink.errors import ConfigError, Interrupted, LmshrinkError, RunFolderError
 from lmshrink.reporting.progress import LOG_FILE, for_command, info, log_to
 
 STATE_FILE = "shrink.json"
@@ -201,24 +201,39 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
             state["notes"].append(note)
             continue
         folder = out / "candidates" / arch.name
-        if arch.family == "teacher":
-            folder = out / "latency" / arch.name  # the teacher is served as it is
-        elif arch.family == "fasttext":
-            from lmshrink.search.teacher_labels import transfer_logits
+        try:
+            if arch.family == "teacher":
+                folder = out / "latency" / arch.name  # the teacher is served as it is
+            elif arch.family == "fasttext":
+                from lmshrink.search.teacher_labels import transfer_logits
 
-            transfer = transfer_logits(cfg, teacher, teacher.splits, cache, log)
-            train.train_fasttext_student(arch, cfg, folder, transfer, labeled, task.labels, log)
-        elif arch.family == "pruned":
-            train.train_pruned(arch, cfg, folder, _prune, log)
-        else:
-            train.train_student(arch, cfg, task.kind, folder, cache, _distill, log)
-        for backend in arch.backends:
-            name = f"{arch.name}/{backend}"
-            candidate = plan.candidate_named(archs, name)
-            state["scores"][name] = train.score(
-                candidate, folder, task, teacher.splits, teacher.data.max_length
-            )
-            state["scores"][name]["folder"] = str((folder / backend).resolve())
+                transfer = transfer_logits(cfg, teacher, teacher.splits, cache, log)
+                train.train_fasttext_student(arch, cfg, folder, transfer, labeled, task.labels, log)
+            elif arch.family == "pruned":
+                train.train_pruned(arch, cfg, folder, _prune, log)
+            else:
+                train.train_student(arch, cfg, task.kind, folder, cache, _distill, log)
+            scores = {}
+            for backend in arch.backends:
+                name = f"{arch.name}/{backend}"
+                candidate = plan.candidate_named(archs, name)
+                scores[name] = train.score(
+                    candidate, folder, task, teacher.splits, teacher.data.max_length
+                )
+                scores[name]["folder"] = str((folder / backend).resolve())
+        except Interrupted:
+            raise  # a kill: --resume continues this candidate
+        except LmshrinkError as exc:
+            if not arch.trained:
+                raise  # the teacher is every retention's reference
+            # One candidate that cannot be trained (a NaN loss, a failed parity check) must
+            # not cost the others: the search goes on, and says so.
+            note = f"{arch.name} failed and was left out: {exc} (--resume tries it again)"
+            log("  " + note)
+            state["notes"].append(note)
+            _save(out, state)
+            continue
+        state["scores"].update(scores)
         state["trained"].append(arch.name)
         _save(out, state)
 

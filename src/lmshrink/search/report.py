@@ -24,7 +24,7 @@ def serving_snippet(row: dict[str, Any]) -> str:
             "import json, re\nimport fasttext\n\n"
             'meta = json.load(open("best/fasttext.json"))\n'
             'model = fasttext.load_model("best/model.bin")\n'
-            "rule = meta[\"preprocessing\"]  # the text rule the model was trained with\n"
+            'rule = meta["preprocessing"]  # the text rule the model was trained with\n'
             "def prepare(text):\n"
             '    return " ".join(re.findall(rule["token_regex"], text.lower()))\n'
             '(label,), _ = model.predict(prepare("a gripping, funny film"))\n'
