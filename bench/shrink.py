@@ -3,6 +3,7 @@ models practitioners pick instead, timed end to end in one process on one thread
 
     python bench/shrink.py                          # every budget, then the peers
     python bench/shrink.py --budgets 3,1,0.3        # a different grid
+    python bench/shrink.py --retime                 # time again, alone (trainings kept)
 
 1. One search folder, $LMSHRINK_BENCH_RUNS/shrink/sst2: `lmshrink shrink` runs once per
    budget with `--resume`, so the architectures are timed once (untrained, end to end) and
@@ -34,6 +35,7 @@ from common import RESULTS, glue_dir, runs_dir, teacher_dir, today, write_result
 from peers_env import ensure_peers_env, peers_versions
 
 from lmshrink.measure.machine import machine_info
+from lmshrink.runs import write_text_atomic
 
 TASK = "sst2"
 # End-to-end batch-1 budgets (ms) on this CPU, from the teacher's int8 ONNX (2.6 ms) down to
@@ -296,7 +298,18 @@ def plot(peers: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS))
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="time every candidate again (keeping trainings): when the earlier timing ran "
+        "while other work shared the machine",
+    )
     args = parser.parse_args(argv)
+    state_file = search_dir() / "shrink.json"
+    if args.retime and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        state["latency"] = {}  # `lmshrink shrink --resume` times whatever it lacks
+        write_text_atomic(state_file, json.dumps(state, indent=2) + "\n")
     if not (teacher_dir(TASK) / "lmshrink.json").is_file():
         raise SystemExit(f"error: no SST-2 teacher in {teacher_dir(TASK)}; run bench/teachers.py")
     start = time.perf_counter()
