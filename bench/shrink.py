@@ -114,13 +114,15 @@ def run_peers(folders: dict[str, str]) -> dict[str, Any]:
 def timed_folders(searches: dict[str, dict[str, Any]]) -> dict[str, str]:
     """What the final, interleaved timing covers besides the peers: each budget's pick, the
     largest trained static student, and the teacher's int8 ONNX."""
-    state = searches[max(searches, key=float)]["state"]
-    rows = {r["name"]: r for r in state["rows"]}
     folders = {}
-    for search in searches.values():
+    for search in searches.values():  # each pick as its own search recorded it
         winner = search["state"].get("winner")
-        if winner and rows[winner]["folder"]:
-            folders[winner] = rows[winner]["folder"]
+        picked = {r["name"]: r for r in search["state"]["rows"]}.get(winner or "")
+        if picked and picked["folder"]:
+            folders[winner] = picked["folder"]
+    # the last search has seen every training of the earlier ones
+    state = searches[min(searches, key=float)]["state"]
+    rows = {r["name"]: r for r in state["rows"]}
     statics = [r for r in rows.values() if r["family"] == "static" and r["folder"]]
     if statics:
         best = max(statics, key=lambda r: r["score"])
