@@ -41,6 +41,18 @@ def teacher_dir(task: str) -> Path:
     return runs_dir() / "teachers" / task
 
 
+def run_logged(cmd: list[str], log: Path, cwd: Path | None = None) -> int:
+    """Run `cmd` with its output (stdout and stderr) appended to `log` after a `$ cmd` line;
+    returns its exit status. Benchmarks keep every step's output beside its run folder."""
+    import subprocess
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(map(str, cmd))}\n")
+        out.flush()
+        return subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     """Write bench/results/NAME.json and NAME.md (atomically, so a kill leaves the old ones)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

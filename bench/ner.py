@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from common import RESULTS, ROOT, runs_dir, today, write_results
+from common import RESULTS, ROOT, run_logged, runs_dir, today, write_results
 
 from lmshrink.measure.machine import machine_info
 
@@ -52,12 +51,7 @@ def bench_dir() -> Path:
 def lmshrink(*args: Any, log: Path) -> None:
     """Run one lmshrink command, its output appended to `log`; stop the script on failure."""
     cmd = [sys.executable, "-m", "lmshrink", *map(str, args)]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    if run_logged(cmd, log) != 0:
         raise SystemExit(f"error: {' '.join(cmd[2:4])} failed; see {log}")
 
 

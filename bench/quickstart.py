@@ -16,11 +16,10 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
-from common import ROOT, runs_dir, today, write_results
+from common import ROOT, run_logged, runs_dir, today, write_results
 
 from lmshrink.measure.machine import machine_info
 
@@ -52,14 +51,11 @@ def main() -> int:
         if args[0] == "lmshrink":
             args = [sys.executable, "-m", "lmshrink", *args[1:]]
         start = time.perf_counter()
-        with log.open("a") as out:
-            out.write(f"\n$ {command}\n")
-            out.flush()
-            done = subprocess.run(args, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        status = run_logged(args, log, cwd=work)
         seconds = time.perf_counter() - start
-        steps.append({"command": command, "seconds": round(seconds), "status": done.returncode})
-        print(f"[quickstart] {seconds / 60:.1f} min, exit {done.returncode}: {command}", flush=True)
-        if done.returncode != 0:
+        steps.append({"command": command, "seconds": round(seconds), "status": status})
+        print(f"[quickstart] {seconds / 60:.1f} min, exit {status}: {command}", flush=True)
+        if status != 0:
             break
     search = work / "runs" / "quick-shrink" / "shrink.json"
     state = json.loads(search.read_text()) if search.is_file() else {}

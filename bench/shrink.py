@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, glue_dir, runs_dir, teacher_dir, today, write_results
+from common import RESULTS, glue_dir, run_logged, runs_dir, teacher_dir, today, write_results
 from peers_env import ensure_peers_env, peers_versions
 
 from lmshrink.measure.machine import machine_info
@@ -100,11 +100,7 @@ def run_peers(folders: dict[str, str]) -> dict[str, Any]:
     for name, folder in folders.items():
         cmd += ["--time", f"{name}={folder}"]
     log = runs_dir() / "shrink" / "peers-log.txt"
-    with log.open("a") as handle:
-        handle.write(f"\n$ {' '.join(cmd)}\n")
-        handle.flush()
-        done = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    if run_logged(cmd, log) != 0:
         raise SystemExit(f"error: the peers step failed; see {log}")
     peers = json.loads(result.read_text())
     peers["versions"] = peers.get("versions") or peers_versions(python)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_distill_tokens import write_conll_folder
@@ -91,22 +92,13 @@ def piece_bytes(tokenizer, token_id: int) -> bytes:
     return token.replace("▁", " ").encode()
 
 
-def build_sentencepiece(folder: Path) -> Path:
-    """A tiny XLM-R token classifier with a Unigram tokenizer trained here."""
+def save_tiny_tagger(config_class: type, model_class: type, tokenizer: Any, folder: Path) -> Path:
+    """A random 2-layer, hidden-32 token classifier of `model_class` over `tokenizer`'s
+    vocabulary (conll2003's tags), saved with the tokenizer into `folder`."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
 
-    backend = Tokenizer(models.Unigram())
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=300, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False
-    )
-    backend.train_from_iterator(training_text(), trainer)
-    tokenizer = XLMRobertaTokenizer(tokenizer_object=backend)
     torch.manual_seed(0)
-    config = XLMRobertaConfig(
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
@@ -119,15 +111,30 @@ def build_sentencepiece(folder: Path) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         **TOKEN_CLASSIFICATION.head_settings(CONLL2003_TAGS),
     )
-    XLMRobertaForTokenClassification(config).save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_sentencepiece(folder: Path) -> Path:
+    """A tiny XLM-R token classifier with a Unigram tokenizer trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizer
+
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=300, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False
+    )
+    backend.train_from_iterator(training_text(), trainer)
+    tokenizer = XLMRobertaTokenizer(tokenizer_object=backend)
+    return save_tiny_tagger(XLMRobertaConfig, XLMRobertaForTokenClassification, tokenizer, folder)
 
 
 def build_bpe(folder: Path) -> Path:
     """A tiny RoBERTa token classifier with a byte-level BPE tokenizer trained here, saved as
     roberta-base's is: with add_prefix_space=False, which pre-split words cannot use."""
-    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import RobertaConfig, RobertaForTokenClassification, RobertaTokenizer
 
@@ -146,23 +153,7 @@ def build_bpe(folder: Path) -> Path:
         merges=[tuple(m) for m in model["merges"]],
         add_prefix_space=False,
     )
-    torch.manual_seed(0)
-    config = RobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=130,
-        type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **TOKEN_CLASSIFICATION.head_settings(CONLL2003_TAGS),
-    )
-    RobertaForTokenClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_tagger(RobertaConfig, RobertaForTokenClassification, tokenizer, folder)
 
 
 @pytest.fixture(scope="module")

@@ -44,11 +44,18 @@ def make_model(seed: int = 0, **overrides) -> BiLSTMForSequenceClassification:
     )
     settings.update(overrides)
     torch.manual_seed(seed)
-    model = BiLSTMForSequenceClassification(BiLSTMConfig(**settings))
+    return randomised(BiLSTMForSequenceClassification(BiLSTMConfig(**settings)))
+
+
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` (a teacher-id student) with every weight and its token map drawn at random
+    (from torch's current seed), in eval mode: a tensor re-initialised on load or ignored in
+    forward then shows in the tests."""
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.5)
-        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (TEACHER_VOCAB,)))
+        teacher_ids = model.token_map.shape[0]
+        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (teacher_ids,)))
     return model.eval()
 
 
@@ -338,12 +345,7 @@ def make_tagger(seed: int = 0, **overrides) -> BiLSTMForTokenClassification:
     )
     settings.update(overrides)
     torch.manual_seed(seed)
-    model = BiLSTMForTokenClassification(BiLSTMConfig(**settings))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.5)
-        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (TEACHER_VOCAB,)))
-    return model.eval()
+    return randomised(BiLSTMForTokenClassification(BiLSTMConfig(**settings)))
 
 
 def tagged_batch(lengths: list[int], seed: int = 1) -> dict[str, torch.Tensor]:

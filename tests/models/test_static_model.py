@@ -7,15 +7,13 @@ import dataclasses
 
 import pytest
 import torch
+from test_bilstm_model import TEACHER_VOCAB, VOCAB, random_batch, randomised
 
 from lmshrink.models.static import (
     StaticConfig,
     StaticForSequenceClassification,
     register_auto,
 )
-
-TEACHER_VOCAB = 60
-VOCAB = 25
 
 
 def make_model(seed: int = 0, **overrides) -> StaticForSequenceClassification:
@@ -34,22 +32,7 @@ def make_model(seed: int = 0, **overrides) -> StaticForSequenceClassification:
     )
     settings.update(overrides)
     torch.manual_seed(seed)
-    model = StaticForSequenceClassification(StaticConfig(**settings))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.5)
-        model.token_map.copy_(torch.randint(0, model.config.vocab_size, (TEACHER_VOCAB,)))
-    return model.eval()
-
-
-def random_batch(lengths: list[int], seed: int = 1) -> dict[str, torch.Tensor]:
-    """Right-padded teacher ids [B, T], with random garbage ids in the padded positions."""
-    g = torch.Generator().manual_seed(seed)
-    T = max(lengths)
-    input_ids = torch.randint(1, TEACHER_VOCAB, (len(lengths), T), generator=g)
-    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # [B, T]
-    token_type_ids = torch.randint(0, 2, (len(lengths), T), generator=g) * mask
-    return {"input_ids": input_ids, "attention_mask": mask.long(), "token_type_ids": token_type_ids}
+    return randomised(StaticForSequenceClassification(StaticConfig(**settings)))
 
 
 # --- config ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from lmshrink.distillation.loss_registry import (
     zero_like_graph,
 )
 from lmshrink.distillation.projection import ProjectedComparison
+from lmshrink.distillation.soft_targets import soft_kl
 from lmshrink.errors import ConfigError
 
 __all__ = ["IGNORE_INDEX", "LOSSES", "build_loss", "register_loss"]
@@ -81,12 +82,7 @@ class SoftKLLoss(nn.Module):
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """student_logits [B, C], teacher_logits [B, C] -> scalar."""
         check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
-        t = self.temperature
-        student_logp = F.log_softmax(student_logits / t, dim=-1)  # [B, C]
-        teacher_logp = F.log_softmax(teacher_logits / t, dim=-1)  # [B, C]
-        # sum_c p_t * (log p_t - log p_s); log_target avoids log(0) for confident teachers.
-        kl = F.kl_div(student_logp, teacher_logp, reduction="none", log_target=True)  # [B, C]
-        return kl.sum(dim=-1).mean() * (t * t)
+        return soft_kl(student_logits, teacher_logits, self.temperature)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

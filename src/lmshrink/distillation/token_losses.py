@@ -23,6 +23,7 @@ from torch import nn
 from lmshrink.data.task_kinds import IGNORE_INDEX
 from lmshrink.distillation.loss_registry import check_same_shape, register_loss, zero_like_graph
 from lmshrink.distillation.projection import ProjectedComparison
+from lmshrink.distillation.soft_targets import soft_kl
 from lmshrink.errors import ConfigError
 
 
@@ -98,11 +99,7 @@ class TokenSoftKLLoss(nn.Module):
         words = _real_words(student_word_logits, teacher_word_logits, word_mask)
         if words is None:
             return zero_like_graph(student_word_logits)
-        t = self.temperature
-        student_logp = F.log_softmax(words[0] / t, dim=-1)  # [N, C]
-        teacher_logp = F.log_softmax(words[1] / t, dim=-1)  # [N, C]
-        kl = F.kl_div(student_logp, teacher_logp, reduction="none", log_target=True)  # [N, C]
-        return kl.sum(dim=-1).mean() * (t * t)
+        return soft_kl(*words, self.temperature)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"

@@ -18,7 +18,6 @@ This module imports no torch: a server is measured as it would run in production
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -304,7 +303,7 @@ def time_end_to_end(
     batch: tokenizing, the model, reading the labels) over every call of every round.
     Progress counts the runs (warm-up and rounds; never inside a timed run).
     """
-    from lmshrink.reporting.progress import Progress
+    from lmshrink.measure.interleave import interleave
 
     if not servers:
         raise ValueError("time_end_to_end needs at least one server.")
@@ -313,40 +312,15 @@ def time_end_to_end(
     if rounds < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"rounds and batch sizes must be at least 1, got {rounds}, {batch_sizes}.")
     limit = limit or {1: 200, 32: 1024}
-    result: dict[str, Any] = {
-        "batch_sizes": list(batch_sizes),
-        "rounds": rounds,
-        "examples": {},
-        "per_second": {},
-        "ratio": {},
-        "latency_ms": {},
+    served = {bs: min(limit.get(bs, 256), len(texts)) for bs in batch_sizes}
+    batches = {
+        bs: [list(texts[i : min(i + bs, n)]) for i in range(0, n, bs)] for bs, n in served.items()
     }
-    first = next(iter(servers))
-    shown = Progress(len(batch_sizes) * len(servers) * (1 + rounds), "timing", "runs")
-    for bs in batch_sizes:
-        n = min(limit.get(bs, 256), len(texts))
-        served = list(texts[:n])
-        batches = [served[i : i + bs] for i in range(0, n, bs)]
-        warm = -(-min(n, 4 * bs) // bs)  # batches covering min(n, 4 x bs) texts
-        for server in servers.values():
-            _run(server, batches[:warm], None)
-            shown.update()
-        times: dict[str, list[float]] = {name: [] for name in servers}
-        laps: dict[str, list[float]] = {name: [] for name in servers}
-        for _ in range(rounds):
-            for name, server in servers.items():
-                times[name].append(_run(server, batches, laps[name]))
-                shown.update()
-        result["examples"][str(bs)] = n
-        for name in servers:
-            median = statistics.median(times[name])
-            result["per_second"].setdefault(name, {})[str(bs)] = n / median
-            result["ratio"].setdefault(name, {})[str(bs)] = statistics.median(times[first]) / median
-            ms = 1000 * np.asarray(laps[name])
-            result["latency_ms"].setdefault(name, {})[str(bs)] = {
-                "p50": float(np.percentile(ms, 50)),
-                "p95": float(np.percentile(ms, 95)),
-                "calls": int(ms.size),
-            }
-    shown.close()
-    return result
+
+    def run(name: str, bs: int, laps: list[float] | None) -> float:
+        return _run(servers[name], batches[bs], laps)
+
+    def warm(name: str, bs: int) -> None:
+        _run(servers[name], batches[bs][: -(-min(served[bs], 4 * bs) // bs)], None)
+
+    return interleave(list(servers), batch_sizes, rounds, run, warm, lambda name, bs: served[bs])

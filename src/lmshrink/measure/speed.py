@@ -3,11 +3,8 @@ models interleaved in one process, so that a ratio between them is fair on a noi
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any
-
-import numpy as np
 
 from lmshrink.data.batching import Encoded
 from lmshrink.training.inference import eval_batches
@@ -50,43 +47,21 @@ def measure_speed(
     (one batch) over every batch of every round: at batch size 1, per-example latency.
     Progress counts the runs (warm-up and rounds; never inside a timed run).
     """
-    from lmshrink.reporting.progress import Progress
+    from lmshrink.measure.interleave import interleave
 
     limit = limit or {1: 200, 32: 1024}
     for model, _ in models.values():
         model.eval()
-    result: dict[str, Any] = {
-        "batch_sizes": list(batch_sizes),
-        "rounds": rounds,
-        "examples": {},
-        "per_second": {},
-        "ratio": {},
-        "latency_ms": {},
-    }
-    shown = Progress(len(batch_sizes) * len(models) * (1 + rounds), "timing", "runs")
-    for bs in batch_sizes:
-        n = limit.get(bs, 256)
-        for model, enc in models.values():  # warm-up
-            run_batches(model, enc, bs, min(n, 4 * bs))
-            shown.update()
-        times: dict[str, list[float]] = {name: [] for name in models}
-        laps: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(rounds):
-            for name, (model, enc) in models.items():
-                times[name].append(run_batches(model, enc, bs, n, laps[name]))
-                shown.update()
-        first = next(iter(models))
-        result["examples"][str(bs)] = min(n, len(next(iter(models.values()))[1]))
-        for name, (_, enc) in models.items():
-            median = statistics.median(times[name])
-            done = min(n, len(enc))  # examples actually predicted per round
-            result["per_second"].setdefault(name, {})[str(bs)] = done / median
-            result["ratio"].setdefault(name, {})[str(bs)] = statistics.median(times[first]) / median
-            ms = 1000 * np.asarray(laps[name])
-            result["latency_ms"].setdefault(name, {})[str(bs)] = {
-                "p50": float(np.percentile(ms, 50)),
-                "p95": float(np.percentile(ms, 95)),
-                "calls": int(ms.size),
-            }
-    shown.close()
-    return result
+
+    def run(name: str, bs: int, laps: list[float] | None) -> float:
+        model, enc = models[name]
+        return run_batches(model, enc, bs, limit.get(bs, 256), laps)
+
+    def warm(name: str, bs: int) -> None:
+        model, enc = models[name]
+        run_batches(model, enc, bs, min(limit.get(bs, 256), 4 * bs))
+
+    def examples(name: str, bs: int) -> int:  # examples actually predicted per round
+        return min(limit.get(bs, 256), len(models[name][1]))
+
+    return interleave(list(models), batch_sizes, rounds, run, warm, examples)

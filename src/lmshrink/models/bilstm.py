@@ -42,7 +42,11 @@ from lmshrink.data.task_kinds import IGNORE_INDEX
 from lmshrink.data.word_shapes import NUM_SHAPES
 from lmshrink.data.word_shapes import PAD as SHAPE_PAD
 from lmshrink.models.head_loss import sequence_classification_loss
-from lmshrink.models.teacher_ids import TeacherIdModel, check_rows_and_dropout
+from lmshrink.models.teacher_ids import (
+    TeacherIdModel,
+    check_rows_and_dropout,
+    check_teacher_token_ids,
+)
 
 POOLINGS = ("max", "mean", "attention")
 
@@ -121,12 +125,7 @@ class BiLSTMConfig(PretrainedConfig):
     def validate_token_ids(self) -> None:
         """Token ids (`*_token_id`) live in the teacher's id space, not the student's rows;
         the base check would compare them with `vocab_size` and warn wrongly."""
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
-            value = getattr(self, name, None)
-            if isinstance(value, int) and not 0 <= value < self.teacher_vocab_size:
-                raise ValueError(
-                    f"{name} {value} is outside the teacher's {self.teacher_vocab_size} ids."
-                )
+        check_teacher_token_ids(self)
 
 
 @dataclass

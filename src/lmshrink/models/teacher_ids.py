@@ -27,6 +27,17 @@ def check_rows_and_dropout(config: Any) -> None:
             )
 
 
+def check_teacher_token_ids(config: Any) -> None:
+    """The special token ids of a teacher-id student config are ids of the teacher's
+    tokenizer (below `teacher_vocab_size`); ValueError otherwise."""
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not 0 <= value < config.teacher_vocab_size:
+            raise ValueError(
+                f"{name} {value} is outside the teacher's {config.teacher_vocab_size} ids."
+            )
+
+
 class TeacherIdModel(PreTrainedModel):
     """Base of the teacher-id students: the default token map, loading that realigns the
     weights, and the input embeddings accessors (the table is `self.embeddings`)."""
