@@ -8,8 +8,11 @@ models practitioners pick instead, timed end to end in one process on one thread
 1. One search folder, $LMSHRINK_BENCH_RUNS/shrink/sst2: `lmshrink shrink` runs once per
    budget with `--resume`, so the architectures are timed once (untrained, end to end) and
    each is trained at most once, however many budgets choose it. The teacher is the SST-2
-   MiniLM of bench/teachers.py. Students learn from a fixed 20,000-row subset of train (as in
-   bench/glue_students.py) and its teacher labels; choices use dev only.
+   MiniLM of bench/teachers.py. Students learn from all of train: its gold labels, and the
+   teacher's labels of a transfer set made of train's inputs plus one augmented copy of each
+   (words masked, or cut to an n-gram: `--multiplier 1`), as XtremeDistil's method needs. A
+   transformer student reads a 20,000-example subset of it (`shrink`'s default
+   --transformer-transfer-samples); choices use dev only.
 2. The peers live in their own virtual environment (bench/peers_env.py; Model2Vec's distill
    extra pins transformers < 5.4): fastText supervised on the gold labels of all of train
    (settings chosen on a split of train), Model2Vec distilled from the same packaged MiniLM
@@ -43,7 +46,7 @@ TASK = "sst2"
 # here, not the 0.013 ms the issue measured, so the smallest budget is 0.03 ms: at 0.02 ms
 # nothing, not even fastText, would fit on this machine).
 BUDGETS = [3.0, 1.0, 0.3, 0.1, 0.03]
-TRAIN_SAMPLES = 20_000
+AUGMENTED_COPIES = 1  # per transfer example
 MAX_LENGTH = 64
 SEED = 42
 THREADS = int(os.environ.get("LMSHRINK_BENCH_THREADS", "2"))  # training; timing uses 1
@@ -65,7 +68,7 @@ def run_search(budget: float) -> dict[str, Any]:
     cmd = [
         sys.executable, "-m", "lmshrink", "shrink", str(teacher),
         "--task", TASK, "--data-dir", str(glue_dir()), "--max-length", str(MAX_LENGTH),
-        "--max-train-samples", str(TRAIN_SAMPLES), "--budget-ms", str(budget),
+        "--multiplier", str(AUGMENTED_COPIES), "--budget-ms", str(budget),
         "--threads", str(THREADS), "--timing-threads", "1",
         "--speed-examples", str(SPEED_EXAMPLES), "--rounds", str(ROUNDS),
         "--seed", str(SEED), "--no-progress", "--out", str(out),
@@ -220,7 +223,9 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         "# lmshrink shrink on SST-2 against the peers (bench/shrink.py)",
         "",
         f"Teacher: MiniLM-L6 fine-tuned on SST-2 (bench/teachers.py). Students: trained by "
-        f"`lmshrink shrink` on a fixed {TRAIN_SAMPLES:,}-row subset of train (seed {SEED}), one "
+        f"`lmshrink shrink` on all of train: gold labels, and the teacher's labels of train's "
+        f"inputs plus {AUGMENTED_COPIES} augmented cop{'y' if AUGMENTED_COPIES == 1 else 'ies'} "
+        "of each (a transformer student: a 20,000-example subset of that transfer set), one "
         "search folder for every budget (timed once, each architecture trained at most once; "
         "the largest that fits in each family). Peers trained on all of train. Dev accuracy; "
         f"latency = end to end (raw string in, label out), batch 1, p50 over {ROUNDS} rounds of "
@@ -324,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "task": TASK,
         "budgets_ms": budgets,
-        "train_samples": TRAIN_SAMPLES,
+        "train_samples": "all",
+        "augmented_copies": AUGMENTED_COPIES,
         "seed": SEED,
         "rows": rows,
         "search": searches[f"{budgets[0]:g}"]["state"],

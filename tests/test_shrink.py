@@ -589,3 +589,30 @@ def test_a_candidate_that_fails_is_left_out_and_the_search_goes_on(
     monkeypatch.setattr(command, "_distill", real)
     again = command.shrink(_shrink_config(tiny_teacher, out, resume=True))
     assert "bilstm-embedding_dim8-hidden_size8" in again["trained"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "asked", "cap", "used"),
+    [
+        ("layers:layers=2", 0, 20_000, 20_000),  # all asked: the transformer gets the cap
+        ("layers:layers=2", 5_000, 20_000, 5_000),  # a smaller subset asked stays
+        ("layers:layers=2", 50_000, 20_000, 20_000),
+        ("layers:layers=2", 0, 0, 0),  # no cap
+        ("bilstm:hidden_size=8", 0, 20_000, 0),  # a BiLSTM reads the whole transfer set
+        ("static:embedding_dim=8", 50_000, 20_000, 50_000),
+    ],
+)
+def test_only_a_transformer_student_distils_on_a_capped_transfer_set(
+    tmp_path, spec, asked, cap, used
+):
+    from lmshrink.data.task_kinds import SEQUENCE_CLASSIFICATION
+    from lmshrink.search.train import distill_config
+    from lmshrink.shrink import ShrinkConfig
+
+    cfg = ShrinkConfig(teacher="t", budget_ms=1.0, transformer_transfer_samples=cap)
+    cfg.transfer.max_transfer_samples = asked
+    raw = distill_config(
+        parse_architecture(spec), cfg, SEQUENCE_CLASSIFICATION, tmp_path / "run", tmp_path
+    )
+    assert raw["transfer"]["max_transfer_samples"] == used
+    assert cfg.transfer.max_transfer_samples == asked  # the search's own config is unchanged

@@ -47,6 +47,10 @@ def distill_config(
         "labelling": {"cache_dir": str(cache)},
         **distill_settings(arch, kind),
     }
+    cap = shrink.transformer_transfer_samples
+    mine = raw["transfer"]["max_transfer_samples"]
+    if arch.family == "layers" and cap and not 0 < mine <= cap:
+        raw["transfer"] = {**raw["transfer"], "max_transfer_samples": cap}
     return raw
 
 
