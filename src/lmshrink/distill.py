@@ -184,7 +184,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     built = family.make(
         teacher,
         tokenizer,
-        _inputs(transfer) + _inputs(labeled),
+        _training_inputs(transfer, labeled),
         task_head_settings(task),
         cfg.data.max_length,
         settings,
@@ -288,11 +288,16 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     return finish_run(finished, acc)
 
 
-def _inputs(examples: Any) -> list[Any]:
-    """What student builders read of the training examples: texts (tuples of 1 or 2 fields),
-    or a token task's sentences as lists of words."""
-    words = getattr(examples, "words", None)
-    return [list(w) for w in words] if words is not None else list(examples.texts)
+def _training_inputs(transfer: Any, labeled: Any) -> Sequence[Any]:
+    """What student builders read of the training examples, the transfer set's then the
+    labeled rows': texts (tuples of 1 or 2 fields), read in place (a transfer set of
+    millions is not copied), or a token task's sentences as lists of words."""
+    from lmshrink.data.text_store import Concat
+
+    words = getattr(transfer, "words", None)
+    if words is not None:
+        return [list(w) for w in words] + [list(w) for w in labeled.words]
+    return Concat(transfer.texts, labeled.texts)
 
 
 def _encode(student: Any, split: Any, max_length: int) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterable, Iterator
 
 from lmshrink.config import option
 from lmshrink.errors import ConfigError
@@ -60,15 +61,24 @@ def augment(texts: list[tuple[str, ...]], cfg: AugmentConfig, seed: int) -> list
     dropped, or an empty source) is returned unchanged; a copy may equal its source
     (the transfer set removes duplicates afterwards).
     """
+    return list(iter_augment(texts, cfg, seed))
+
+
+def iter_augment(
+    texts: Iterable[tuple[str, ...]], cfg: AugmentConfig, seed: int
+) -> Iterator[tuple[str, ...]]:
+    """`augment`'s copies one at a time (the same copies, in the same order), so that a
+    large transfer set's copies need not be held in a list; the config is checked at once."""
     check_augment_config(cfg)
-    if cfg.multiplier == 0:
-        return []
-    rng = random.Random(seed)
-    out: list[tuple[str, ...]] = []
+    return _copies(texts, cfg, random.Random(seed))
+
+
+def _copies(
+    texts: Iterable[tuple[str, ...]], cfg: AugmentConfig, rng: random.Random
+) -> Iterator[tuple[str, ...]]:
     for fields in texts:
         for _ in range(cfg.multiplier):
-            out.append(tuple(_augment_field(field, cfg, rng) for field in fields))
-    return out
+            yield tuple(_augment_field(field, cfg, rng) for field in fields)
 
 
 def check_augment_config(cfg: AugmentConfig) -> None:

@@ -17,15 +17,20 @@ import random
 from typing import Any
 
 from lmshrink.data.ner import TokenSplit
+from lmshrink.data.ragged import RaggedInts
 from lmshrink.data.splits import Split
 from lmshrink.data.task_kinds import IGNORE_INDEX
 from lmshrink.data.word_shapes import PAD as SHAPE_PAD
 from lmshrink.data.word_shapes import word_shape_ids
 
+# Texts tokenized per call when encoding a sentence split.
+ENCODE_CHUNK = 8192
+
 
 @dataclasses.dataclass
 class Encoded:
-    """Token ids of a split, unpadded: `features[name][i]` is a list of ints.
+    """Token ids of a split, unpadded: `features[name][i]` is a list of ints (a sentence
+    split's rows are packed `RaggedInts`; a token split's are lists).
 
     `labels[i]` is one label (sentence tasks) or a list with one label per token, IGNORE_INDEX
     where no word starts (token tasks). Token tasks only: `word_starts[i]` lists the token
@@ -45,7 +50,10 @@ class Encoded:
 
     @property
     def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.features["input_ids"]]
+        ids = self.features["input_ids"]
+        if isinstance(ids, RaggedInts):
+            return ids.row_lengths()
+        return [len(row) for row in ids]
 
 
 def encode(
@@ -69,10 +77,20 @@ def encode(
         return enc
     if word_shapes:
         raise ValueError("word shapes describe the words of a token task; this split has texts.")
-    firsts = [t[0] for t in split.texts]
-    seconds = [t[1] for t in split.texts] if split.texts and len(split.texts[0]) > 1 else None
-    out = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-    features = {k: list(v) for k, v in out.items() if k in ("input_ids", "token_type_ids")}
+    # Chunk by chunk into packed rows: the tokenizer's lists of Python ints for a whole
+    # transfer set of millions of texts would take gigabytes.
+    features: dict[str, Any] = {}
+    texts = split.texts
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        chunk = texts[start : start + ENCODE_CHUNK]
+        firsts = [t[0] for t in chunk]
+        seconds = [t[1] for t in chunk] if len(chunk[0]) > 1 else None
+        out = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+        for name in ("input_ids", "token_type_ids"):
+            if name in out:
+                features.setdefault(name, RaggedInts()).extend(out[name])
+    if not features:  # no texts
+        features["input_ids"] = RaggedInts()
     return Encoded(features, split.labels, tokenizer.pad_token_id or 0)
 
 

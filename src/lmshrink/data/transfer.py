@@ -23,14 +23,22 @@ import html
 import json
 import random
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from lmshrink.config import option
-from lmshrink.data.augment import AugmentConfig, augment, augment_words, check_augment_config
+from lmshrink.data.augment import (
+    AugmentConfig,
+    augment_words,
+    check_augment_config,
+    iter_augment,
+)
 from lmshrink.data.files import check_file, read_table, shorten, text_lines
 from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
 from lmshrink.data.tasks import Task
+from lmshrink.data.text_store import TextStore, first_occurrences
 from lmshrink.data.words import ABBREVIATIONS, split_words
 from lmshrink.errors import ConfigError, DataError
 
@@ -86,7 +94,8 @@ class TransferSet:
     - dev_overlap_dropped.
     """
 
-    texts: list[tuple[str, ...]]
+    # a list, or for a built set a `TextStore` (packed: millions of texts fit in memory)
+    texts: Sequence[tuple[str, ...]]
     counts: dict[str, int]
 
     def __len__(self) -> int:
@@ -209,6 +218,13 @@ def read_unlabeled(path: str, columns: list[str], is_pair: bool) -> list[tuple[s
     `.txt` holds one text per line (blank lines are skipped); `.csv`, `.tsv` and `.jsonl`
     are read from `columns` (one name, or two for a pair task). Texts are not cleaned here.
     """
+    return list(iter_unlabeled(path, columns, is_pair))
+
+
+def iter_unlabeled(path: str, columns: list[str], is_pair: bool) -> Iterator[tuple[str, ...]]:
+    """`read_unlabeled`'s texts one at a time: a `.txt` file is read line by line, never
+    whole (a table is read whole). The file and its type are checked at once; a file that
+    holds no texts raises its `DataError` once the iteration reaches its end."""
     file = Path(path)
     check_file(file, "check --transfer")
     suffix = file.suffix.lower()
@@ -225,14 +241,20 @@ def read_unlabeled(path: str, columns: list[str], is_pair: bool) -> list[tuple[s
             )
         # Undecodable bytes, NUL bytes and the like are DataErrors from text_lines.
         stripped = (line.strip() for line in text_lines(file, "check --transfer"))
-        texts = [(line,) for line in stripped if line]
-        fix = "it needs one text per line"
-    else:
-        texts = _read_columns(file, columns, is_pair)
-        fix = f"it needs data rows with column(s) {list(columns)}"
-    if not texts:
-        raise DataError(f"{path}: the transfer file holds no texts; {fix}.")
-    return texts
+        return _not_empty(((line,) for line in stripped if line), path, "one text per line")
+    texts = _read_columns(file, columns, is_pair)
+    return _not_empty(iter(texts), path, f"data rows with column(s) {list(columns)}")
+
+
+def _not_empty(
+    texts: Iterator[tuple[str, ...]], path: str, needs: str
+) -> Iterator[tuple[str, ...]]:
+    empty = True
+    for text in texts:
+        empty = False
+        yield text
+    if empty:
+        raise DataError(f"{path}: the transfer file holds no texts; it needs {needs}.")
 
 
 def _read_columns(file: Path, columns: list[str], is_pair: bool) -> list[tuple[str, ...]]:
@@ -306,7 +328,9 @@ def build_transfer_set(
     _check_config(cfg, task)
     words = task.kind.token_level
     counts: dict[str, int] = {}
-    texts: list[tuple[str, ...]] = []
+    # A token task's sentences stay tuples of words in a list; a sentence task's texts are
+    # packed into a TextStore (a large transfer set is held as its bytes).
+    texts: Any = [] if words else TextStore()
     empty_inputs: list[str] = []  # for the error message if nothing is left
 
     if cfg.include_train and train is not None:
@@ -326,15 +350,16 @@ def build_transfer_set(
     if not cfg.files:
         empty_inputs.append("no transfer files were given")
     for path in cfg.files:
+        before = len(texts)
         if words:
             lines = read_sentences(path)
-            kept, dropped = _prepare_words(lines, cfg, progress, Path(path).name)
+            dropped = _prepare_words(lines, cfg, progress, Path(path).name, texts)
         else:
-            raw = read_unlabeled(path, columns, task.is_pair)
-            kept, dropped = _prepare(raw, cfg, progress, Path(path).name)
-        counts[path] = counts.get(path, 0) + len(kept)
+            raw = iter_unlabeled(path, columns, task.is_pair)
+            dropped = _prepare(raw, cfg, progress, Path(path).name, texts)
+        kept = len(texts) - before
+        counts[path] = counts.get(path, 0) + kept
         too_short += dropped
-        texts.extend(kept)
         if not kept:
             empty_inputs.append(
                 f"{path} kept no texts ({dropped} shorter than {max(cfg.min_words, 1)} words)"
@@ -342,16 +367,21 @@ def build_transfer_set(
     counts["too_short_dropped"] = too_short
 
     duplicates = 0
-    seen: set[tuple[str, ...]] = set()
     if cfg.dedup:
-        texts, duplicates = _dedup(texts, seen)
-    copies = (augment_words if words else augment)(texts, cfg.augment, seed)
+        texts, duplicates = _dedup(texts)
+    copies = (
+        augment_words(texts, cfg.augment, seed)
+        if words
+        else TextStore(iter_augment(texts, cfg.augment, seed))
+    )
     counts["augmented"] = len(copies)
-    if cfg.dedup and copies:
-        # `seen` now holds every original, so copies equal to one of them go too.
-        copies, dropped_copies = _dedup(copies, seen)
-        duplicates += dropped_copies
     texts.extend(copies)
+    if cfg.dedup and copies:
+        # The originals are distinct already: copies equal to one of them, or to an
+        # earlier copy, go.
+        texts, dropped_copies = _dedup(texts)
+        duplicates += dropped_copies
+    del copies
     counts["duplicates_dropped"] = duplicates
 
     if not texts:
@@ -365,7 +395,7 @@ def build_transfer_set(
     if 0 < n < len(texts):
         keep = sorted(random.Random(seed).sample(range(len(texts)), n))
         counts["subset_dropped"] = len(texts) - n
-        texts = [texts[i] for i in keep]
+        texts = _take(texts, keep)
     counts["total"] = len(texts)
     return WordTransferSet(texts, counts) if words else TransferSet(texts, counts)
 
@@ -410,15 +440,15 @@ def _transfer_columns(cfg: TransferConfig, task: Task) -> list[str]:
 
 
 def _prepare(
-    raw: list[tuple[str, ...]], cfg: TransferConfig, progress: bool, name: str
-) -> tuple[list[tuple[str, ...]], int]:
-    """Clean, split and length-filter one file's texts; returns (kept, number too short)."""
+    raw: Iterator[tuple[str, ...]], cfg: TransferConfig, progress: bool, name: str, sink: Any
+) -> int:
+    """Clean, split and length-filter one file's texts (read as they come) into `sink`
+    (`.append`); returns the number too short."""
     from lmshrink.reporting.progress import track
 
-    kept: list[tuple[str, ...]] = []
     too_short = 0
-    show = progress and len(raw) >= _PROGRESS_MIN_TEXTS
-    for fields in track(raw, f"reading {name}", unit="texts", show=show, transient=True):
+    # a file read line by line has no length up front: a bar with a count, not a share
+    for fields in track(raw, f"reading {name}", unit="texts", show=progress, transient=True):
         if cfg.split_sentences:
             # Only single-text tasks get here (_check_config), so each piece is one field.
             candidates = [(s,) for s in _sentences(fields[0], cfg.clean_markup)]
@@ -435,8 +465,8 @@ def _prepare(
                     " ".join(w[: cfg.max_words]) if len(w) > cfg.max_words else f
                     for f, w in zip(candidate, words, strict=True)
                 )
-            kept.append(candidate)
-    return kept, too_short
+            sink.append(candidate)
+    return too_short
 
 
 def read_sentences(path: str) -> list[str]:
@@ -460,13 +490,12 @@ def read_sentences(path: str) -> list[str]:
 
 
 def _prepare_words(
-    lines: list[str], cfg: TransferConfig, progress: bool, name: str
-) -> tuple[list[tuple[str, ...]], int]:
+    lines: list[str], cfg: TransferConfig, progress: bool, name: str, sink: Any
+) -> int:
     """Clean, split into sentences (if asked) and into words, and length-filter one file's
-    lines; returns (kept word tuples, number too short)."""
+    lines into `sink` (`.append`, word tuples); returns the number too short."""
     from lmshrink.reporting.progress import track
 
-    kept: list[tuple[str, ...]] = []
     too_short = 0
     show = progress and len(lines) >= _PROGRESS_MIN_TEXTS
     for line in track(lines, f"reading {name}", unit="texts", show=show, transient=True):
@@ -479,8 +508,8 @@ def _prepare_words(
             if len(words) < max(cfg.min_words, 1):
                 too_short += 1
                 continue
-            kept.append(tuple(words[: cfg.max_words] if cfg.max_words else words))
-    return kept, too_short
+            sink.append(tuple(words[: cfg.max_words] if cfg.max_words else words))
+    return too_short
 
 
 def _clean(text: str, clean_markup: bool) -> str:
@@ -496,16 +525,20 @@ def _sentences(text: str, clean_markup: bool) -> list[str]:
     ]
 
 
-def _dedup(
-    texts: list[tuple[str, ...]], seen: set[tuple[str, ...]]
-) -> tuple[list[tuple[str, ...]], int]:
-    """`texts` without examples already in `seen` or earlier in the list; adds them to seen."""
-    out = []
-    for fields in texts:
-        if fields not in seen:
-            seen.add(fields)
-            out.append(fields)
-    return out, len(texts) - len(out)
+def _dedup(texts: Any) -> tuple[Any, int]:
+    """`texts` (a list or a TextStore) without the examples equal to an earlier one, and how
+    many went (`text_store.first_occurrences`: 8 bytes per example, not a set of them)."""
+    keep = first_occurrences(texts)
+    if len(keep) == len(texts):
+        return texts, 0
+    return _take(texts, keep), len(texts) - len(keep)
+
+
+def _take(texts: Any, indices: Any) -> Any:
+    """The examples at `indices`, as the same kind of sequence as `texts`."""
+    if isinstance(texts, TextStore):
+        return texts.take(indices)
+    return [texts[int(i)] for i in indices]
 
 
 def without_texts(
@@ -521,7 +554,8 @@ def without_texts(
         counts = _overlap_counts(transfer.counts, len(transfer.words), len(kept_words))
         return dataclasses.replace(transfer, words=kept_words, counts=counts)
     held_out = {t for split in splits for t in split.texts}
-    kept = [t for t in transfer.texts if t not in held_out]
+    keep = [i for i, t in enumerate(transfer.texts) if t not in held_out]
+    kept = transfer.texts if len(keep) == len(transfer.texts) else _take(transfer.texts, keep)
     counts = _overlap_counts(transfer.counts, len(transfer.texts), len(kept))
     return dataclasses.replace(transfer, texts=kept, counts=counts)
 

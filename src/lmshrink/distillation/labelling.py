@@ -92,7 +92,7 @@ class WordTargets:
         logits = self.logits.new_zeros(b, width, self.logits.shape[-1])
         rep = None
         if self.representation is not None:
-            rep = self.representation.new_zeros(b, width, self.representation.shape[-1])
+            rep = torch.zeros(b, width, self.representation.shape[-1])
         mask = torch.zeros(b, width, dtype=torch.bool)
         for row, i in enumerate(indices):
             lo = int(self.offsets[i])

@@ -51,7 +51,9 @@ class TeacherOutputs:
     """What the teacher said about each transfer example, in transfer-set order."""
 
     logits: Any  # torch.Tensor [N, C] float32 (token tasks: [total words, C])
-    representation: Any  # torch.Tensor [N, D] float32, or None when no stage needs it
+    # [N, D] rows read as float32 tensors (a `ShardedRows` reading the cache's files, or a
+    # tensor), or None when no stage needs it
+    representation: Any
     # token tasks: words per example [N] (its rows of `logits` and `representation` follow
     # those of the examples before it); None for sentence tasks
     word_counts: Any = None
@@ -111,15 +113,26 @@ class TeacherCache:
         os.replace(tmp, target)
 
     def load(self) -> TeacherOutputs:
+        """The outputs: logits (and a token task's word counts) in memory; the
+        representation, the bulk of the cache, stays on disk (`ShardedRows`, rows read per
+        batch), so a transfer set of millions of examples does not need it in memory."""
         import torch
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
-        shards = [load_file(str(self.shard_path(k))) for k in range(self.num_shards)]
-        logits = torch.cat([s["logits"] for s in shards]).float()
-        rep = torch.cat([s["repr"] for s in shards]).float() if "repr" in shards[0] else None
-        counts = (
-            torch.cat([s["word_counts"] for s in shards]) if "word_counts" in shards[0] else None
-        )
+        from lmshrink.distillation.shard_rows import ShardedRows
+
+        paths = [self.shard_path(k) for k in range(self.num_shards)]
+        parts: dict[str, list[Any]] = {"logits": [], "word_counts": []}
+        names: set[str] = set()
+        for path in paths:
+            with safe_open(str(path), framework="pt") as shard:
+                names = set(shard.keys())
+                for name in parts:
+                    if name in names:
+                        parts[name].append(shard.get_tensor(name))
+        logits = torch.cat(parts["logits"]).float()
+        rep = ShardedRows(paths, "repr") if "repr" in names else None
+        counts = torch.cat(parts["word_counts"]) if parts["word_counts"] else None
         return TeacherOutputs(logits, rep, counts)
 
 

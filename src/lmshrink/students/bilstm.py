@@ -13,6 +13,7 @@ uncased teacher's ids have lost), so its inputs need `encode(..., word_shapes=Tr
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from lmshrink.config import option
@@ -53,26 +54,34 @@ class BiLSTMSettings:
     )
 
 
-def collect_vocab(tokenizer: Any, texts: list[tuple[str, ...]], max_length: int) -> list[int]:
+def collect_vocab(tokenizer: Any, texts: Iterable[tuple[str, ...]], max_length: int) -> list[int]:
     """Sorted teacher token ids that occur in `texts`, tokenized exactly as the training data
     is (pairs as pairs, truncated to `max_length`), plus every special token id.
 
-    Tokens cut off by truncation never reach the model, so they are not kept.
+    Tokens cut off by truncation never reach the model, so they are not kept. `texts` are
+    read once, chunk by chunk (a transfer set of millions is never copied).
     """
     ids: set[int] = set(tokenizer.all_special_ids)
-    singles = [t for t in texts if len(t) == 1]
-    pairs = [t for t in texts if len(t) == 2]
-    if len(singles) + len(pairs) != len(texts):
-        bad = next(i for i, t in enumerate(texts) if len(t) not in (1, 2))
-        raise ValueError(f"text {bad} has {len(texts[bad])} fields; a text has 1 or 2 fields.")
-    for group in (singles, pairs):
-        for start in range(0, len(group), TOKENIZE_CHUNK):
-            chunk = group[start : start + TOKENIZE_CHUNK]
-            firsts = [t[0] for t in chunk]
-            seconds = [t[1] for t in chunk] if len(chunk[0]) == 2 else None
-            encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-            for row in encoded["input_ids"]:
-                ids.update(row)
+    chunks: dict[int, list[tuple[str, ...]]] = {1: [], 2: []}  # single texts, pairs
+
+    def flush(chunk: list[tuple[str, ...]]) -> None:
+        firsts = [t[0] for t in chunk]
+        seconds = [t[1] for t in chunk] if len(chunk[0]) == 2 else None
+        encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+        for row in encoded["input_ids"]:
+            ids.update(row)
+        chunk.clear()
+
+    for i, text in enumerate(texts):
+        if len(text) not in chunks:
+            raise ValueError(f"text {i} has {len(text)} fields; a text has 1 or 2 fields.")
+        chunk = chunks[len(text)]
+        chunk.append(text)
+        if len(chunk) == TOKENIZE_CHUNK:
+            flush(chunk)
+    for chunk in chunks.values():
+        if chunk:
+            flush(chunk)
     return sorted(ids)
 
 
