@@ -17,6 +17,11 @@ change between batch 1 and batches of 32), then one
 - transformer: the SST-2 row of bench/glue_students.py with the best dev score, if any ran;
 - pruned: the SST-2 row of bench/pruning.py with the best dev score, if any ran.
 
+Where one of those benchmarks has not run on this machine, its model is the best trained
+candidate of that family in bench/shrink.py's SST-2 search (BiLSTM, layer-subset
+transformer, pruned teacher), which shrink.md describes; deploy.md names every model's
+folder.
+
 "Best" is chosen on dev, the only split with labels. Quantized variants are kept under
 ~/.cache/lmshrink/bench-runs/deploy/NAME (reused when run again); the timing runs every time.
 Results: bench/results/deploy.{json,md} and deploy.png.
@@ -91,11 +96,29 @@ def candidates() -> dict[str, Path]:
         "transformer": (runs_dir() / "glue_students" / TASK, ""),
         "pruned": (runs_dir() / "pruning", f"{TASK}-"),
     }
+    # what bench/shrink.py's search trained, when the benchmark above did not run here
+    shrink_families = {"bilstm": "bilstm", "transformer": "layers", "pruned": "pruned"}
     for name, (folder, prefix) in searches.items():
         run = best_run(folder, prefix) if folder.is_dir() else None
+        if run is None:
+            run = best_search_candidate(shrink_families[name])
         if run is not None:
             found[name] = run / "model" if (run / "model").is_dir() else run
     return found
+
+
+def best_search_candidate(family: str) -> Path | None:
+    """The run folder of the trained `family` candidate of bench/shrink.py's SST-2 search
+    (candidates/<name>/run/) with the best dev score, or None."""
+    folder = runs_dir() / "shrink" / TASK / "candidates"
+    runs = [best_run(c, "run") for c in sorted(folder.glob(f"{family}-*"))]
+    scored = [(dev_score(_report(r)), r) for r in runs if r is not None]
+    return max(scored, key=lambda pair: pair[0])[1] if scored else None
+
+
+def _report(run: Path) -> dict:
+    path = run / "report.json" if (run / "report.json").is_file() else run / "prune.json"
+    return json.loads(path.read_text())
 
 
 def quantized(name: str, model: Path) -> dict:
