@@ -297,9 +297,9 @@ def _search(teacher, task, data_dir, out, candidates, **given):
     return shrink(from_dict(ShrinkConfig, raw))
 
 
-def test_a_search_on_a_token_task_chooses_a_tagger(tmp_path, tiny_encoder):
-    """NER: the students tag words; the search scores them by entity F1 and refuses the
-    sentence-only families."""
+def test_a_search_on_a_token_task_chooses_a_tagger(tmp_path, tiny_encoder, tiny_prune):
+    """NER: the students (a BiLSTM tagger, the pruned teacher) tag words; the search scores
+    them by entity F1 and refuses the sentence-only families."""
     from test_distill_tokens import write_conll_folder
 
     from lmshrink.config import DataConfig, TrainConfig
@@ -316,13 +316,16 @@ def test_a_search_on_a_token_task_chooses_a_tagger(tmp_path, tiny_encoder):
     )
     state = _search(
         teacher, "conll2003", tmp_path / "data", tmp_path / "search",
-        ["bilstm:embedding_dim=8:hidden_size=8"],
+        ["bilstm:embedding_dim=8:hidden_size=8", "pruned:keep=0.6"],
     )  # fmt: skip
     rows = {r["name"]: r for r in state["rows"]}
     assert set(rows) == {
-        f"{a}/{b}" for a in ("teacher", "bilstm-embedding_dim8-hidden_size8")
+        f"{a}/{b}" for a in ("teacher", "bilstm-embedding_dim8-hidden_size8", "pruned-keep0.6")
         for b in ("onnx-fp32", "onnx-int8")
     }  # fmt: skip
+    run = tmp_path / "search" / "candidates" / "pruned-keep0.6" / "run"
+    assert json.loads((run / "prune.json").read_text())["task"] == "conll2003"  # by prune
+    assert rows["pruned-keep0.6/onnx-fp32"]["score"] is not None
     assert all(set(r["metrics"]) >= {"entity_f1"} for r in rows.values())
     assert (tmp_path / "search" / "best" / "model.onnx").is_file()
     with pytest.raises(ConfigError, match="cannot tag words"):
@@ -423,9 +426,10 @@ def test_a_pruned_candidate_needs_a_kept_share(spec):
         architectures([spec], token_level=False)
 
 
-def test_a_token_task_has_no_pruned_candidate():
-    with pytest.raises(ConfigError, match="prunes sentence classifiers, not taggers"):
-        architectures(["pruned:keep=0.5"], token_level=True)
+def test_a_token_task_prunes_only_when_asked():
+    named = architectures(["pruned:keep=0.5"], token_level=True)
+    assert [a.name for a in named] == ["teacher", "pruned-keep0.5"]
+    assert not any(a.family == "pruned" for a in architectures([], token_level=True))
 
 
 def test_a_teacher_prune_cannot_cut_loses_the_pruned_candidates():

@@ -1,6 +1,7 @@
-"""`lmshrink prune`: structured pruning of a BERT-family classifier (BERT, MiniLM, RoBERTa,
-XLM-R), with distillation recovery. The method (importance, what is kept, recovery) is in
-`lmshrink.compress.pruning`; this module is the command: its config and its schedule.
+"""`lmshrink prune`: structured pruning of a BERT-family classifier or NER tagger (BERT,
+MiniLM, RoBERTa, XLM-R), with distillation recovery. The method (importance, what is kept,
+recovery) is in `lmshrink.compress.pruning`; this module is the command: its config and its
+schedule.
 
 **Schedule.** `steps` steps lower the kept share linearly from 1 to `target_params`; each
 step re-estimates importance on the current model, prunes, then recovers for

@@ -1,9 +1,12 @@
-"""Structured pruning of BERT-family classifiers (BERT, MiniLM, RoBERTa, XLM-R): the
-building blocks of `lmshrink prune`.
+"""Structured pruning of BERT-family classifiers and NER taggers (BERT, MiniLM, RoBERTa,
+XLM-R): the building blocks of `lmshrink prune`.
 
 Attention heads and FFN neurons are removed from the weight matrices (the result is a
-`PrunedBertForSequenceClassification`, see `lmshrink.models.pruned_bert`), so the model is
-really smaller and faster, and loads with `AutoModelForSequenceClassification.from_pretrained`.
+`PrunedBertForSequenceClassification`, or `...ForTokenClassification` for a tagger, see
+`lmshrink.models.pruned_bert`), so the model is really smaller and faster, and loads with
+`AutoModelForSequenceClassification` (`AutoModelForTokenClassification`) `.from_pretrained`.
+A tagger's importance uses its own loss (cross-entropy at each word's first sub-token), and
+its recovery the soft KL at those positions.
 
 **Importance**, estimated on the task's training data with the model's own task loss:
 - a head's importance is `|dL/dg_h|` for a gate `g_h = 1` multiplied into its context vector
@@ -52,6 +55,9 @@ SOURCES = {
     "BertForSequenceClassification": "bert",
     "RobertaForSequenceClassification": "roberta",
     "XLMRobertaForSequenceClassification": "roberta",
+    "BertForTokenClassification": "bert",
+    "RobertaForTokenClassification": "roberta",
+    "XLMRobertaForTokenClassification": "roberta",
 }
 # RoBERTa's state keys -> the pruned model's (BERT's names; see lmshrink.models.pruned_bert).
 ROBERTA_KEYS = {
@@ -80,15 +86,28 @@ def check_prunable(model: Any, source: str = "the model") -> None:
     what = "a BiLSTM student" if bilstm else f"a '{model_type}' model"
     raise ConfigError(
         f"{source}: pruning supports BERT-family encoders (BERT, MiniLM, RoBERTa, XLM-R) with a "
-        f"classification head, but this is {what}; use distill with a smaller student instead."
+        f"sequence or token classification head, but this is {what}; use distill with a "
+        "smaller student instead."
     )
 
 
+def pruned_class(model: Any) -> type:
+    """The pruned model class for `model`: the token tagger for a token classifier."""
+    from lmshrink.models.pruned_bert import (
+        PrunedBertForSequenceClassification,
+        PrunedBertForTokenClassification,
+    )
+
+    if type(model).__name__.endswith("ForTokenClassification"):
+        return PrunedBertForTokenClassification
+    return PrunedBertForSequenceClassification
+
+
 def from_bert(model: Any) -> Any:
-    """A `PrunedBertForSequenceClassification` with nothing removed, computing the same
-    logits as the given BERT, RoBERTa or XLM-R classifier (same weights; BERT's state keys,
-    RoBERTa's renamed as `ROBERTA_KEYS` says)."""
-    from lmshrink.models.pruned_bert import PrunedBertConfig, PrunedBertForSequenceClassification
+    """A `PrunedBertForSequenceClassification` (`...ForTokenClassification` for a tagger) with
+    nothing removed, computing the same logits as the given BERT, RoBERTa or XLM-R classifier
+    (same weights; BERT's state keys, RoBERTa's renamed as `ROBERTA_KEYS` says)."""
+    from lmshrink.models.pruned_bert import PrunedBertConfig
 
     check_prunable(model)
     if isinstance(model.config, PrunedBertConfig):
@@ -98,7 +117,7 @@ def from_bert(model: Any) -> Any:
     settings = {k: v for k, v in model.config.to_dict().items() if k not in skip}
     config = PrunedBertConfig(**settings, family=family)
     config._attn_implementation = model.config._attn_implementation  # same kernel, same logits
-    pruned = PrunedBertForSequenceClassification(config)
+    pruned = pruned_class(model)(config)
     state = model.state_dict()
     if family == "roberta":
         state = {_renamed(key, ROBERTA_KEYS): value for key, value in state.items()}
@@ -231,8 +250,6 @@ def prune_to(model: Any, head_keep: dict[int, list[int]], neuron_keep: dict[int,
     other heads and neurons gated to 0."""
     import torch
 
-    from lmshrink.models.pruned_bert import PrunedBertForSequenceClassification
-
     model = from_bert(model)
     config = copy.deepcopy(model.config)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -262,7 +279,7 @@ def prune_to(model: Any, head_keep: dict[int, list[int]], neuron_keep: dict[int,
         state[key] = state[key].index_select(1, cols)  # [H, I]
         config.heads_per_layer[layer_id] = len(heads)
         config.intermediate_per_layer[layer_id] = len(neurons)
-    smaller = PrunedBertForSequenceClassification(config)
+    smaller = type(model)(config)
     smaller.load_state_dict(state, strict=True)
     smaller.to(next(model.parameters()).dtype)
     return smaller.train(model.training)
@@ -274,25 +291,34 @@ def prune_to(model: Any, head_keep: dict[int, list[int]], neuron_keep: dict[int,
 def recovery_step(student: Any, teacher: Any, enc: Encoded, kind: Any, hidden_weight: float) -> Any:
     """The training loop's step function of recovery: distillation of `teacher` (the
     unpruned model, in eval mode, never trained) into `student` on the examples of `enc`:
-    `kind.logit_loss` on the logits plus `hidden_weight` x MSE between all hidden states."""
+    `kind.logit_loss` on the logits (a tagger: soft KL at each word's first sub-token) plus
+    `hidden_weight` x MSE between all hidden states."""
     import torch
 
     from lmshrink.data.batching import collate
+    from lmshrink.data.task_kinds import IGNORE_INDEX
     from lmshrink.distillation.losses import build_loss
+    from lmshrink.distillation.soft_targets import soft_kl
 
     H, L = student.config.hidden_size, student.config.num_hidden_layers
-    logit_loss = build_loss(kind.logit_loss)
+    logit_loss = None if kind.token_level else build_loss(kind.logit_loss)
     pairs = [(i, i) for i in range(L + 1)]
     hidden_loss = build_loss("hidden_mse", student_dim=H, teacher_dim=H, pairs=pairs)
     teacher.eval()
 
     def step(model: Any, indices: list[int]) -> tuple[Any, dict[str, Any]]:
         batch = collate(enc, indices)
-        batch.pop("labels", None)
+        labels = batch.pop("labels", None)
         with torch.no_grad():
             target = teacher(**batch, output_hidden_states=True)
         out = model(**batch, output_hidden_states=True)
-        loss = logit_loss(student_logits=out.logits, teacher_logits=target.logits)
+        if logit_loss is None:
+            # A tagger: KL at each word's first sub-token, where tags are read (every real
+            # token when the rows carry no tags).
+            at = labels.ne(IGNORE_INDEX) if labels is not None else batch["attention_mask"].bool()
+            loss = soft_kl(out.logits[at], target.logits[at], temperature=1.0)
+        else:
+            loss = logit_loss(student_logits=out.logits, teacher_logits=target.logits)
         loss = loss + hidden_weight * hidden_loss(
             student_hidden_states=out.hidden_states,
             teacher_hidden_states=target.hidden_states,
@@ -304,13 +330,11 @@ def recovery_step(student: Any, teacher: Any, enc: Encoded, kind: Any, hidden_we
 
 
 def with_shape(model: Any, heads_per_layer: list[int], intermediate_per_layer: list[int]) -> Any:
-    """A new pruned model shaped like `model` (a `PrunedBertForSequenceClassification`) but with
-    the given heads and FFN neurons per layer (fresh weights: load a pruned state into it)."""
-    from lmshrink.models.pruned_bert import PrunedBertForSequenceClassification
-
+    """A new pruned model shaped like `model` (a pruned model) but with the given heads and FFN
+    neurons per layer (fresh weights: load a pruned state into it)."""
     config = copy.deepcopy(model.config)
     config.heads_per_layer = list(heads_per_layer)
     config.intermediate_per_layer = list(intermediate_per_layer)
-    shaped = PrunedBertForSequenceClassification(config)
+    shaped = type(model)(config)
     shaped.to(next(model.parameters()).dtype)
     return shaped.train(model.training)

@@ -36,9 +36,13 @@ head's context vector) and `neuron_mask` (one [I_l] tensor per layer, multiplied
 activations). With gates that require grad, `|dL/d gate|` is the head importance of Michel et
 al. (2019) and the first-order Taylor importance of FFN neurons (`lmshrink.prune`).
 
-`import lmshrink` registers the config and model with `AutoConfig` and
-`AutoModelForSequenceClassification` (`register_auto`, run lazily by
-`lmshrink.models.autoregister`).
+`PrunedBertForTokenClassification` is the same with BERT's token head (dropout and a linear
+layer on every token's last state, no pooler), for NER taggers (RoBERTa's token head is the
+same layer, `classifier`).
+
+`import lmshrink` registers the config and models with `AutoConfig`,
+`AutoModelForSequenceClassification` and `AutoModelForTokenClassification` (`register_auto`,
+run lazily by `lmshrink.models.autoregister`).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from lmshrink.models.head_loss import sequence_classification_loss
 
@@ -333,28 +337,30 @@ class _Pooler(nn.Module):
 
 
 class _Bert(nn.Module):
-    """Embeddings, layers and pooler under BERT's names (`bert.embeddings`, ...)."""
+    """Embeddings, layers and (for a sentence classifier) the pooler under BERT's names
+    (`bert.embeddings`, ...)."""
 
-    def __init__(self, config: PrunedBertConfig) -> None:
+    def __init__(self, config: PrunedBertConfig, pooler: bool = True) -> None:
         super().__init__()
         self.embeddings = _Embeddings(config)
         self.encoder = _Encoder(config)
-        self.pooler = _Pooler(config)
+        if pooler:
+            self.pooler = _Pooler(config)
 
 
-class PrunedBertForSequenceClassification(PreTrainedModel):
-    """A BERT-family classifier with per-layer head counts and FFN sizes (RoBERTa's too, with
-    `config.family = "roberta"`)."""
+class _PrunedBertModel(PreTrainedModel):
+    """What both heads share: the embeddings and the pruned layers, and running them."""
 
     config_class = PrunedBertConfig
     base_model_prefix = "bert"
     main_input_name = "input_ids"
     _supports_sdpa = True
+    _pooler = True  # a sentence head reads BERT's pooler; a token head has none
 
     def __init__(self, config: PrunedBertConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.bert = _Bert(config)
+        self.bert = _Bert(config, pooler=self._pooler)
         dropout = config.classifier_dropout
         self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -370,31 +376,17 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
     def layers(self) -> nn.ModuleList:
         return self.bert.encoder.layer
 
-    def forward(
+    def _run_layers(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        head_mask: Sequence[torch.Tensor] | None = None,
-        neuron_mask: Sequence[torch.Tensor] | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **ignored: Any,
-    ) -> SequenceClassifierOutput | tuple[torch.Tensor, ...]:
-        """input_ids [B, T], attention_mask [B, T] (1 = token), token_type_ids [B, T],
-        labels [B]; head_mask: per layer [h_l], neuron_mask: per layer [I_l] (gates, see the
-        module doc). hidden_states (when asked): L + 1 tensors [B, T, H], embeddings first;
-        attentions: L tensors [B, h_l, T, T] (None for a layer without heads)."""
-        config = self.config
-        hidden_wanted = bool(
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        attn_wanted = bool(
-            config.output_attentions if output_attentions is None else output_attentions
-        )
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        head_mask: Sequence[torch.Tensor] | None,
+        neuron_mask: Sequence[torch.Tensor] | None,
+        attn_wanted: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+        """(last states [B, T, H], every hidden state, every layer's attention)."""
         x = self.bert.embeddings(input_ids, token_type_ids, position_ids)  # [B, T, H]
         mask = None
         if attention_mask is not None:
@@ -412,10 +404,50 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
             )
             hidden.append(x)
             attentions.append(probs)
-        pooled = self.bert.pooler(x)  # [B, H]
-        logits = self.classifier(self.dropout(pooled))  # [B, C]
-        loss = None if labels is None else sequence_classification_loss(logits, labels, config)
-        output = SequenceClassifierOutput(
+        return x, hidden, attentions
+
+    def _head(self, states: torch.Tensor, labels: torch.Tensor | None) -> tuple[Any, Any]:
+        """(logits, loss or None) from the last states [B, T, H]."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        head_mask: Sequence[torch.Tensor] | None = None,
+        neuron_mask: Sequence[torch.Tensor] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **ignored: Any,
+    ) -> Any:
+        """input_ids [B, T], attention_mask [B, T] (1 = token), token_type_ids [B, T],
+        labels [B] (a token head: [B, T], IGNORE_INDEX where no word starts); head_mask: per
+        layer [h_l], neuron_mask: per layer [I_l] (gates, see the module doc). logits [B, C]
+        (a token head: [B, T, C]); hidden_states (when asked): L + 1 tensors [B, T, H],
+        embeddings first; attentions: L tensors [B, h_l, T, T] (None for a layer without
+        heads)."""
+        config = self.config
+        hidden_wanted = bool(
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        attn_wanted = bool(
+            config.output_attentions if output_attentions is None else output_attentions
+        )
+        x, hidden, attentions = self._run_layers(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            head_mask,
+            neuron_mask,
+            attn_wanted,
+        )
+        logits, loss = self._head(x, labels)
+        output = self._output_class(
             loss=loss,
             logits=logits,
             hidden_states=tuple(hidden) if hidden_wanted else None,
@@ -426,14 +458,50 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
         return output
 
 
+class PrunedBertForSequenceClassification(_PrunedBertModel):
+    """A BERT-family classifier with per-layer head counts and FFN sizes (RoBERTa's too, with
+    `config.family = "roberta"`)."""
+
+    _output_class = SequenceClassifierOutput
+
+    def _head(self, states: torch.Tensor, labels: torch.Tensor | None) -> tuple[Any, Any]:
+        pooled = self.bert.pooler(states)  # [B, H]
+        logits = self.classifier(self.dropout(pooled))  # [B, C]
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        return logits, loss
+
+
+class PrunedBertForTokenClassification(_PrunedBertModel):
+    """A BERT-family token tagger (BERT's and RoBERTa's token heads: dropout and a linear
+    layer on every token's last state, no pooler) with per-layer head counts and FFN sizes."""
+
+    _output_class = TokenClassifierOutput
+    _pooler = False
+
+    def _head(self, states: torch.Tensor, labels: torch.Tensor | None) -> tuple[Any, Any]:
+        logits = self.classifier(self.dropout(states))  # [B, T, C]
+        loss = None
+        if labels is not None:  # IGNORE_INDEX (-100) positions do not count
+            loss = nn.functional.cross_entropy(
+                logits.view(-1, self.num_labels), labels.to(logits.device).view(-1)
+            )
+        return logits, loss
+
+
 def register_auto() -> None:
-    """Register the pruned BERT (and RoBERTa) with AutoConfig and
-    AutoModelForSequenceClassification, so `from_pretrained(folder)` on a saved pruned model
-    returns this class. Safe to call again."""
+    """Register the pruned BERT (and RoBERTa) with AutoConfig,
+    AutoModelForSequenceClassification and AutoModelForTokenClassification, so
+    `from_pretrained(folder)` on a saved pruned model returns its class. Safe to call again."""
     from transformers.models.auto.configuration_auto import AutoConfig
-    from transformers.models.auto.modeling_auto import AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     AutoConfig.register(MODEL_TYPE, PrunedBertConfig, exist_ok=True)
     AutoModelForSequenceClassification.register(
         PrunedBertConfig, PrunedBertForSequenceClassification, exist_ok=True
+    )
+    AutoModelForTokenClassification.register(
+        PrunedBertConfig, PrunedBertForTokenClassification, exist_ok=True
     )
