@@ -1,3 +1,6 @@
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +10,7 @@ from lmshrink.data.batching import collate, encode
 from lmshrink.data.splits import Split
 from lmshrink.data.tasks import get_task
 from lmshrink.distillation.teacher_cache import TeacherCache, folder_fingerprint, label_transfer_set
+from lmshrink.errors import Interrupted
 from lmshrink.models.loading import load_for_training
 
 TEXTS = [(s,) for s, _ in make_sentences(50, seed=3)]
@@ -59,6 +63,38 @@ def test_second_run_reuses_and_killed_run_resumes(teacher, tmp_path):
     finally:
         model.forward = original
     assert torch.equal(cache.load().logits, first)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_labelling_between_batches_and_resume_labels_the_rest(
+    teacher, tmp_path, signum
+):
+    tok, model = teacher
+    whole = TeacherCache(tmp_path / "whole", {"t": 1}, len(TEXTS), shard_size=16)
+    _label(teacher, whole)
+    cache = TeacherCache(tmp_path / "cut", {"t": 1}, len(TEXTS), shard_size=16)
+    calls = []
+    original = model.forward
+
+    def forward(*args, **kwargs):  # the signal comes in the first batch of shard 1
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+
+    model.forward = forward
+    before = signal.getsignal(signum)
+    try:
+        with pytest.raises(Interrupted, match="1 of 4 shard") as stopped:
+            _label(teacher, cache)
+    finally:
+        model.forward = original
+    assert stopped.value.exit_code == 128 + signum and len(calls) == 3
+    assert cache.done_shards() == [0]  # the interrupted shard was not written
+    assert signal.getsignal(signum) is before  # the handlers are back
+    resumed = _label(teacher, cache)
+    assert resumed.shards_done_before == 1
+    assert torch.equal(cache.load().logits, whole.load().logits)
 
 
 def test_fingerprint_depends_on_every_input(tmp_path, tiny_encoder):

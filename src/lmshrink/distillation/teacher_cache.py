@@ -30,6 +30,7 @@ from lmshrink.data.ner import TokenSplit
 from lmshrink.data.splits import Split
 from lmshrink.runs import write_text_atomic
 from lmshrink.training.inference import eval_batches
+from lmshrink.training.signals import StopOnSignal
 
 FORMAT_VERSION = 1
 
@@ -196,16 +197,22 @@ def fill_cache(
         "examples",
         show=progress and bool(todo),
     )
-    for k in todo:
-        lo, hi = k * cache.shard_size, min((k + 1) * cache.shard_size, cache.num_examples)
-        enc = encode(tokenizer, _split(texts[lo:hi], words), max_length)
-        collector = new_collector(enc)
-        with torch.inference_mode():
-            for indices, batch, _ in eval_batches(enc, batch_size):
-                out = teacher(**batch, **collector.teacher_kwargs())
-                collector.add(indices, batch, out)
-                bar.update(len(indices))
-        cache.write_shard(k, collector.tensors())
+    # SIGTERM or Ctrl-C ends labelling between batches with one line (`Interrupted`): the
+    # shards written so far stay, and --resume labels only the others.
+    with StopOnSignal() as stop:
+        for k in todo:
+            lo, hi = k * cache.shard_size, min((k + 1) * cache.shard_size, cache.num_examples)
+            enc = encode(tokenizer, _split(texts[lo:hi], words), max_length)
+            collector = new_collector(enc)
+            with torch.inference_mode():
+                for indices, batch, _ in eval_batches(enc, batch_size):
+                    out = teacher(**batch, **collector.teacher_kwargs())
+                    collector.add(indices, batch, out)
+                    bar.update(len(indices))
+                    if stop.asked:
+                        bar.close()
+                        _interrupted(stop.signum, cache)
+            cache.write_shard(k, collector.tensors())
     bar.close()
     teacher.train(was_training)
     return LabelStats(
@@ -213,6 +220,20 @@ def fill_cache(
         shards_done_before=len(done_before),
         shards_total=cache.num_shards,
         seconds=time.perf_counter() - start,
+    )
+
+
+def _interrupted(signum: int, cache: TeacherCache) -> None:
+    import signal
+
+    from lmshrink.errors import Interrupted
+
+    done = len(cache.done_shards())
+    raise Interrupted(
+        f"stopped by {signal.Signals(signum).name} while the teacher labelled: {done} of "
+        f"{cache.num_shards} shard(s) are cached in {cache.folder}; the run labels the others "
+        "with --resume",
+        signum,
     )
 
 
