@@ -11,8 +11,8 @@ models practitioners pick instead, timed end to end in one process on one thread
    MiniLM of bench/teachers.py. Students learn from all of train: its gold labels, and the
    teacher's labels of a transfer set made of train's inputs plus one augmented copy of each
    (words masked, or cut to an n-gram: `--multiplier 1`), as XtremeDistil's method needs. A
-   transformer student reads a 20,000-example subset of it (`shrink`'s default
-   --transformer-transfer-samples); choices use dev only.
+   transformer student reads a 20,000-text subset of train's inputs, without the augmented
+   copies (`shrink`'s default --transformer-transfer-samples); choices use dev only.
 2. The peers live in their own virtual environment (bench/peers_env.py; Model2Vec's distill
    extra pins transformers < 5.4): fastText supervised on the gold labels of all of train
    (settings chosen on a split of train), Model2Vec distilled from the same packaged MiniLM
@@ -225,7 +225,7 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         f"Teacher: MiniLM-L6 fine-tuned on SST-2 (bench/teachers.py). Students: trained by "
         f"`lmshrink shrink` on all of train: gold labels, and the teacher's labels of train's "
         f"inputs plus {AUGMENTED_COPIES} augmented cop{'y' if AUGMENTED_COPIES == 1 else 'ies'} "
-        "of each (a transformer student: a 20,000-example subset of that transfer set), one "
+        "of each (a transformer student: 20,000 of train's inputs, no copies), one "
         "search folder for every budget (timed once, each architecture trained at most once; "
         "the largest that fits in each family). Peers trained on all of train. Dev accuracy; "
         f"latency = end to end (raw string in, label out), batch 1, p50 over {ROUNDS} rounds of "

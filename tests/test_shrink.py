@@ -606,7 +606,7 @@ def test_a_candidate_that_fails_is_left_out_and_the_search_goes_on(
         ("static:embedding_dim=8", 50_000, 20_000, 50_000),
     ],
 )
-def test_only_a_transformer_student_distils_on_a_capped_transfer_set(
+def test_only_a_transformer_student_distils_on_a_capped_unaugmented_transfer_set(
     tmp_path, spec, asked, cap, used
 ):
     from lmshrink.data.task_kinds import SEQUENCE_CLASSIFICATION
@@ -615,8 +615,13 @@ def test_only_a_transformer_student_distils_on_a_capped_transfer_set(
 
     cfg = ShrinkConfig(teacher="t", budget_ms=1.0, transformer_transfer_samples=cap)
     cfg.transfer.max_transfer_samples = asked
+    cfg.transfer.augment.multiplier = 2
     raw = distill_config(
         parse_architecture(spec), cfg, SEQUENCE_CLASSIFICATION, tmp_path / "run", tmp_path
     )
     assert raw["transfer"]["max_transfer_samples"] == used
+    # a capped transformer student reads no augmented copies; the others read what is asked
+    capped = spec.startswith("layers") and cap > 0
+    assert raw["transfer"]["augment"]["multiplier"] == (0 if capped else 2)
     assert cfg.transfer.max_transfer_samples == asked  # the search's own config is unchanged
+    assert cfg.transfer.augment.multiplier == 2

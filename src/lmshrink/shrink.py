@@ -81,11 +81,12 @@ class ShrinkConfig(RunSettings):
     rounds: int = option(3, "timing rounds (candidates take turns; the median is kept).", min=1)
     transformer_transfer_samples: int = option(
         20_000,
-        "a transformer student (layers) distils on a fixed-seed subset of this many transfer "
-        "examples (0: all of them). Initialised from the teacher's own layers, it reached the "
-        "teacher's SST-2 accuracy on 20,000 (bench/results/glue_students.md), while each "
-        "example costs it ~30x what it costs a BiLSTM: the BiLSTM and static students, which "
-        "need the whole transfer set, get it all.",
+        "a transformer student (layers) distils on a fixed-seed subset of this many of the "
+        "transfer set's texts, without augmented copies (0: the whole transfer set, as the "
+        "other students read it). Initialised from the teacher's own layers, it reached the "
+        "teacher's SST-2 accuracy on 20,000 real texts (bench/results/glue_students.md), "
+        "while each example costs it ~30x what it costs a BiLSTM: the BiLSTM and static "
+        "students, which need the whole (augmented) transfer set, get it all.",
         min=0,
     )
     resume: bool = option(False, "continue the search in --out, keeping what it finished.")

@@ -48,9 +48,16 @@ def distill_config(
         **distill_settings(arch, kind),
     }
     cap = shrink.transformer_transfer_samples
-    mine = raw["transfer"]["max_transfer_samples"]
-    if arch.family == "layers" and cap and not 0 < mine <= cap:
-        raw["transfer"] = {**raw["transfer"], "max_transfer_samples": cap}
+    if arch.family == "layers" and cap:
+        # A capped transformer student reads real texts only: augmented copies would take
+        # half of its few examples.
+        transfer = raw["transfer"]
+        mine = transfer["max_transfer_samples"]
+        raw["transfer"] = {
+            **transfer,
+            "max_transfer_samples": mine if 0 < mine <= cap else cap,
+            "augment": {**transfer["augment"], "multiplier": 0},
+        }
     return raw
 
 
