@@ -625,3 +625,35 @@ def test_only_a_transformer_student_distils_on_a_capped_unaugmented_transfer_set
     assert raw["transfer"]["augment"]["multiplier"] == (0 if capped else 2)
     assert cfg.transfer.max_transfer_samples == asked  # the search's own config is unchanged
     assert cfg.transfer.augment.multiplier == 2
+
+
+def test_candidates_are_scored_one_text_at_a_time(finished_search, monkeypatch, tmp_path):
+    """As a batch-1 budget serves them: dynamic int8's activation scales depend on the batch,
+    so a batched dev score would not be the served one."""
+    import shutil
+
+    import lmshrink.measure.scoring as scoring
+    from lmshrink.config import DataConfig, from_dict
+    from lmshrink.models.sources import read_model
+    from lmshrink.search import train
+
+    out, state = finished_search
+    name = "bilstm-embedding_dim8-hidden_size8/onnx-int8"
+    arch_name, backend = name.split("/")
+    folder = tmp_path / arch_name  # a copy without the kept score, so it is scored again
+    shutil.copytree(out / "candidates" / arch_name / backend, folder / backend)
+    batch_sizes = []
+    original = scoring.predict_and_score
+
+    def recording(model, tokenizer, task, splits, max_length, batch_size, progress=False):
+        batch_sizes.append(batch_size)
+        return original(model, tokenizer, task, splits, max_length, batch_size, progress)
+
+    monkeypatch.setattr(scoring, "predict_and_score", recording)
+    data = from_dict(DataConfig, state["config"]["data"])
+    teacher = read_model(state["config"]["teacher"], data, 42)
+    archs = [parse_architecture(spec) for spec in state["config"]["candidates"]]
+    candidate = plan.candidate_named(archs, name)
+    got = train.score(candidate, folder, teacher.task, teacher.splits, data.max_length)
+    assert batch_sizes == [1]
+    assert got["score"] == pytest.approx(state["scores"][name]["score"])

@@ -7,7 +7,9 @@ teacher is made by `lmshrink prune` into `candidates/<name>/run/` (the pruned mo
 with its prune.json; a killed prune resumes from `run.work/`). The fastText
 student learns from the teacher's labels of that same transfer set (read from the cache) plus
 the gold labels. Every candidate is scored on dev in the backend it would be served in
-(ONNX fp32 and int8, fastText): the int8 graph's own score, not its fp32 parent's.
+(ONNX fp32 and int8, fastText), one text at a time as a batch-1 budget serves it: the int8
+graph's own score, not its fp32 parent's, nor its score in batches (dynamic int8's activation
+scales depend on the batch).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lmshrink.search.candidates import FASTTEXT, Architecture, Candidate, fastte
 from lmshrink.search.recipes import distill_settings, prune_settings
 
 RESULT = "result.json"
+SCORE_BATCH = 1  # dev texts per call when a candidate is scored (see `score`)
 PRUNE_REPORT = "prune.json"  # lmshrink.prune.REPORT_FILE (a building block imports no command)
 
 
@@ -167,8 +170,8 @@ def train_fasttext_student(
 
 
 def score(candidate: Candidate, folder: Path, task: Any, devs: list[Any], max_length: int) -> dict:
-    """The dev metrics of a candidate in its backend, kept in `folder/<backend>.score.json`
-    (a rescored search reads them back)."""
+    """The dev metrics of a candidate in its backend, served one text at a time as at batch 1,
+    kept in `folder/<backend>.score.json` (a rescored search reads them back)."""
     from lmshrink.measure.metrics import task_score
     from lmshrink.measure.scoring import predict_and_score, split_metrics
 
@@ -189,7 +192,9 @@ def score(candidate: Candidate, folder: Path, task: Any, devs: list[Any], max_le
 
         session = OnnxClassifier.from_folder(served)
         tokenizer = load_tokenizer(str(served))
-        metrics, _ = predict_and_score(session, tokenizer, task, devs, max_length, 64)
+        # One sentence at a time, as a batch-1 budget serves it: ONNX Runtime's dynamic int8
+        # computes activation scales per batch, so a batched score is not what is served.
+        metrics, _ = predict_and_score(session, tokenizer, task, devs, max_length, SCORE_BATCH)
     result = {"metrics": metrics, "score": task_score(metrics)}
     cached.write_text(json.dumps(result, indent=2) + "\n")
     return result
