@@ -21,7 +21,8 @@ transformers<5.4. bench/shrink.py runs it; it can be run by hand the same way.
 A kept model is reused only when it was trained on the same rows (same file, row count and
 --train-samples); otherwise it is trained again. Each peer and each `--time NAME=FOLDER`
 (an lmshrink ONNX folder: model.onnx, tokenizer.json, export.json) is scored on the GLUE dev
-set and timed end to end, interleaved, by `lmshrink.measure.end_to_end.time_end_to_end`:
+set one text at a time (as the batch-1 budgets serve it) and timed end to end, interleaved, by
+`lmshrink.measure.end_to_end.time_end_to_end`:
 batch 1 over the first --speed-examples dev texts, batch 32 over the first 4x as many.
 Servers are listed ONNX folders first (in the order given), then fasttext and model2vec;
 `time_end_to_end`'s ratios are to the first. Every library runs on one thread.
@@ -83,7 +84,9 @@ M2V_DIR = "model2vec"
 M2V_PCA_DIMS = 256
 SETTINGS_FILE = "settings.json"
 PEERS = ("fasttext", "model2vec")
-EVAL_BATCH = 32
+# Dev texts per call when scoring: one, as the batch-1 budgets serve them (dynamic int8's
+# activation scales depend on the batch; lmshrink shrink scores its candidates the same way).
+EVAL_BATCH = 1
 
 _PUNCT = re.compile(r"([^\w\s])")
 _SPACE = re.compile(r"\s+")
@@ -345,7 +348,7 @@ class Model2VecServer:
 
 
 def score(server: Any, texts: list[str], labels: list[int]) -> float:
-    """Dev accuracy (%) of a server, served in batches of EVAL_BATCH in dev order."""
+    """Dev accuracy (%) of a server, served EVAL_BATCH texts at a time, in dev order."""
     rows = [(t,) for t in texts]
     predicted: list[int] = []
     for i in range(0, len(rows), EVAL_BATCH):
