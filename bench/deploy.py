@@ -111,14 +111,7 @@ def best_search_candidate(family: str) -> Path | None:
     """The run folder of the trained `family` candidate of bench/shrink.py's SST-2 search
     (candidates/<name>/run/) with the best dev score, or None."""
     folder = runs_dir() / "shrink" / TASK / "candidates"
-    runs = [best_run(c, "run") for c in sorted(folder.glob(f"{family}-*"))]
-    scored = [(dev_score(_report(r)), r) for r in runs if r is not None]
-    return max(scored, key=lambda pair: pair[0])[1] if scored else None
-
-
-def _report(run: Path) -> dict:
-    path = run / "report.json" if (run / "report.json").is_file() else run / "prune.json"
-    return json.loads(path.read_text())
+    return best_run(folder, f"{family}-*/run") if folder.is_dir() else None
 
 
 def quantized(name: str, model: Path) -> dict:

@@ -9,6 +9,7 @@ of a transfer set of millions of sentences fit in memory. Rows read back as list
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 
@@ -32,7 +33,7 @@ class RaggedInts(Sequence):
         if not rows:
             return
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter((v for r in rows for v in r), dtype=np.int32, count=int(lengths.sum()))
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
         self._chunks.append(flat)
         self._pending_ends.append(self._size + np.cumsum(lengths))
         self._size += int(lengths.sum())
