@@ -230,6 +230,10 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
     start = time.perf_counter()
     layer_targets = labeller.layer_targets(transfer, transfer_enc.lengths, pairs)
     timings["labelling_seconds"] += time.perf_counter() - start
+    # Training reads the encoded transfer set and the teacher's outputs, never its texts
+    # again: let them go (~100 bytes a sentence, 200 MB for a transfer set of 2M).
+    transfer_counts = transfer.counts
+    del transfer, transfer_split
     distiller = Distiller(
         cfg=cfg,
         accelerator=acc,
@@ -279,7 +283,7 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
         teacher_tokenizer=tokenizer,
         teacher_dir=teacher_dir,
         student=built,
-        transfer_counts=transfer.counts,
+        transfer_counts=transfer_counts,
         labeled_examples=len(labeled),
         devs=devs,
         history=distiller.history,

@@ -64,6 +64,18 @@ def test_ragged_ints_read_back_rows_and_lengths():
     assert packed.nbytes() == 4 * sum(map(len, rows)) + 8 * 500
 
 
+def test_ragged_ints_keep_no_ids_while_every_row_is_zeros():
+    # a single-text split's token type ids: only the row ends are stored
+    zeros = [[0] * n for n in (3, 0, 5)]
+    packed = RaggedInts(zeros)
+    assert packed == zeros and packed.row_lengths() == [3, 0, 5]
+    assert packed.nbytes() == 8 * 3
+    # a row with another value, after rows were read: the zeros before it are written out
+    packed.extend([[0, 1], [0]])
+    assert packed == [*zeros, [0, 1], [0]] and packed[-2] == [0, 1]
+    assert packed.nbytes() == 4 * 11 + 8 * 5
+
+
 def test_first_occurrences_keeps_the_first_of_each_example():
     texts = [("a",), ("b",), ("a",), ("c",), ("b",), ("a",)]
     assert first_occurrences(texts).tolist() == [0, 1, 3]

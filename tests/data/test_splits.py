@@ -1,11 +1,12 @@
 import json
 import random
 
+import numpy as np
 import pytest
 from conftest import STSB_HEADER, write_tsv
 
 from lmshrink.config import DataConfig
-from lmshrink.data.batching import bucketed_batches, collate, encode
+from lmshrink.data.batching import bucketed_batches, bucketed_index_arrays, collate, encode
 from lmshrink.data.splits import load_eval_splits, read_split, resolve_task
 from lmshrink.data.tasks import get_task
 from lmshrink.errors import ConfigError, DataError, MissingDependencyError
@@ -210,6 +211,37 @@ def test_bucketed_batches_cover_every_index_once_with_similar_lengths():
     assert bucketed_batches(lengths, 16, random.Random(1), 10) == batches  # seeded
     eval_batches = bucketed_batches(lengths, 16, None)
     assert [lengths[i] for b in eval_batches for i in b] == sorted(lengths)
+
+
+def _list_bucketed_batches(lengths, batch_size, rng, bucket_batches=50):
+    """The batches as lists of Python ints once gave them (what runs were trained on)."""
+    order = list(range(len(lengths)))
+    if rng is None:
+        return [
+            chunk
+            for order in [sorted(order, key=lambda i: lengths[i])]
+            for chunk in (order[i : i + batch_size] for i in range(0, len(order), batch_size))
+        ]
+    rng.shuffle(order)
+    window, batches = batch_size * bucket_batches, []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 3000])
+def test_index_arrays_give_the_batches_python_lists_gave(n):
+    # the arrays (8 bytes an index) must not change a seeded run's order
+    rng = random.Random(n)
+    lengths = [rng.randint(1, 64) for _ in range(n)]  # many ties: the sort must be stable
+    for seed in (None, 5):
+        want = _list_bucketed_batches(lengths, 32, seed and random.Random(seed), 4)
+        got = bucketed_index_arrays(lengths, 32, seed and random.Random(seed), 4)
+        assert all(a.dtype == np.int64 for a in got)
+        assert [a.tolist() for a in got] == want
+        assert bucketed_batches(lengths, 32, seed and random.Random(seed), 4) == want
 
 
 def test_encode_pairs_and_collate_pads(tiny_encoder):

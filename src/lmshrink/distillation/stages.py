@@ -192,12 +192,13 @@ def frozen_params(plan: list[list[Any]], stage: StageConfig, epoch: int) -> list
 
 def epoch_batches(
     lengths: list[int], stage: StageConfig, seed: int, stage_index: int, epoch: int, world: int
-) -> list[list[list[int]]]:
-    """Per step, one index batch per process; the same on every process for a seed."""
-    from lmshrink.data.batching import bucketed_batches
+) -> list[list[Any]]:
+    """Per step, one index batch (an int64 array) per process; the same on every process
+    for a seed."""
+    from lmshrink.data.batching import bucketed_index_arrays
 
     rng = random.Random(f"{seed}/{stage_index}/{epoch}")
-    batches = bucketed_batches(lengths, stage.batch_size, rng)
+    batches = bucketed_index_arrays(lengths, stage.batch_size, rng)
     steps = len(batches) // world or 1
     return [batches[s * world : (s + 1) * world] for s in range(steps)]
 
