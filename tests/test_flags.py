@@ -105,6 +105,25 @@ def test_quantize_scores_the_dev_file_given(custom, accuracy_on_same, tmp_path, 
     assert f"scored on custom dev, 20 examples ({custom['other']})" in stdout
 
 
+def test_quantize_without_training_examples_builds_dynamic_int8_only(custom, tmp_path, capsys):
+    # a model whose task names a dev file alone: no training examples to calibrate static
+    # int8 (a default) on
+    pytest.importorskip("onnxruntime")
+    model = shutil.copytree(custom["model"], tmp_path / "model")
+    meta = json.loads((model / "lmshrink.json").read_text())
+    meta["config"]["data"]["train_file"] = ""
+    (model / "lmshrink.json").write_text(json.dumps(meta))
+    out = tmp_path / "q"
+    argv = ["quantize", model, "--out", out]
+    code, _, err = run(argv + FAST_SPEED, capsys)
+    assert code == 0, err
+    assert "no training examples to calibrate static int8 on" in err
+    result = json.loads((out / "quantize.json").read_text())
+    assert "onnx-int8" in result["backends"] and "onnx-int8-static" not in result["backends"]
+    code, _, err = run([*argv, "--int8-modes", "static", "--overwrite"], capsys)
+    assert code == 2 and "has no train split; pass --train-file" in err
+
+
 def test_bench_scores_the_dev_file_given(custom, accuracy_on_same, tmp_path, capsys):
     out = tmp_path / "b.json"
     argv = ["bench", custom["model"], "--dev-file", custom["other"], "--json", out]

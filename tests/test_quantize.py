@@ -64,7 +64,7 @@ def dev_batch(folder) -> dict[str, torch.Tensor]:
 )
 def test_quantize_scores_and_times_every_backend(models, tmp_path, name, int8_op):  # noqa: F811
     out = tmp_path / "int8"
-    result = quantize(quantize_config(models, name, out))
+    result = quantize(quantize_config(models, name, out, int8_modes=["dynamic"]))
 
     backends = result["backends"]
     assert list(backends) == ALL
@@ -276,9 +276,8 @@ def test_model_cards_name_the_int8_mode(int8_models):
 
 def test_quantize_builds_static_int8_beside_dynamic(models, tmp_path):  # noqa: F811
     out = tmp_path / "int8"
-    cfg = quantize_config(
-        models, "teacher", out, int8_modes=["static", "dynamic"], calibration_examples=32
-    )
+    cfg = quantize_config(models, "teacher", out, calibration_examples=32)
+    assert cfg.int8_modes == ["dynamic", "static"]  # the default
     result = quantize(cfg)
     backends = result["backends"]
     assert list(backends) == [*ALL, "onnx-int8-static"]  # one interleaved timing of all five
@@ -318,9 +317,11 @@ def test_a_killed_quantize_resumes_without_redoing_work(models, tmp_path, monkey
     import lmshrink.measure.speed
     import lmshrink.quantize as q
 
-    whole = quantize(quantize_config(models, "teacher", tmp_path / "whole"))
+    # (dynamic int8 only: the steps counted below)
+    dynamic = {"int8_modes": ["dynamic"]}
+    whole = quantize(quantize_config(models, "teacher", tmp_path / "whole", **dynamic))
     out, work = tmp_path / "int8", tmp_path / "int8.work"
-    cfg = quantize_config(models, "teacher", out)
+    cfg = quantize_config(models, "teacher", out, **dynamic)
     calls: dict[str, int] = {}
 
     def count(name):
@@ -402,7 +403,7 @@ def test_quantize_resume_on_the_command_line(models, tmp_path, monkeypatch, caps
     argv = [
         "quantize", str(models["teacher"]), "--task", "sst2", "--data-dir", str(models["glue"]),
         "--max-length", "32", "--parity-examples", "16", "--speed-examples", "8", "--rounds", "1",
-        "--speed-batch-sizes", "1", "--no-progress", "--out", str(out),
+        "--speed-batch-sizes", "1", "--int8-modes", "dynamic", "--no-progress", "--out", str(out),
     ]  # fmt: skip
     monkeypatch.setattr(q, "onnx_int8_folder", kill_int8_build)
     assert main(argv) == 130
@@ -514,7 +515,9 @@ def test_agreement_asks_the_task_kind():
 # --- choosing the best backend ----------------------------------------------------------
 
 
-def fake_result(speed: dict[str, float], score: dict[str, float], flags: dict[str, bool]):
+def fake_result(
+    speed: dict[str, float], score: dict[str, float], flags: dict[str, bool], slack: float = 0.0
+):
     """A quantize result with given batch-1 speeds and dev scores per backend."""
     result = {
         "backends": {name: {"score": score[name]} for name in speed},
@@ -525,7 +528,7 @@ def fake_result(speed: dict[str, float], score: dict[str, float], flags: dict[st
         },
         "cpu": {"model": "Test CPU", "int8_flags": flags},
     }
-    result["best"] = choose_best(result, max_drop=0.005)
+    result["best"] = choose_best(result, max_drop=0.005, invariant_slack=slack)
     return result
 
 
@@ -555,6 +558,36 @@ def test_fp32_best_says_so_with_the_cpu_flags(flags, why):
     text = verdict(result, 0.005)
     assert "fp32 wins: int8 did not pay off on this CPU (Test CPU;" in text
     assert f"avx512_vnni {'yes' if flags['avx512_vnni'] else 'no'}" in text and why in text
+
+
+@pytest.mark.parametrize(
+    ("static", "slack", "best"),
+    [(36, 0.15, "onnx-int8-static"), (36, 0.0, "onnx-int8"), (30, 0.15, "onnx-int8")],
+)
+def test_batch_invariant_int8_is_best_when_it_costs_little(static, slack, best):
+    # dynamic int8 40/s; static int8 36/s (dynamic 1.11x as fast) or 30/s (1.33x)
+    speed = {"torch-fp32": 10, "torch-int8": 12, "onnx-fp32": 20, "onnx-int8": 40}
+    result = fake_result(
+        {**speed, "onnx-int8-static": static},
+        {**SAME, "onnx-int8-static": 0.9},
+        NO_VNNI,
+        slack,
+    )
+    assert result["best"] == {"1": best}
+    text = verdict(result, 0.005)
+    assert text.startswith(f"{best} is best on this CPU at batch 1")
+    passed_over = best == "onnx-int8-static"
+    assert ("onnx-int8 is 1.11x as fast, but its predictions can change" in text) == passed_over
+
+
+def test_fp32_within_the_slack_is_best_and_the_verdict_says_why():
+    result = fake_result(
+        {"torch-fp32": 10, "torch-int8": 12, "onnx-fp32": 20, "onnx-int8": 22}, SAME, VNNI, 0.15
+    )
+    assert result["best"] == {"1": "onnx-fp32"}
+    text = verdict(result, 0.005)
+    assert "onnx-int8 is 1.10x as fast, but its predictions can change" in text
+    assert "lose more than" not in text and "did not pay off" not in text
 
 
 def test_a_fast_int8_backend_that_loses_accuracy_is_not_best():
