@@ -508,20 +508,22 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # Not measured: what this version would need at 100M sentences on a multi-GPU cluster.
 PROJECTION = """\
 What grows with the transfer set in each process of a run, in this version (sentence tasks):
-the texts, packed in memory (`TextStore`: their UTF-8 bytes plus 8 bytes per field); the
-token ids and token types, packed (`RaggedInts`: 4 bytes per token each, plus 8 per
-sentence); the teacher's
-logits (4 bytes per class per sentence); and each epoch's batch order, Python lists of every
-index (tens of bytes per sentence). The teacher's representation (2 bytes per dimension per
-sentence) stays in the cache's shards on disk and is read per batch.
+the texts, packed in memory (`TextStore`: their UTF-8 bytes plus 8 bytes per field) until
+the student has encoded them, then let go; the token ids, packed (`RaggedInts`: 4 bytes per
+token plus 8 per sentence; a single-text task's token types, all zeros, keep only the 8);
+the teacher's logits (4 bytes per class per sentence); each epoch's batch order (int64
+arrays, 8 bytes per sentence); and each epoch's list of sentence lengths (8 bytes per
+sentence, for the time it takes to draw the order). The teacher's representation (2 bytes
+per dimension per sentence) stays in the cache's shards on disk and is read per batch.
 
-At 100M sentences like these (~100 bytes, ~25 tokens) that is ~11 GB of texts, ~20 GB of ids
-and token types, 0.8 GB of logits and a few GB of batch order, in every process: one process
-per GPU on an 8-GPU machine would need ~280 GB. What it would take:
+At 100M sentences like these (~100 bytes, ~25 tokens) that is ~10 GB of texts while they are
+encoded, then ~11 GB of ids and ~3 GB of token-type ends, logits, batch order and lengths, in
+every process: one process per GPU on an 8-GPU machine would need ~170 GB while encoding and
+~110 GB while training. What it would take:
 1. The texts and ids written once, in the same packed layout, to files beside the teacher
    cache by the main process, and read per batch by every process (`os.pread`, as the
-   teacher's representation is read now); batch orders as numpy arrays, each process
-   keeping only its own share.
+   teacher's representation is read now), each process keeping only its own share of the
+   batch order.
 2. Labelling is split already: cache shard k is labelled by process k mod N, each shard
    written atomically, so any process resumes any shard. Across machines this needs the
    cache folder on a shared file system (or each machine's shards gathered before
