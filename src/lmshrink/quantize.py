@@ -217,15 +217,14 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     out = Path(cfg.out).expanduser()
     src = read_model(cfg.model, cfg.data, cfg.seed)
     task, model = src.task, src.model
-    if "static" in cfg.int8_modes and "onnx" in cfg.backends:
-        if "train" not in task.splits and "dynamic" in cfg.int8_modes:
-            warn(
-                f"task {task.name} has no training examples to calibrate static int8 on: "
-                "building dynamic int8 only; pass --train-file for onnx-int8-static/."
-            )
-            cfg = dataclasses.replace(cfg, int8_modes=["dynamic"])
-        else:
-            check_calibration_split(task)  # before anything slow
+    if "static" in cfg.int8_modes and "onnx" in cfg.backends and "train" not in task.splits:
+        if cfg.int8_modes == ["static"]:
+            check_calibration_split(task)  # the error, before anything slow
+        warn(
+            f"task {task.name} has no training examples to calibrate static int8 on: "
+            "building dynamic int8 only; pass --train-file for onnx-int8-static/."
+        )
+        cfg = dataclasses.replace(cfg, int8_modes=["dynamic"])
     if cfg.resume:
         kept = [n for n in VARIANT_FOLDERS if (work / n).is_dir()]
         info(f"resuming {work}: keeping {', '.join(kept) or 'no variant folder'}")

@@ -470,8 +470,7 @@ def choose_best(
     reference's dev score, except that a batch-invariant one (fp32, static int8) is chosen
     over a faster batch-dependent one (dynamic int8) that is at most `invariant_slack`
     faster (0.15: up to 15% more examples per second)."""
-    floor = result["backends"][REFERENCE]["score"] - max_drop
-    eligible = [n for n, b in result["backends"].items() if b["score"] >= floor - 1e-12]
+    eligible = _eligible(result, max_drop)
     per_second = result["speed"]["per_second"]
     best = {}
     for bs in per_second[REFERENCE]:
@@ -483,6 +482,12 @@ def choose_best(
                 fastest = alternative
         best[bs] = fastest
     return best
+
+
+def _eligible(result: dict[str, Any], max_drop: float) -> list[str]:
+    """The backends whose dev score is at most `max_drop` below the reference's."""
+    floor = result["backends"][REFERENCE]["score"] - max_drop
+    return [n for n, b in result["backends"].items() if b["score"] >= floor - 1e-12]
 
 
 def verdict(result: dict[str, Any], max_drop: float) -> str:
@@ -500,10 +505,8 @@ def verdict(result: dict[str, Any], max_drop: float) -> str:
     per_second = result["speed"]["per_second"]
     passed = [  # faster, within max_drop, but batch-dependent: passed over for this one
         n
-        for n in BATCH_DEPENDENT
-        if n in backends
-        and per_second[n][bs] > per_second[best][bs]
-        and backends[n]["score"] >= reference - max_drop - 1e-12
+        for n in _eligible(result, max_drop)
+        if n in BATCH_DEPENDENT and per_second[n][bs] > per_second[best][bs]
     ]
     if passed:
         n = max(passed, key=lambda name: per_second[name][bs])
