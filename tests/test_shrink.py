@@ -8,7 +8,12 @@ import pytest
 
 from lmshrink.errors import ConfigError, LmshrinkError
 from lmshrink.search import plan
-from lmshrink.search.candidates import Architecture, architectures, parse_architecture
+from lmshrink.search.candidates import (
+    ONNX_BACKENDS,
+    Architecture,
+    architectures,
+    parse_architecture,
+)
 
 
 def test_parse_architecture_reads_family_and_settings():
@@ -20,7 +25,11 @@ def test_parse_architecture_reads_family_and_settings():
     assert parse_architecture(arch.spec) == arch
     assert arch.size == 64 * 256
     assert parse_architecture("fasttext").backends == ("fasttext",)
-    assert parse_architecture("static:embedding_dim=8").backends == ("onnx-fp32", "onnx-int8")
+    assert parse_architecture("static:embedding_dim=8").backends == (
+        "onnx-fp32",
+        "onnx-int8",
+        "onnx-int8-static",
+    )
 
 
 @pytest.mark.parametrize(
@@ -155,7 +164,7 @@ def test_a_search_times_trains_scores_and_chooses(finished_search):
     assert names == {
         f"{a}/{b}"
         for a in ("teacher", "bilstm-embedding_dim8-hidden_size8", "static-embedding_dim8")
-        for b in ("onnx-fp32", "onnx-int8")
+        for b in ("onnx-fp32", "onnx-int8", "onnx-int8-static")
     } | {"fasttext-dim8-bucket1000/fasttext"}
     assert state["trained"] == [
         "teacher",
@@ -191,6 +200,39 @@ def test_a_search_times_trains_scores_and_chooses(finished_search):
     assert not (out / "candidates" / "bilstm-embedding_dim8-hidden_size8" / "cache").exists()
 
 
+def test_static_int8_is_calibrated_on_train_and_the_card_says_how_it_serves(finished_search):
+    from lmshrink.compress.int8 import CALIBRATION_EXAMPLES
+    from lmshrink.search.latency import TIMING_CALIBRATION_EXAMPLES
+    from lmshrink.search.report import model_card
+
+    out, state = finished_search
+
+    def calibration(folder):
+        int8 = json.loads((folder / "onnx-int8-static" / "export.json").read_text())["int8"]
+        assert int8["mode"] == "static" and int8["calibration"]["split"] == "train"
+        return int8["calibration"]
+
+    # an untrained student is only timed: a few examples give its graph the right shape
+    untrained = calibration(out / "latency" / "static-embedding_dim8")
+    assert untrained["examples"] == TIMING_CALIBRATION_EXAMPLES
+    # what is scored and served is calibrated as lmshrink quantize calibrates (the tiny
+    # train split has 160 rows, fewer than the default), on the search's seed
+    for served in (out / "latency" / "teacher", out / "candidates" / "static-embedding_dim8"):
+        assert calibration(served)["source"] == untrained["source"]
+        assert calibration(served)["examples"] == min(CALIBRATION_EXAMPLES, 160)
+        assert calibration(served)["seed"] == 42
+    rows = {r["name"]: r for r in state["rows"]}
+    card = model_card(rows["static-embedding_dim8/onnx-int8-static"], _Task())
+    assert "same prediction alone or in any batch" in card
+    assert "can change with what else is in its batch" in model_card(
+        rows["static-embedding_dim8/onnx-int8"], _Task()
+    )
+
+
+class _Task:
+    name = "sst2"
+
+
 def test_resume_keeps_finished_work_and_rechooses_under_a_new_budget(finished_search, tiny_teacher):
     from lmshrink.shrink import NoModelFits, shrink
 
@@ -221,7 +263,7 @@ def test_the_teacher_is_scored_when_nothing_fits(tiny_teacher, tmp_path):
         shrink(cfg)
     state = json.loads((out / "shrink.json").read_text())
     assert state["trained"] == ["teacher"]
-    assert {"teacher/onnx-fp32", "teacher/onnx-int8"} == set(state["scores"])
+    assert {f"teacher/{b}" for b in ONNX_BACKENDS} == set(state["scores"])
     assert (out / "report.md").is_file() and not (out / "best").exists()
 
 
@@ -321,7 +363,7 @@ def test_a_search_on_a_token_task_chooses_a_tagger(tmp_path, tiny_encoder, tiny_
     rows = {r["name"]: r for r in state["rows"]}
     assert set(rows) == {
         f"{a}/{b}" for a in ("teacher", "bilstm-embedding_dim8-hidden_size8", "pruned-keep0.6")
-        for b in ("onnx-fp32", "onnx-int8")
+        for b in ONNX_BACKENDS
     }  # fmt: skip
     run = tmp_path / "search" / "candidates" / "pruned-keep0.6" / "run"
     assert json.loads((run / "prune.json").read_text())["task"] == "conll2003"  # by prune
@@ -354,7 +396,7 @@ def test_a_search_on_a_regression_pair_task_drops_fasttext(tmp_path, tiny_encode
     state = _search(tmp_path / "teacher", "stsb", glue, tmp_path / "s2", ["static:embedding_dim=8"])
     rows = {r["name"]: r for r in state["rows"]}
     assert set(rows) == {
-        f"{a}/{b}" for a in ("teacher", "static-embedding_dim8") for b in ("onnx-fp32", "onnx-int8")
+        f"{a}/{b}" for a in ("teacher", "static-embedding_dim8") for b in ONNX_BACKENDS
     }  # fmt: skip
     assert all(set(r["metrics"]) == {"pearson", "spearman"} for r in rows.values())
     assert state["winner"] in rows
@@ -518,7 +560,7 @@ def test_a_search_prunes_the_teacher(tiny_teacher, tiny_prune, tmp_path):
     name = "pruned-keep0.6"
     assert state["trained"] == ["teacher", name]
     rows = {r["name"]: r for r in state["rows"]}
-    assert set(rows) == {f"{a}/{b}" for a in ("teacher", name) for b in ("onnx-fp32", "onnx-int8")}
+    assert set(rows) == {f"{a}/{b}" for a in ("teacher", name) for b in ONNX_BACKENDS}
     assert all(r["p50_ms"] > 0 and r["score"] is not None for r in rows.values())
     assert rows[f"{name}/onnx-fp32"]["family"] == "pruned"
     # timed before training, on a graph of the trained model's size, smaller than the teacher
@@ -541,7 +583,7 @@ def test_a_search_prunes_the_teacher(tiny_teacher, tiny_prune, tmp_path):
     assert name in (out / "report.md").read_text()
 
 
-@pytest.mark.parametrize("backend", ["fasttext", "onnx-int8"])
+@pytest.mark.parametrize("backend", ["fasttext", "onnx-int8", "onnx-int8-static"])
 def test_the_model_cards_serving_snippet_runs_without_lmshrink(
     finished_search, tmp_path, monkeypatch, backend
 ):

@@ -64,6 +64,7 @@ import numpy as np
 
 from lmshrink.compress.int8 import (
     BACKENDS,
+    CALIBRATION_EXAMPLES,
     INT8_MODES,
     ONNX_INT8_FOLDERS,
     REFERENCE,
@@ -147,7 +148,7 @@ class QuantizeConfig(BatchSpeedSettings, EvalSettings, RunSettings):
         "the fastest).",
     )
     calibration_examples: int = option(
-        256,
+        CALIBRATION_EXAMPLES,
         "training examples (a fixed-seed random subset; never dev) whose activations set "
         "static int8's scales.",
     )

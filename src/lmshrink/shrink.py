@@ -4,10 +4,10 @@ The search, in four steps (`lmshrink.search`):
 
 1. **Latency first.** Every architecture of the grid (the teacher itself, the teacher
    pruned to a few kept shares, layer-subset transformers, BiLSTMs, static-embedding
-   students, fastText) is built untrained, exported to ONNX fp32 and int8 and timed on this
-   CPU end to end (raw dev strings in, labels out) at batch 1 and 32, interleaved. Speed
-   does not depend on weights, so what misses the budget is dropped in minutes, before any
-   training.
+   students, fastText) is built untrained, exported to ONNX fp32, dynamic int8 and static
+   int8 and timed on this CPU end to end (raw dev strings in, labels out) at batch 1 and
+   32, interleaved. Speed does not depend on weights, so what misses the budget is dropped
+   in minutes, before any training.
 2. **Train only what can win.** The teacher labels the transfer set once into a shared cache;
    the architectures that fit are trained in the order most likely to win (the families by
    the accuracy expected of them, the largest that fits in each first), each as an ordinary
@@ -24,7 +24,7 @@ Dev data only: the choice never sees the test split. A killed search continues w
 
 Output folder (`--out`): shrink.json, report.md, pareto.png, best/, latency/ (the untrained
 exports that were timed), candidates/<name>/ (run/ from distill or prune, onnx-fp32/,
-onnx-int8/ or fasttext/), cache/ (the teacher's outputs).
+onnx-int8/, onnx-int8-static/ or fasttext/), cache/ (the teacher's outputs).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def shrink(cfg: ShrinkConfig) -> dict[str, Any]:
     gold = read_split(task, "train", teacher.data).subset(teacher.data.max_train_samples, cfg.seed)
 
     log(f"step 1: timing {len(archs)} architectures untrained, end to end, on this CPU")
-    folders = latency.prepare(archs, teacher, gold, out / "latency", log)
+    folders = latency.prepare(archs, teacher, gold, out / "latency", log, cfg.seed)
     missing = [name for name in folders if name not in state["latency"]]
     if missing:
         state["latency"] = latency.time_all(

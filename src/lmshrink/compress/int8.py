@@ -85,6 +85,7 @@ REFERENCE = "torch-fp32"
 INT8_MODES = ("dynamic", "static")  # ONNX Runtime's, each in its own variant folder:
 ONNX_INT8_FOLDERS = {"dynamic": "onnx-int8", "static": "onnx-int8-static"}
 CALIBRATION_BATCH = 8  # training examples per calibration batch (padded to the longest)
+CALIBRATION_EXAMPLES = 256  # training examples static int8 is calibrated on by default
 INVARIANCE_BATCH = 32  # predictions alone are compared with those inside batches of this size
 # Node types whose weights static int8 quantizes (MatMul and Gemm: with a weight matrix;
 # Gather: of an embedding table); other compute (LSTM, activation MatMuls) stays fp32.

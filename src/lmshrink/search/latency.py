@@ -3,15 +3,16 @@
 The speed of an architecture does not depend on its weights, so each student is built as its
 family builds it (vocabulary, embeddings and layers from the teacher; the rest random; a
 pruned teacher is the teacher cut to its kept share without estimating importance),
-exported to ONNX (with the parity check) and quantized to int8, and timed end to end on the
-task's real dev texts: raw strings in, the tokenizer a server would use, labels out
-(`lmshrink.measure.end_to_end`), all candidates interleaved in one process with the thread
-count given. The model-only time (pre-tokenized batches, `measure.speed`) is kept beside it.
-Candidates over the budget are dropped in minutes, before anything is trained.
+exported to ONNX (with the parity check) and quantized to int8 (dynamic, and static with a
+few calibration examples), and timed end to end on the task's real dev texts: raw strings in,
+the tokenizer a server would use, labels out (`lmshrink.measure.end_to_end`), all candidates
+interleaved in one process with the thread count given. The model-only time (pre-tokenized
+batches, `measure.speed`) is kept beside it. Candidates over the budget are dropped in
+minutes, before anything is trained.
 
-Each architecture's exports land in `latency/<name>/{onnx-fp32,onnx-int8}/` (fastText:
-`fasttext/`), each folder written whole or not at all, so a killed search redoes only what
-it had not finished.
+Each architecture's exports land in `latency/<name>/{onnx-fp32,onnx-int8,onnx-int8-static}/`
+(fastText: `fasttext/`), each folder written whole or not at all, so a killed search redoes
+only what it had not finished.
 """
 
 from __future__ import annotations
@@ -31,26 +32,49 @@ from lmshrink.search.candidates import (
     pruned_keep,
 )
 
+# An untrained graph is timed, never scored: a few calibration examples give it the shape of
+# a static int8 graph (its speed does not depend on the scales); a trained one is calibrated
+# as `lmshrink quantize` calibrates it.
+TIMING_CALIBRATION_EXAMPLES = 16
+
 
 def export_model(
-    src: Any, folder: Path, log: Callable[[str], None], parity_examples: int = 256
+    src: Any,
+    folder: Path,
+    log: Callable[[str], None],
+    parity_examples: int = 256,
+    calibration_examples: int | None = None,
+    seed: int = 0,
 ) -> None:
-    """`src` (a ModelSource) as onnx-fp32/ and onnx-int8/ under `folder`, each written whole
-    (a folder present is complete and is kept); the parity check compares
-    `parity_examples` dev examples at each batch size."""
-    from lmshrink.compress.int8 import onnx_int8_folder
+    """`src` (a ModelSource) as onnx-fp32/, onnx-int8/ (dynamic) and onnx-int8-static/
+    (calibrated on `calibration_examples` training examples drawn with `seed`; None: as many
+    as `lmshrink quantize` takes by default) under
+    `folder`, each written whole (a folder present is complete and is kept); the parity
+    check compares `parity_examples` dev examples at each batch size."""
+    from lmshrink.compress.int8 import (
+        CALIBRATION_EXAMPLES,
+        ONNX_INT8_FOLDERS,
+        calibration_set,
+        onnx_int8_folder,
+    )
     from lmshrink.compress.onnx import OnnxSettings, export_folder
     from lmshrink.runs import staged_output
 
-    fp32, int8 = folder / "onnx-fp32", folder / "onnx-int8"
+    fp32 = folder / "onnx-fp32"
     if not fp32.is_dir():
         with staged_output(fp32) as stage:
             export_folder(src, stage, OnnxSettings(parity_examples=parity_examples))
-    if not int8.is_dir():
-        with staged_output(int8) as stage:
+    for mode, name in ONNX_INT8_FOLDERS.items():
+        if (folder / name).is_dir():
+            continue
+        calibration = None
+        if mode == "static":
+            examples = calibration_examples or CALIBRATION_EXAMPLES
+            calibration = calibration_set(src, examples, seed)
+        with staged_output(folder / name) as stage:
             stage.rmdir()  # onnx_int8_folder makes it
-            onnx_int8_folder(fp32, stage)
-    log(f"  exported {folder.name} (onnx-fp32, onnx-int8)")
+            onnx_int8_folder(fp32, stage, mode, calibration)
+    log(f"  exported {folder.name} ({', '.join(['onnx-fp32', *ONNX_INT8_FOLDERS.values()])})")
 
 
 def untrained_source(arch: Architecture, teacher: Any, train_texts: list[Any]) -> Any:
@@ -120,9 +144,11 @@ def prepare(
     train: Any,
     root: Path,
     log: Callable[[str], None],
+    seed: int = 0,
 ) -> dict[str, Path]:
     """Export (or train, for fastText: a quick model on the gold labels, as fast as a fully
-    trained one) every architecture for timing; returns {candidate name: served folder}."""
+    trained one) every architecture for timing; returns {candidate name: served folder}.
+    `seed` draws the static int8 calibration examples."""
     from lmshrink.search.fasttext_student import FastTextSettings, train_fasttext
 
     texts = [list(w) for w in train.words] if teacher.task.kind.token_level else train.texts
@@ -146,7 +172,17 @@ def prepare(
             src = teacher if arch.family == TEACHER else untrained_source(arch, teacher, texts)
             # an untrained graph only needs to be the right one: a short parity check; the
             # teacher's export is served as it is, so it gets the full one
-            export_model(src, folder, log, parity_examples=256 if src is teacher else 32)
+            if src is teacher:
+                export_model(src, folder, log, seed=seed)
+            else:
+                export_model(
+                    src,
+                    folder,
+                    log,
+                    parity_examples=32,
+                    calibration_examples=TIMING_CALIBRATION_EXAMPLES,
+                    seed=seed,
+                )
         for backend in arch.backends:
             folders[Candidate(arch, backend).name] = folder / backend
     return folders

@@ -47,13 +47,30 @@ def serving_snippet(row: dict[str, Any]) -> str:
     )
 
 
+# What each backend means for whoever serves it (the model card says it of the winner).
+BACKEND_NOTES = {
+    "onnx-fp32": "ONNX, fp32 weights: the trained model's own predictions",
+    "onnx-int8": (
+        "ONNX Runtime dynamic int8: activation scales are computed at each call over the "
+        "whole batch, so a sentence's prediction can change with what else is in its batch "
+        "(the dev score here was measured one sentence at a time)"
+    ),
+    "onnx-int8-static": (
+        "ONNX Runtime static int8: activation scales calibrated once on training examples "
+        "(export.json says which), so a sentence gets the same prediction alone or in any batch"
+    ),
+    "fasttext": "fastText's own model.bin, served by the fasttext package",
+}
+
+
 def model_card(row: dict[str, Any], task: Any) -> str:
     metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in (row["metrics"] or {}).items())
     return "\n".join(
         [
             f"# {task.name}: {row['name']} (chosen by lmshrink shrink)",
             "",
-            f"- architecture: `{row['architecture']}`, served as {row['backend']}",
+            f"- architecture: `{row['architecture']}`, served as {row['backend']}: "
+            f"{BACKEND_NOTES.get(row['backend'], row['backend'])}",
             f"- dev: {metrics} ({_pct(row['retention'])} of the teacher's score)",
             f"- end-to-end latency on the machine that chose it, one sentence at a time: "
             f"p50 {_ms(row['p50_ms'])} ms, p95 {_ms(row['p95_ms'])} ms; batch 32: "

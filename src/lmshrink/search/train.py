@@ -7,9 +7,9 @@ teacher is made by `lmshrink prune` into `candidates/<name>/run/` (the pruned mo
 with its prune.json; a killed prune resumes from `run.work/`). The fastText
 student learns from the teacher's labels of that same transfer set (read from the cache) plus
 the gold labels. Every candidate is scored on dev in the backend it would be served in
-(ONNX fp32 and int8, fastText), one text at a time as a batch-1 budget serves it: the int8
-graph's own score, not its fp32 parent's, nor its score in batches (dynamic int8's activation
-scales depend on the batch).
+(ONNX fp32, dynamic and static int8, fastText), one text at a time as a batch-1 budget serves
+it: each int8 graph's own score, not its fp32 parent's, nor its score in batches (dynamic
+int8's activation scales depend on the batch).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def train_student(
     log: Callable[[str], None],
 ) -> Path:
     """Distil `arch` with `run_distill` (the distill command, given its config as a dict;
-    a run a kill interrupted resumes) and export it; returns the folder holding onnx-fp32/
-    and onnx-int8/."""
+    a run a kill interrupted resumes) and export it; returns the folder holding its ONNX
+    backends (`_export`)."""
     run = folder / "run"
     if not (run / "report.json").is_file():
         log(f"  training {arch.name} (lmshrink distill into {run})")
@@ -115,7 +115,7 @@ def train_pruned(
     log: Callable[[str], None],
 ) -> Path:
     """Prune the teacher to `arch` with `run_prune` (the prune command, given its config as a
-    dict) and export it; returns the folder holding onnx-fp32/ and onnx-int8/."""
+    dict) and export it; returns the folder holding its ONNX backends (`_export`)."""
     run = folder / "run"
     if not (run / PRUNE_REPORT).is_file():
         log(f"  training {arch.name} (lmshrink prune into {run})")
@@ -127,14 +127,15 @@ def train_pruned(
 def _export(
     arch: Architecture, shrink: Any, model: Path, folder: Path, log: Callable[[str], None]
 ) -> None:
-    """The trained model folder `model` as onnx-fp32/ and onnx-int8/ under `folder`, unless
-    they are there."""
+    """The trained model folder `model` as onnx-fp32/, onnx-int8/ and onnx-int8-static/
+    (calibrated as `lmshrink quantize` calibrates, on the search's seed) under `folder`,
+    unless they are there."""
     from lmshrink.models.sources import read_model
     from lmshrink.search.latency import export_model
 
     if not all((folder / b).is_dir() for b in arch.backends):
         src = read_model(str(model), shrink.data, shrink.seed)
-        export_model(src, folder, log)
+        export_model(src, folder, log, seed=shrink.seed)
 
 
 def train_fasttext_student(
