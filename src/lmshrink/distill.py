@@ -294,13 +294,13 @@ def distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]
 
 def _training_inputs(transfer: Any, labeled: Any) -> Sequence[Any]:
     """What student builders read of the training examples, the transfer set's then the
-    labeled rows': texts (tuples of 1 or 2 fields), read in place (a transfer set of
-    millions is not copied), or a token task's sentences as lists of words."""
+    labeled rows': texts (tuples of 1 or 2 fields), or a token task's sentences (sequences
+    of words), read in place (a transfer set of millions is not copied)."""
     from lmshrink.data.text_store import Concat
 
     words = getattr(transfer, "words", None)
     if words is not None:
-        return [list(w) for w in words] + [list(w) for w in labeled.words]
+        return Concat(words, labeled.words)
     return Concat(transfer.texts, labeled.texts)
 
 

@@ -150,8 +150,9 @@ def example_batch(enc: Encoded, names: list[str]) -> dict[str, Any]:
     """
     import torch
 
-    longest = max(range(len(enc)), key=lambda i: enc.lengths[i])
-    half = max(1, enc.lengths[longest] // 2)
+    lengths = enc.lengths  # computed once: packed rows rebuild the list on each read
+    longest = max(range(len(enc)), key=lengths.__getitem__)
+    half = max(1, lengths[longest] // 2)
     features = {k: [rows[longest], rows[longest][:half]] for k, rows in enc.features.items()}
     batch = collate(Encoded(features, None, enc.pad_token_id), [0, 1])
     return {n: batch[n] if n in batch else torch.zeros_like(batch["input_ids"]) for n in names}

@@ -76,6 +76,8 @@ def iter_augment(
 def _copies(
     texts: Iterable[tuple[str, ...]], cfg: AugmentConfig, rng: random.Random
 ) -> Iterator[tuple[str, ...]]:
+    if not cfg.multiplier:  # no copies: the texts (maybe millions, packed) are not read
+        return
     for fields in texts:
         for _ in range(cfg.multiplier):
             yield tuple(_augment_field(field, cfg, rng) for field in fields)
@@ -113,23 +115,35 @@ def check_augment_config(cfg: AugmentConfig) -> None:
 
 
 def augment_words(
-    sentences: list[tuple[str, ...]], cfg: AugmentConfig, seed: int
+    sentences: Iterable[tuple[str, ...]], cfg: AugmentConfig, seed: int
 ) -> list[tuple[str, ...]]:
     """`augment` for a token task's transfer set, whose examples are word lists (one tuple
     of words per sentence): `cfg.multiplier` copies of each, copy k of sentence i at index
     `i * multiplier + k`, each the whole sentence's words changed as `augment` changes one
     text field (n-gram, masking, dropout, swaps). A masked word becomes the mask token,
     one word; a copy that would come out empty is its source."""
+    return list(iter_augment_words(sentences, cfg, seed))
+
+
+def iter_augment_words(
+    sentences: Iterable[tuple[str, ...]], cfg: AugmentConfig, seed: int
+) -> Iterator[tuple[str, ...]]:
+    """`augment_words`'s copies one at a time (the same copies, in the same order), so that
+    a large transfer set's copies go straight into a packed store; the config is checked at
+    once."""
     check_augment_config(cfg)
-    if cfg.multiplier == 0:
-        return []
-    rng = random.Random(seed)
-    out: list[tuple[str, ...]] = []
+    return _word_copies(sentences, cfg, random.Random(seed))
+
+
+def _word_copies(
+    sentences: Iterable[tuple[str, ...]], cfg: AugmentConfig, rng: random.Random
+) -> Iterator[tuple[str, ...]]:
+    if not cfg.multiplier:  # no copies: the sentences are not read
+        return
     for words in sentences:
         for _ in range(cfg.multiplier):
             changed = _augment_words(list(words), cfg, rng)
-            out.append(tuple(changed) if changed else tuple(words))
-    return out
+            yield tuple(changed) if changed else tuple(words)
 
 
 def _augment_field(field: str, cfg: AugmentConfig, rng: random.Random) -> str:

@@ -26,12 +26,15 @@ from lmshrink.data.word_shapes import word_shape_ids
 
 # Texts tokenized per call when encoding a sentence split.
 ENCODE_CHUNK = 8192
+# Sentences tokenized per call when encoding a token split (each one's word ids are read
+# back one by one, as Python lists: a chunk's, never the whole split's).
+ENCODE_WORDS_CHUNK = 4096
 
 
 @dataclasses.dataclass
 class Encoded:
-    """Token ids of a split, unpadded: `features[name][i]` is a list of ints (a sentence
-    split's rows are packed `RaggedInts`; a token split's are lists).
+    """Token ids of a split, unpadded: `features[name][i]` is a list of ints (`encode` packs
+    the rows as `RaggedInts`, which read back as lists; plain lists of lists work too).
 
     `labels[i]` is one label (sentence tasks) or a list with one label per token, IGNORE_INDEX
     where no word starts (token tasks). Token tasks only: `word_starts[i]` lists the token
@@ -40,11 +43,11 @@ class Encoded:
     sentence has such a word). The kept words are those truncation left, so sentence i has
     len(word_starts[i]) + len(empty_words[i]) of them, its first ones."""
 
-    features: dict[str, list[list[int]]]
-    labels: list[int] | list[float] | list[list[int]] | None
+    features: dict[str, Sequence[list[int]]]
+    labels: Sequence[int] | Sequence[float] | Sequence[list[int]] | None
     pad_token_id: int
-    word_starts: list[list[int]] | None = None
-    empty_words: list[list[int]] | None = None
+    word_starts: Sequence[list[int]] | None = None
+    empty_words: Sequence[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.features["input_ids"])
@@ -86,21 +89,25 @@ def encode(
         chunk = texts[start : start + ENCODE_CHUNK]
         firsts = [t[0] for t in chunk]
         seconds = [t[1] for t in chunk] if len(chunk[0]) > 1 else None
-        out = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-        for name in ("input_ids", "token_type_ids"):
-            if name in out:
-                features.setdefault(name, RaggedInts()).extend(out[name])
-    if not features:  # no texts
-        features["input_ids"] = RaggedInts()
+        _add_ids(features, tokenizer(firsts, seconds, truncation=True, max_length=max_length))
+    features.setdefault("input_ids", RaggedInts())  # no texts
     return Encoded(features, split.labels, tokenizer.pad_token_id or 0)
+
+
+def _add_ids(features: dict[str, Any], out: Any) -> None:
+    """Append the rows of one tokenizer call's model inputs `out` to the packed `features`."""
+    for name in ("input_ids", "token_type_ids"):
+        if name in out:
+            features.setdefault(name, RaggedInts()).extend(out[name])
 
 
 def encode_words(
     tokenizer: Any,
-    words: list[list[str]],
-    tags: list[list[int]] | None,
+    words: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[int]] | None,
     max_length: int,
     word_shapes: bool = False,
+    chunk_size: int = ENCODE_WORDS_CHUNK,
 ) -> tuple[Encoded, int]:
     """Tokenize pre-split sentences (`words[i]` one sentence), truncating to `max_length`
     tokens; returns (the encoding, how many words truncation cut), so that the caller can
@@ -115,38 +122,64 @@ def encode_words(
     written (an uncased tokenizer has lowercased its ids), and 0 on special tokens. Only a
     model that reads them gets them (the BiLSTM token student with `shape_dim > 0`); a
     teacher's encodings never carry them.
+
+    Sentences are tokenized `chunk_size` at a time into packed rows (`RaggedInts`): the
+    tokenizer's lists of Python ints for a transfer set of millions of sentences would take
+    gigabytes. The chunk size changes nothing in the result.
     """
-    out = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
-    features = {k: list(v) for k, v in out.items() if k in ("input_ids", "token_type_ids")}
-    shapes: list[list[int]] = []
-    starts: list[list[int]] = []
-    empty: list[list[int]] = []
-    labels: list[list[int]] | None = [] if tags is not None else None
-    cut = 0
-    for i, sentence in enumerate(words):
-        word_ids = out.word_ids(i)
-        if word_shapes:
-            of_word = word_shape_ids(sentence)
-            shapes.append([SHAPE_PAD if w is None else of_word[w] for w in word_ids])
-        first = [
-            pos
-            for pos, w in enumerate(word_ids)
-            if w is not None and (pos == 0 or w != word_ids[pos - 1])
-        ]
-        starts.append(first)
-        kept = _kept_words(out.encodings[i], word_ids, len(sentence))
-        have = {word_ids[pos] for pos in first}
-        empty.append([w for w in range(kept) if w not in have])
-        cut += len(sentence) - kept
-        if labels is not None:
-            row = [IGNORE_INDEX] * len(word_ids)
-            for pos in first:
-                row[pos] = tags[i][word_ids[pos]]
-            labels.append(row)
+    features: dict[str, Any] = {}  # the model inputs, packed
+    names = ["word_starts", "empty_words"]
     if word_shapes:
-        features["word_shape_ids"] = shapes  # collate pads it with 0, the padding shape
-    empty_words = empty if any(empty) else None
-    return Encoded(features, labels, tokenizer.pad_token_id or 0, starts, empty_words), cut
+        names.append("word_shape_ids")
+    if tags is not None:
+        names.append("labels")
+    rows = {name: RaggedInts() for name in names}  # the other rows, one per sentence
+    cut, any_empty = 0, False
+    for lo in range(0, len(words), chunk_size):
+        chunk = [list(sentence) for sentence in words[lo : lo + chunk_size]]
+        out = tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=max_length)
+        _add_ids(features, out)
+        found: dict[str, list[list[int]]] = {name: [] for name in names}
+        for i, sentence in enumerate(chunk):
+            sentence_tags = tags[lo + i] if tags is not None else None
+            cut += _encode_sentence(out, i, sentence, sentence_tags, found)
+        for name in names:
+            rows[name].extend(found[name])
+        any_empty = any_empty or any(found["empty_words"])
+    features.setdefault("input_ids", RaggedInts())  # no sentences
+    if word_shapes:
+        features["word_shape_ids"] = rows["word_shape_ids"]  # collate pads it with 0: padding
+    labels = rows["labels"] if tags is not None else None
+    empty_words = rows["empty_words"] if any_empty else None
+    enc = Encoded(features, labels, tokenizer.pad_token_id or 0, rows["word_starts"], empty_words)
+    return enc, cut
+
+
+def _encode_sentence(
+    out: Any, i: int, sentence: list[str], tags: Sequence[int] | None, found: dict[str, list]
+) -> int:
+    """Append sentence `i` of the tokenizer's batch `out` to the rows of `found` that are
+    asked for (its word starts, empty words, and word shapes and labels when asked);
+    returns how many of its words truncation cut."""
+    word_ids = out.word_ids(i)  # [T] the word of each token, None on special tokens
+    if "word_shape_ids" in found:
+        of_word = word_shape_ids(sentence)
+        found["word_shape_ids"].append([SHAPE_PAD if w is None else of_word[w] for w in word_ids])
+    first = [
+        pos
+        for pos, w in enumerate(word_ids)
+        if w is not None and (pos == 0 or w != word_ids[pos - 1])
+    ]
+    found["word_starts"].append(first)
+    kept = _kept_words(out.encodings[i], word_ids, len(sentence))
+    have = {word_ids[pos] for pos in first}
+    found["empty_words"].append([w for w in range(kept) if w not in have])
+    if tags is not None:
+        row = [IGNORE_INDEX] * len(word_ids)
+        for pos in first:
+            row[pos] = tags[word_ids[pos]]
+        found["labels"].append(row)
+    return len(sentence) - kept
 
 
 def _kept_words(encoding: Any, word_ids: list[int | None], n: int) -> int:

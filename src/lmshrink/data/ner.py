@@ -55,12 +55,13 @@ DOCSTART = "-DOCSTART-"
 class TokenSplit:
     """The sentences of one split: `words[i]` are sentence i's words; `labels[i][j]` is the
     tag id of word j (IOB2, ids in the task's label order), or the whole list is None (no
-    tags). `languages[i]` is sentence i's language in a multilingual task (else None)."""
+    tags). `languages[i]` is sentence i's language in a multilingual task (else None).
+    A transfer set's split holds its packed sentences (`TextStore`, rows read as tuples)."""
 
     task: str
     name: str
     source: str
-    words: list[list[str]]
+    words: Sequence[Sequence[str]]
     labels: list[list[int]] | None
     languages: list[str] | None = None
 

@@ -30,9 +30,9 @@ from typing import Any
 from lmshrink.config import option
 from lmshrink.data.augment import (
     AugmentConfig,
-    augment_words,
     check_augment_config,
     iter_augment,
+    iter_augment_words,
 )
 from lmshrink.data.files import check_file, read_table, shorten, text_lines
 from lmshrink.data.ner import TokenSplit
@@ -115,7 +115,9 @@ class WordTransferSet:
     """The transfer set of a token task: one tuple of words per sentence, and `counts` as
     `TransferSet.counts` says them (sentences instead of texts)."""
 
-    words: list[tuple[str, ...]]
+    # a list, or for a built set a `TextStore` of any number of fields (one per word):
+    # millions of sentences are held as their bytes, not as tuples of str
+    words: Sequence[tuple[str, ...]]
     counts: dict[str, int]
 
     def __len__(self) -> int:
@@ -130,8 +132,9 @@ class WordTransferSet:
         return h.hexdigest()[:16]
 
     def split(self, task: str) -> TokenSplit:
-        """The sentences as an unlabeled `TokenSplit` (what `data.batching.encode` reads)."""
-        return TokenSplit(task, "transfer", "the transfer set", [list(w) for w in self.words], None)
+        """The sentences as an unlabeled `TokenSplit` (what `data.batching.encode` reads),
+        read in place: its `words` are this set's (tuples of words), not a copy."""
+        return TokenSplit(task, "transfer", "the transfer set", self.words, None)
 
 
 # --- cleaning ---------------------------------------------------------------------------
@@ -323,14 +326,14 @@ def build_transfer_set(
     A token task (`task.kind.token_level`) gets a `WordTransferSet`: the train split's
     sentences (a `TokenSplit`, tags hidden) and the sentences of `.txt` files split into
     words by `split_words`, `min_words`/`max_words` counting those words, and copies made by
-    `augment_words`.
+    `augment_words`. Either kind is packed into a `TextStore`.
     """
     _check_config(cfg, task)
     words = task.kind.token_level
     counts: dict[str, int] = {}
-    # A token task's sentences stay tuples of words in a list; a sentence task's texts are
-    # packed into a TextStore (a large transfer set is held as its bytes).
-    texts: Any = [] if words else TextStore()
+    # Packed into a TextStore (a large transfer set is held as its bytes): a sentence
+    # task's texts, or a token task's sentences, one field per word.
+    texts: Any = TextStore(any_fields=words)
     empty_inputs: list[str] = []  # for the error message if nothing is left
 
     if cfg.include_train and train is not None:
@@ -369,10 +372,9 @@ def build_transfer_set(
     duplicates = 0
     if cfg.dedup:
         texts, duplicates = _dedup(texts)
-    copies = (
-        augment_words(texts, cfg.augment, seed)
-        if words
-        else TextStore(iter_augment(texts, cfg.augment, seed))
+    copies = TextStore(
+        (iter_augment_words if words else iter_augment)(texts, cfg.augment, seed),
+        any_fields=words,
     )
     counts["augmented"] = len(copies)
     texts.extend(copies)
@@ -548,16 +550,13 @@ def without_texts(
     that a student never learns the teacher's answers on the texts it is scored on; the
     count dropped is `counts["dev_overlap_dropped"]`. A token task's sentences match by
     their words."""
-    if isinstance(transfer, WordTransferSet):
-        held_words = {tuple(words) for split in splits for words in split.words}
-        kept_words = [w for w in transfer.words if w not in held_words]
-        counts = _overlap_counts(transfer.counts, len(transfer.words), len(kept_words))
-        return dataclasses.replace(transfer, words=kept_words, counts=counts)
-    held_out = {t for split in splits for t in split.texts}
-    keep = [i for i, t in enumerate(transfer.texts) if t not in held_out]
-    kept = transfer.texts if len(keep) == len(transfer.texts) else _take(transfer.texts, keep)
-    counts = _overlap_counts(transfer.counts, len(transfer.texts), len(kept))
-    return dataclasses.replace(transfer, texts=kept, counts=counts)
+    field = "words" if isinstance(transfer, WordTransferSet) else "texts"
+    examples = getattr(transfer, field)
+    held_out = {tuple(x) for split in splits for x in getattr(split, field)}
+    keep = [i for i, x in enumerate(examples) if x not in held_out]
+    kept = examples if len(keep) == len(examples) else _take(examples, keep)
+    counts = _overlap_counts(transfer.counts, len(examples), len(kept))
+    return dataclasses.replace(transfer, **{field: kept}, counts=counts)
 
 
 def _overlap_counts(counts: dict[str, int], before: int, after: int) -> dict[str, int]:

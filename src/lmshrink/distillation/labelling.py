@@ -16,7 +16,7 @@ This module imports no torch; the passes import what they need.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +157,16 @@ class Labeller:
     def _progress(self) -> bool:
         return self.progress and self.accelerator.is_local_main_process
 
-    def _examples(self, split: Any) -> list[tuple[str, ...]]:
-        """A split's examples: its texts, or a token task's word lists as tuples."""
-        return [tuple(w) for w in split.words] if self.words else split.texts
+    def _examples(self, split: Any) -> Sequence[tuple[str, ...]]:
+        """A split's examples: its texts, or a token task's word lists as tuples; a packed
+        transfer set (`TextStore`, read as tuples) in place, never copied into a list."""
+        from lmshrink.data.text_store import TextStore
+
+        if not self.words:
+            return split.texts
+        if isinstance(split.words, TextStore):
+            return split.words
+        return [tuple(w) for w in split.words]
 
     def teacher_outputs(self, splits: dict[str, Any]) -> dict[str, Any]:
         """The teacher's outputs (`TeacherOutputs`) on each of `splits` (name -> an object

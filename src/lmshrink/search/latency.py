@@ -151,7 +151,8 @@ def prepare(
     `seed` draws the static int8 calibration examples."""
     from lmshrink.search.fasttext_student import FastTextSettings, train_fasttext
 
-    texts = [list(w) for w in train.words] if teacher.task.kind.token_level else train.texts
+    # a token task's sentences in place: student builders read any sequence of word lists
+    texts = train.words if teacher.task.kind.token_level else train.texts
     folders: dict[str, Path] = {}
     for arch in archs:
         folder = root / arch.name

@@ -13,7 +13,7 @@ uncased teacher's ids have lost), so its inputs need `encode(..., word_shapes=Tr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lmshrink.config import option
@@ -85,10 +85,13 @@ def collect_vocab(tokenizer: Any, texts: Iterable[tuple[str, ...]], max_length: 
     return sorted(ids)
 
 
-def collect_word_vocab(tokenizer: Any, sentences: list[list[str]], max_length: int) -> list[int]:
-    """Sorted teacher token ids of `sentences` (each a list of words), tokenized as a token
-    task's data is (`is_split_into_words`, truncated to `max_length`), plus every special
-    token id."""
+def collect_word_vocab(
+    tokenizer: Any, sentences: Sequence[Sequence[str]], max_length: int
+) -> list[int]:
+    """Sorted teacher token ids of `sentences` (each a list or tuple of words; a packed
+    transfer set is read chunk by chunk, never copied whole), tokenized as a token task's
+    data is (`is_split_into_words`, truncated to `max_length`), plus every special token
+    id."""
     ids: set[int] = set(tokenizer.all_special_ids)
     for i, words in enumerate(sentences):
         if isinstance(words, str) or not all(isinstance(w, str) for w in words):
@@ -213,7 +216,7 @@ def build_bilstm(
     for a token-classification teacher (`is_token_classifier`), else a sentence classifier.
 
     `texts` are the training inputs: sentence tasks' texts (tuples of 1 or 2 fields), or for
-    a token teacher the sentences' words (lists of words, as `TokenSplit.words`). Its
+    a token teacher the sentences' words (sequences of words, as `TokenSplit.words`). Its
     embedding table holds one row per teacher token seen in `texts` (see `collect_vocab`,
     `collect_word_vocab`), in id order, initialised with the PCA-reduced teacher vectors
     (`reduce_embeddings`); every other teacher id maps to the unknown token's row (the pad
