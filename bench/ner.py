@@ -449,17 +449,21 @@ def markdown(
         f"Machine: {machine.get('cpu', machine)}, {machine.get('cores')} cores; rows ran two "
         f"at a time; seed {SEED}; max length {MAX_LENGTH} tokens; {today()}.",
     ]
-    earlier = [r["id"] for r in rows if r.get("earlier_run")]
+    earlier = [r for r in rows if r.get("earlier_run")]
     if earlier:
+        named = ", ".join(
+            f"{r['id']} ({r.get('machine') or 'machine not recorded'})" for r in earlier
+        )
         lines.append(
             f"Rows from an earlier run of this script (their run folders are not on this "
             f"machine; the teacher was fine-tuned again with the same settings and seed): "
-            f"{', '.join(earlier)}."
+            f"{named}."
         )
     if serving_result:
         lines += [
             "",
-            "Serving (CoNLL dev sentences, `lmshrink bench`, 1 thread, models interleaved):",
+            f"Serving (CoNLL dev sentences, `lmshrink bench`, 1 thread, models interleaved, "
+            f"alone on {machine.get('cpu', machine)}):",
             "",
             *serving_table(serving_result),
         ]
@@ -492,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         elif local.is_file():
             done.append(json.loads(local.read_text()))
         elif row["id"] in committed:
-            done.append({**committed[row["id"]], "earlier_run": True})
+            earlier = {"earlier_run": True, "machine": previous.get("machine", {}).get("cpu")}
+            done.append({**earlier, **committed[row["id"]]})  # a kept row keeps its machine
         payload = {"date": today(), "machine": machine, "seed": SEED, "rows": done}
         payload.update(coverage=coverage, teacher=TEACHER, max_length=MAX_LENGTH)
         if kept:
