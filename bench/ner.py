@@ -272,7 +272,7 @@ def serving(threads: int = 1) -> dict[str, Any]:
             sources[row] = model
     if len(sources) < 2:
         raise SystemExit("error: --serving needs the CoNLL teacher and a distilled BiLSTM row")
-    paths = []
+    rows = {}  # each timed path -> the bench row it came from
     for name, source in sources.items():
         quantized = folder / name
         if not (quantized / "quantize.json").is_file():
@@ -281,17 +281,13 @@ def serving(threads: int = 1) -> dict[str, Any]:
                 "--speed-examples", 64, "--int8-modes", "dynamic", "--no-progress",
                 "--out", quantized, "--overwrite", log=log,
             )  # fmt: skip
-        paths += [source, quantized / "onnx-int8"]
+        rows.update({str(source): name, str(quantized / "onnx-int8"): name})
     if not out.is_file():
         lmshrink(
-            "bench", *paths, *conll_data(), "--threads", threads, "--rounds", 3,
+            "bench", *rows, *conll_data(), "--threads", threads, "--rounds", 3,
             "--speed-examples", 512, "--no-progress", "--json", out, log=log,
         )  # fmt: skip
-    result = json.loads(out.read_text())
-    # which row each timed model came from (the bench's rows name paths)
-    result["rows"] = {str(source): name for name, source in sources.items()}
-    result["rows"].update({str(folder / name): name for name in sources})
-    return result
+    return {**json.loads(out.read_text()), "rows": rows}
 
 
 def tokenizer_coverage() -> dict[str, dict[str, float]]:
@@ -327,14 +323,6 @@ def headline(result: dict[str, Any], split: str) -> float | None:
     return None
 
 
-def served_row(result: dict[str, Any], path: str) -> str:
-    """The bench row a timed model (its path) came from."""
-    for prefix, name in sorted(result.get("rows", {}).items(), key=lambda kv: -len(kv[0])):
-        if path.startswith(prefix):
-            return name
-    return "conll-teacher" if "teacher" in path else "conll-bilstm-distilled"
-
-
 def serving_table(result: dict[str, Any]) -> list[str]:
     """The serving benchmark's rows: dev entity F1, batch-1 latency and speed-ups against the
     eager teacher, and each model's speed-up over the teacher's own int8 ONNX."""
@@ -348,7 +336,7 @@ def serving_table(result: dict[str, Any]) -> list[str]:
     for m in models:
         vs = teacher_int8["latency_ms"]["p50"] / m["latency_ms"]["p50"]
         lines.append(
-            f"| {served_row(result, m['path'])} | {m['kind']} | "
+            f"| {result['rows'][m['path']]} | {m['kind']} | "
             f"{100 * m['score']:.2f} | {m['latency_ms']['p50']:.2f} | "
             f"{m['ratio']['latency_p50']:.1f}x | {m['ratio']['per_second']['32']:.1f}x | "
             f"{vs:.1f}x | {m['parameters'] / 1e6:.2f}M |"

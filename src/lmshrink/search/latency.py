@@ -24,6 +24,7 @@ from typing import Any
 
 from lmshrink.search.candidates import (
     FASTTEXT,
+    ONNX_BACKENDS,
     PRUNED,
     TEACHER,
     Architecture,
@@ -48,9 +49,9 @@ def export_model(
 ) -> None:
     """`src` (a ModelSource) as onnx-fp32/, onnx-int8/ (dynamic) and onnx-int8-static/
     (calibrated on `calibration_examples` training examples drawn with `seed`; None: as many
-    as `lmshrink quantize` takes by default) under
-    `folder`, each written whole (a folder present is complete and is kept); the parity
-    check compares `parity_examples` dev examples at each batch size."""
+    as `lmshrink quantize` takes by default) under `folder`, each written whole (a folder
+    present is complete and is kept); the parity check compares `parity_examples` dev
+    examples at each batch size."""
     from lmshrink.compress.int8 import (
         CALIBRATION_EXAMPLES,
         ONNX_INT8_FOLDERS,
@@ -74,7 +75,7 @@ def export_model(
         with staged_output(folder / name) as stage:
             stage.rmdir()  # onnx_int8_folder makes it
             onnx_int8_folder(fp32, stage, mode, calibration)
-    log(f"  exported {folder.name} ({', '.join(['onnx-fp32', *ONNX_INT8_FOLDERS.values()])})")
+    log(f"  exported {folder.name} ({', '.join(ONNX_BACKENDS)})")
 
 
 def untrained_source(arch: Architecture, teacher: Any, train_texts: list[Any]) -> Any:
@@ -171,19 +172,18 @@ def prepare(
             continue
         if not all((folder / b).is_dir() for b in arch.backends):
             src = teacher if arch.family == TEACHER else untrained_source(arch, teacher, texts)
-            # an untrained graph only needs to be the right one: a short parity check; the
-            # teacher's export is served as it is, so it gets the full one
-            if src is teacher:
-                export_model(src, folder, log, seed=seed)
-            else:
-                export_model(
-                    src,
-                    folder,
-                    log,
-                    parity_examples=32,
-                    calibration_examples=TIMING_CALIBRATION_EXAMPLES,
-                    seed=seed,
-                )
+            # an untrained graph only needs to be the right one: a short parity check and a
+            # few calibration examples; the teacher's export is served as it is, so it gets
+            # the full ones
+            untrained = src is not teacher
+            export_model(
+                src,
+                folder,
+                log,
+                parity_examples=32 if untrained else 256,
+                calibration_examples=TIMING_CALIBRATION_EXAMPLES if untrained else None,
+                seed=seed,
+            )
         for backend in arch.backends:
             folders[Candidate(arch, backend).name] = folder / backend
     return folders
