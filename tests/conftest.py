@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,14 @@ def make_sentences(n: int, seed: int) -> list[tuple[str, str]]:
         rng.shuffle(words)
         rows.append((" ".join(words), str(label)))
     return rows
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a test's torch.distributed rendezvous: tests
+    run side by side (pytest-xdist), so none may take a fixed port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_tsv(path: Path, header: list[str] | None, rows: list[list[str]]) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import make_sentences, tiny_bert_config
+from conftest import free_port, make_sentences, tiny_bert_config
 
 from lmshrink.config import DataConfig, from_dict
 from lmshrink.distill import DistillConfig, distill
@@ -337,6 +337,8 @@ def test_two_cpu_processes_with_accelerate(teacher_setup, tmp_path):
         "no",
         "--dynamo_backend",
         "no",
+        "--main_process_port",
+        str(free_port()),
         "-m",
         "lmshrink",
     ]

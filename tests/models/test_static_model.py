@@ -10,6 +10,7 @@ import torch
 from test_bilstm_model import TEACHER_VOCAB, VOCAB, random_batch, randomised
 
 from lmshrink.models.static import (
+    BIGRAM_HASH,
     StaticConfig,
     StaticForSequenceClassification,
     register_auto,
@@ -44,6 +45,7 @@ def test_config_round_trips_every_field(tmp_path):
         teacher_vocab_size=40,
         embedding_dim=7,
         hidden_size=5,
+        bigram_buckets=13,
         dropout=0.35,
         pad_token_id=3,
         pad_row=2,
@@ -54,7 +56,7 @@ def test_config_round_trips_every_field(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = StaticConfig.from_pretrained(tmp_path)
     own = [f.name for f in dataclasses.fields(StaticConfig) if f.name != "transformers_version"]
-    assert {"teacher_vocab_size", "embedding_dim", "hidden_size", "unk_row"} <= set(own)
+    assert {"teacher_vocab_size", "embedding_dim", "hidden_size", "bigram_buckets"} <= set(own)
     for name in own:
         assert getattr(loaded, name) == getattr(config, name), name
     assert loaded.model_type == "lmshrink_static" and loaded.pooled_size == 7
@@ -65,11 +67,19 @@ def test_config_defaults():
     config = StaticConfig(vocab_size=17)
     assert config.teacher_vocab_size == 17
     assert (config.embedding_dim, config.hidden_size, config.dropout) == (256, 0, 0.1)
+    assert config.bigram_buckets == 0
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"hidden_size": -1}, {"embedding_dim": 0}, {"unk_row": 25}, {"pad_row": -1}, {"dropout": 1.0}],
+    [
+        {"hidden_size": -1},
+        {"bigram_buckets": -1},
+        {"embedding_dim": 0},
+        {"unk_row": 25},
+        {"pad_row": -1},
+        {"dropout": 1.0},
+    ],
 )
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
@@ -105,9 +115,44 @@ def test_without_a_hidden_layer_the_classifier_reads_pooled():
     torch.testing.assert_close(out.logits, want, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("hidden_size", [0, 6])
-def test_prediction_does_not_depend_on_batch_padding(hidden_size):
-    model = make_model(hidden_size=hidden_size)
+def test_with_a_bigram_table_pooled_adds_the_mean_of_the_adjacent_pairs_vectors():
+    model = make_model(bigram_buckets=11)
+    batch = random_batch([3, 7, 1])
+    tokens = model.embeddings.weight.detach()
+    pairs = model.bigrams.weight.detach()
+    want = []
+    for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
+        rows = [int(model.token_map[int(i)]) for i, m in zip(ids, mask, strict=True) if m]
+        mean = torch.stack([tokens[r] for r in rows]).mean(dim=0)
+        buckets = [(a * BIGRAM_HASH + b) % 11 for a, b in zip(rows, rows[1:], strict=False)]
+        if buckets:  # a one-token text has no pair: its tokens' mean alone
+            mean = mean + torch.stack([pairs[k] for k in buckets]).mean(dim=0)
+        want.append(mean)
+    with torch.no_grad():
+        out = model(**batch)
+    torch.testing.assert_close(out.pooled, torch.stack(want), rtol=0, atol=1e-5)
+    # The order of a pair counts: swapping two tokens moves the prediction.
+    ids = torch.tensor([[5, 9, 14]])
+    swapped = torch.tensor([[9, 5, 14]])
+    with torch.no_grad():
+        assert not torch.allclose(model(input_ids=ids).pooled, model(input_ids=swapped).pooled)
+        plain = make_model(bigram_buckets=0)
+        assert torch.equal(plain(input_ids=ids).pooled, plain(input_ids=swapped).pooled)
+
+
+def test_a_new_bigram_table_is_zero_and_trained_with_the_embeddings():
+    model = StaticForSequenceClassification(
+        StaticConfig(vocab_size=VOCAB, teacher_vocab_size=TEACHER_VOCAB, bigram_buckets=9)
+    )
+    assert model.bigrams.weight.shape == (9, 256) and not model.bigrams.weight.any()
+    groups = dict(model.layer_groups())
+    assert groups["embeddings"] == [model.embeddings, model.bigrams]
+    assert make_model().bigrams is None
+
+
+@pytest.mark.parametrize(("hidden_size", "bigram_buckets"), [(0, 0), (6, 0), (6, 11)])
+def test_prediction_does_not_depend_on_batch_padding(hidden_size, bigram_buckets):
+    model = make_model(hidden_size=hidden_size, bigram_buckets=bigram_buckets)
     lengths = [5, 40, 9]
     batch = random_batch(lengths)
     with torch.no_grad():

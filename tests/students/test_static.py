@@ -156,7 +156,7 @@ def test_registered_with_settings_whose_defaults_are_the_models():
     defaults = StaticSettings()
     assert (defaults.embedding_dim, defaults.hidden_size, defaults.dropout) == (256, 0, 0.1)
     config = StaticConfig()
-    for name in ("embedding_dim", "hidden_size", "dropout"):
+    for name in ("embedding_dim", "hidden_size", "dropout", "bigram_buckets"):
         assert getattr(config, name) == getattr(defaults, name), name
 
 
@@ -181,14 +181,15 @@ def test_shared_student_keys_keep_each_familys_defaults():
 # --- export and distill ---------------------------------------------------------------
 
 
-def test_onnx_export_matches_pytorch(teacher, tiny_teacher, tmp_path):
+@pytest.mark.parametrize("bigram_buckets", [0, 37])
+def test_onnx_export_matches_pytorch(teacher, tiny_teacher, tmp_path, bigram_buckets):
     pytest.importorskip("onnxruntime")
     from lmshrink.compress.onnx import OnnxClassifier, OnnxSettings
     from lmshrink.config import DataConfig
     from lmshrink.export import ExportConfig, export
 
     _, tokenizer = teacher
-    student = build(teacher, hidden_size=6).model
+    student = build(teacher, hidden_size=6, bigram_buckets=bigram_buckets).model
     with torch.no_grad():  # a large spread, so that logits are far from zero
         for name, param in student.named_parameters():
             if name != "embeddings.weight":

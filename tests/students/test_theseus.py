@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import make_sentences, tiny_bert_config
+from conftest import free_port, make_sentences, tiny_bert_config
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from lmshrink.data.tasks import get_task
@@ -420,12 +419,6 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_draw_the_same_groups_and_stay_in_sync(tmp_path):
     """DDP over two CPU processes on different data: the same groups are replaced on both
     (one graph), successor layers of unreplaced groups keep no gradient (as in one
@@ -435,7 +428,7 @@ def test_two_processes_draw_the_same_groups_and_stay_in_sync(tmp_path):
     env = {
         **os.environ,
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
         "WORLD_SIZE": "2",
         "OMP_NUM_THREADS": "1",
     }

@@ -7,6 +7,11 @@ classifier lmshrink makes, for the tightest latency budgets. The vectors start f
 teacher's contextual state of each token (`lmshrink.students.static`), so word meaning the
 teacher learned is there before any training.
 
+A bag of tokens cannot tell "not good, just bad" from "not bad, just good". With
+`bigram_buckets` set, each pair of adjacent tokens also reads a vector from a second table,
+at a hashed row (fastText's word n-grams), and the pairs' mean is added to the tokens' mean:
+one more lookup and sum, and word order inside a pair counts.
+
 Like the BiLSTM, the student reads the *teacher tokenizer's* ids: a persistent buffer
 `token_map [teacher_vocab_size]` sends each teacher id to a row of the student's own, smaller
 embedding table (the tokens seen in the training texts; every other id maps to `unk_row`).
@@ -39,6 +44,10 @@ from lmshrink.models.teacher_ids import (
 )
 
 MODEL_TYPE = "lmshrink_static"
+# Odd multiplier of the bigram hash (`bigram_rows`): a pair (a, b) of student rows goes to
+# bucket (a * BIGRAM_HASH + b) mod bigram_buckets. Rows are below a few hundred thousand, so
+# the product stays far inside int64 in PyTorch and in the exported graph.
+BIGRAM_HASH = 1_000_003
 
 
 @strict
@@ -61,6 +70,10 @@ class StaticConfig(PretrainedConfig):
     hidden_size: int = 0
     """Units of the ReLU hidden layer between `pooled` and the classifier; 0: none (the
     classifier reads `pooled` directly, a linear model of the mean vector)."""
+    bigram_buckets: int = 0
+    """Rows of a second table, for each pair of adjacent tokens (hashed, as fastText's word
+    n-grams): `pooled` adds the mean of the pairs' vectors to the mean of the tokens'
+    vectors, so that word order inside a pair ("not good") can count. 0: tokens only."""
     dropout: float | int = 0.1
     """Dropout before the classifier (on the hidden layer's output, or on `pooled`)."""
     pad_token_id: int | None = 0
@@ -78,10 +91,9 @@ class StaticConfig(PretrainedConfig):
         for name in ("vocab_size", "teacher_vocab_size", "embedding_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.hidden_size < 0:
-            raise ValueError(
-                f"hidden_size must be 0 (no hidden layer) or more, got {self.hidden_size}."
-            )
+        for name, what in (("hidden_size", "no hidden layer"), ("bigram_buckets", "no pairs")):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 ({what}) or more, got {getattr(self, name)}.")
         check_rows_and_dropout(self)
         super().__post_init__(**kwargs)
 
@@ -112,6 +124,8 @@ class StaticForSequenceClassification(TeacherIdModel):
         # No padding_idx: the pad token keeps its own (teacher-derived) vector; padded
         # positions are masked out of the mean, so that row never reaches a prediction.
         self.embeddings = nn.Embedding(config.vocab_size, E)
+        buckets = config.bigram_buckets
+        self.bigrams = nn.Embedding(buckets, E) if buckets > 0 else None
         self.hidden = nn.Linear(E, H) if H > 0 else None
         self.dropout = nn.Dropout(float(config.dropout))
         self.classifier = nn.Linear(H if H > 0 else E, config.num_labels)
@@ -128,6 +142,10 @@ class StaticForSequenceClassification(TeacherIdModel):
         elif module is self.embeddings:
             # PyTorch's default N(0, 1); build_static overwrites it with the teacher's vectors.
             init.normal_(module.weight, mean=0.0, std=1.0)
+        elif module is self.bigrams:
+            # Zeros: a new student predicts as its tokens alone do, and training adds what
+            # the pairs say.
+            init.zeros_(module.weight)
         elif module is self.hidden:
             init.xavier_uniform_(module.weight)
             init.zeros_(module.bias)
@@ -137,29 +155,41 @@ class StaticForSequenceClassification(TeacherIdModel):
 
     def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
         """Named groups of modules, bottom-up, for gradual unfreezing: "embeddings", then
-        "classifier" (the hidden layer, when there is one, and the classifier). Both of the
+        "classifier" (the hidden layer, when there is one, and the classifier); the pairs'
+        table, when there is one, is with the embeddings. Both of the
         latter read `pooled`, so a representation loss on `pooled` gives them no gradient,
         and a representation stage trains the embeddings from its first epoch. Every
         parameter is in exactly one group; `token_map` is a buffer, never trained."""
         head: list[nn.Module] = [self.classifier]
         if self.hidden is not None:
             head.insert(0, self.hidden)
-        return [("embeddings", [self.embeddings]), ("classifier", head)]
+        tables: list[nn.Module] = [self.embeddings]
+        if self.bigrams is not None:
+            tables.append(self.bigrams)
+        return [("embeddings", tables), ("classifier", head)]
 
     # --- forward ----------------------------------------------------------------------------
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Teacher ids [B, T], attention_mask [B, T] (1 = token) -> the mean of the real
-        tokens' vectors [B, E]. A row without tokens pools to zeros. Any padding side works:
-        only the mask says which positions count."""
+        tokens' vectors [B, E], plus the mean of their adjacent pairs' vectors when the model
+        has a bigram table. A row without tokens (or pairs) adds zeros. Any padding side
+        works: only the mask says which positions count."""
         rows = self.token_map[input_ids]  # [B, T] student rows
-        vectors = self.embeddings(rows)  # [B, T, E]
         if attention_mask is None:
-            return vectors.mean(dim=1)
-        weights = attention_mask.to(vectors.dtype)[:, :, None]  # [B, T, 1]
-        summed = (vectors * weights).sum(dim=1)  # [B, E]
-        counts = weights.sum(dim=1).clamp(min=1.0)  # [B, 1]
-        return summed / counts
+            attention_mask = torch.ones_like(rows)
+        mask = attention_mask.to(self.embeddings.weight.dtype)  # [B, T]
+        pooled = masked_mean(self.embeddings(rows), mask)  # [B, E]
+        if self.bigrams is not None:
+            pairs = self.bigram_rows(rows[:, :-1], rows[:, 1:])  # [B, T-1]
+            pooled = pooled + masked_mean(self.bigrams(pairs), mask[:, :-1] * mask[:, 1:])
+        return pooled
+
+    def bigram_rows(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The bigram table's row of each pair of student rows (`first`, `second`, same
+        shape): a hash, so unrelated pairs may share a row (fastText's trade of memory for
+        collisions)."""
+        return torch.remainder(first * BIGRAM_HASH + second, self.config.bigram_buckets)
 
     def forward(
         self,
@@ -185,6 +215,14 @@ class StaticForSequenceClassification(TeacherIdModel):
         if return_dict is False or (return_dict is None and self.config.return_dict is False):
             return output.to_tuple()
         return output
+
+
+def masked_mean(vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """vectors [B, T, E], mask [B, T] (1 = counts) -> their masked mean [B, E] (zeros for a
+    row with nothing to count)."""
+    weights = mask[:, :, None]  # [B, T, 1]
+    summed = (vectors * weights).sum(dim=1)  # [B, E]
+    return summed / weights.sum(dim=1).clamp(min=1.0)
 
 
 def register_auto() -> None:

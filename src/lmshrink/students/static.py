@@ -47,6 +47,11 @@ class StaticSettings:
         "0: none, the classifier reads the mean vector directly (a linear head).",
     )
     dropout: float = option(0.1, "dropout before the classifier.")
+    bigram_buckets: int = option(
+        0,
+        "rows of a hashed table of adjacent token pairs whose mean vector is added to the "
+        "tokens' mean (fastText's word n-grams; the rows start at zero); 0: tokens only.",
+    )
 
 
 def wrapping_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -144,6 +149,11 @@ def build_static(
     if settings.hidden_size < 0:
         raise ConfigError(
             f"hidden_size must be 0 (a linear head) or a width, got {settings.hidden_size}."
+        )
+    if settings.bigram_buckets < 0:
+        raise ConfigError(
+            f"bigram_buckets must be 0 (tokens only) or a number of rows, got "
+            f"{settings.bigram_buckets}."
         )
     embedding_rows = teacher.get_input_embeddings().weight.shape[0]
     kept = collect_vocab(tokenizer, texts, max_length)
