@@ -56,6 +56,26 @@ def test_architectures_add_the_teacher_and_order_by_prior():
     assert {a.family for a in token_grid} == {"teacher", "layers", "bilstm"}
 
 
+@pytest.mark.parametrize("token_level", [False, True])
+def test_every_default_candidate_has_settings_its_family_takes(token_level):
+    from lmshrink.config import from_dict
+    from lmshrink.distill import DistillConfig
+    from lmshrink.students import student_settings
+
+    for arch in architectures([], token_level):
+        if arch.family in ("layers", "bilstm", "static"):
+            block = {"kind": arch.family, **dict(arch.settings)}
+            chosen = student_settings(from_dict(DistillConfig, {"student": block}).student)
+            for key, value in arch.settings:
+                assert getattr(chosen, key) == value, (arch.name, key)
+    statics = [a for a in architectures([], False) if a.family == "static"]
+    assert max(statics, key=lambda a: a.size).settings == (
+        ("embedding_dim", 256),
+        ("hidden_size", 256),
+        ("bigram_buckets", 16384),
+    )
+
+
 def test_training_order_takes_the_largest_that_fits_in_each_family():
     archs = architectures(
         [
