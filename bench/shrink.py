@@ -41,11 +41,13 @@ from lmshrink.measure.machine import machine_info
 from lmshrink.runs import write_text_atomic
 
 TASK = "sst2"
-# End-to-end batch-1 budgets (ms) on this CPU, from the teacher's int8 ONNX (2.6 ms) down to
-# fastText (the issue's grid is 3, 1, 0.3, 0.1 and 0.02 ms; fastText answers in 0.023 ms
-# here, not the 0.013 ms the issue measured, so the smallest budget is 0.03 ms: at 0.02 ms
-# nothing, not even fastText, would fit on this machine).
-BUDGETS = [3.0, 1.0, 0.3, 0.1, 0.03]
+# End-to-end batch-1 budgets (ms), from where the teacher's int8 ONNX fits down to fastText.
+# The issue's grid (3, 1, 0.3, 0.1 and 0.02 ms) was set on an Intel Xeon with VNNI, where the
+# teacher's int8 ONNX answered in 2.5 ms and fastText in 0.013-0.023 ms. On a CPU without
+# VNNI (AMD EPYC, AVX2) int8 matrix products are slower and the teacher's int8 ONNX needs
+# 4.2 ms, so the grid adds 8 ms (else that peer would fit no budget); its smallest budget is
+# 0.03 ms (at 0.02 ms nothing, not even fastText, fits on either machine).
+BUDGETS = [8.0, 3.0, 1.0, 0.3, 0.1, 0.03]
 AUGMENTED_COPIES = 1  # per transfer example
 MAX_LENGTH = 64
 SEED = 42
@@ -152,6 +154,9 @@ def budget_rows(searches: dict[str, dict], peers: dict[str, Any]) -> list[dict[s
         if winner:
             row["pick_dev"] = accuracy(peers, winner)
             row["pick_ms"] = latency(peers, winner)
+            # The search chose by its own timing; this final one may disagree near the edge.
+            row["pick_search_ms"] = search["state"]["latency"][winner]["p50_ms"]
+            row["pick_fits"] = row["pick_ms"] <= float(budget)
         else:
             row["error"] = search["error"]
         row["peers"] = {
@@ -173,10 +178,18 @@ def targets(rows: list[dict], peers: dict[str, Any], state: dict[str, Any]) -> l
     lines = []
     contested = [r for r in rows if r["beats_every_peer"] is not None]
     won = [r for r in contested if r["beats_every_peer"]]
+    over = [r for r in rows if r["pick"] and not r["pick_fits"]]
+    caveat = (
+        " At "
+        + ", ".join(f"{r['budget_ms']:g} ms" for r in over)
+        + " the pick ran over the budget in the final timing (it fitted in the search's own)."
+        if over
+        else ""
+    )
     lines.append(
         f"- **{'met' if contested and len(won) == len(contested) else 'missed'}**: at every "
         f"budget, lmshrink's pick is more accurate than every peer that fits: {len(won)} of "
-        f"{len(contested)} budgets with a peer in them."
+        f"{len(contested)} budgets with a peer in them.{caveat}"
     )
     statics = [n for n in peers["folders"] if n.startswith("static")]
     m2v = next((n for n in peers["peers"] if "model2vec" in n.lower()), None)
@@ -251,9 +264,15 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         f"{SPEED_EXAMPLES} dev sentences, every model interleaved in one process, 1 thread. "
         f"Machine: {machine.get('cpu', machine)}, {machine.get('cores')} cores. Date: {today()}.",
         "",
-        "| budget (ms) | lmshrink pick | dev acc | e2e ms | peers that fit (dev acc, ms) | "
-        "pick beats them |",
-        "|---|---|---|---|---|---|",
+        "The search chooses by its own timing, in lmshrink's environment (tokenizers "
+        f"{_version('tokenizers')}); this final timing runs every model in the peers' "
+        f"environment (tokenizers {peers['versions'].get('tokenizers')}, under Model2Vec's "
+        "pin of transformers < 5.4), so a pick near its budget can land over it here: it is "
+        "marked (over).",
+        "",
+        "| budget (ms) | lmshrink pick | dev acc | e2e ms | search's e2e ms | "
+        "peers that fit (dev acc, ms) | pick beats them |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         fits = (
@@ -262,12 +281,13 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         )
         verdict = {True: "yes", False: "no", None: "-"}[r["beats_every_peer"]]
         if r["pick"]:
+            over = "" if r["pick_fits"] else " (over)"
             lines.append(
                 f"| {r['budget_ms']:g} | {r['pick']} | {r['pick_dev']:.2f} | "
-                f"{r['pick_ms']:.3f} | {fits} | {verdict} |"
+                f"{r['pick_ms']:.3f}{over} | {r['pick_search_ms']:.3f} | {fits} | {verdict} |"
             )
         else:
-            lines.append(f"| {r['budget_ms']:g} | none fits | | | {fits} | {verdict} |")
+            lines.append(f"| {r['budget_ms']:g} | none fits | | | | {fits} | {verdict} |")
     lines += ["", "## Targets (issue 14)", "", *targets(rows, peers, state), ""]
     lines += ["## Every model timed in the final run", ""]
     lines += ["| model | dev acc | e2e b=1 p50 ms | p95 ms | b=32 /s |", "|---|---|---|---|---|"]
@@ -296,6 +316,15 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         "![Pareto](shrink.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def plot(peers: dict[str, Any], path: Path) -> None:
