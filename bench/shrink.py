@@ -265,10 +265,10 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         f"Machine: {machine.get('cpu', machine)}, {machine.get('cores')} cores. Date: {today()}.",
         "",
         "The search chooses by its own timing, in lmshrink's environment (tokenizers "
-        f"{_version('tokenizers')}); this final timing runs every model in the peers' "
-        f"environment (tokenizers {peers['versions'].get('tokenizers')}, under Model2Vec's "
-        "pin of transformers < 5.4), so a pick near its budget can land over it here: it is "
-        "marked (over).",
+        f"{peers_versions(sys.executable)['tokenizers']}); this final timing runs every model "
+        f"in the peers' environment (tokenizers {peers['versions'].get('tokenizers')}, under "
+        "Model2Vec's pin of transformers < 5.4), so a pick near its budget can land over it "
+        "here: it is marked (over).",
         "",
         "| budget (ms) | lmshrink pick | dev acc | e2e ms | search's e2e ms | "
         "peers that fit (dev acc, ms) | pick beats them |",
@@ -316,15 +316,6 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         "![Pareto](shrink.png)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _version(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
 
 
 def plot(peers: dict[str, Any], path: Path) -> None:

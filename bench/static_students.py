@@ -6,7 +6,7 @@ token vectors, on the shrink search's own training set (issue 14's static-studen
 
 Every variant is the shrink search's static student (`static-embedding_dim256`: its data,
 transfer set, teacher cache, stages and seed, read from that run's config.yaml) with one
-student setting changed; each trains in its own resumable run folder under
+or two student settings changed; each trains in its own resumable run folder under
 $LMSHRINK_BENCH_RUNS/static-students (one thread, so rows may run side by side) and is kept
 when the script runs again. Each is exported to ONNX (fp32, with the parity check) and all
 are scored on dev and timed end to end (raw string in, label out) by one `lmshrink bench
@@ -139,7 +139,7 @@ def markdown(table: list[dict[str, Any]], machine: dict[str, Any], seconds: floa
         f"The shrink search's static student ({BASE}: the mean of 256-wide token vectors "
         "from the teacher's states, a linear head; XtremeDistil's stages on the teacher's "
         "labels of SST-2 train plus one augmented copy of each, then the gold labels) and the "
-        "same student with one setting changed, trained on the same teacher cache with the "
+        "same student with one or two settings changed, trained on the same teacher cache with the "
         "same seed. Dev accuracy of the ONNX fp32 export; latency end to end (raw string in, "
         f"label out), batch 1, p50 over {ROUNDS} rounds of {SPEED_EXAMPLES} dev sentences, "
         f"interleaved, 1 thread. Machine: {machine.get('cpu')}, {machine.get('cores')} cores. "
@@ -175,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     table = rows(folders, bench)
     machine = machine_info()
     payload = {"date": today(), "machine": machine, "base": BASE, "rows": table, "bench": bench}
-    seconds = time.perf_counter() - start
-    write_results("static_students", payload, markdown(table, machine, seconds))
-    print(markdown(table, machine, seconds))
+    text = markdown(table, machine, time.perf_counter() - start)
+    write_results("static_students", payload, text)
+    print(text)
     return 0
 
 
