@@ -56,6 +56,14 @@ def test_architectures_add_the_teacher_and_order_by_prior():
     assert {a.family for a in token_grid} == {"teacher", "layers", "bilstm"}
 
 
+def test_the_searched_onnx_backends_are_the_folders_export_and_quantize_write():
+    # candidates.py names them without importing the exporters (which pull in torch);
+    # latency.export_model writes onnx-fp32/ and one folder per int8 mode
+    from lmshrink.compress.int8 import ONNX_INT8_FOLDERS
+
+    assert ("onnx-fp32", *ONNX_INT8_FOLDERS.values()) == ONNX_BACKENDS
+
+
 @pytest.mark.parametrize("token_level", [False, True])
 def test_every_default_candidate_has_settings_its_family_takes(token_level):
     from lmshrink.config import from_dict

@@ -139,10 +139,11 @@ class TeacherCache:
 
 def pooled_representation(hidden: Any, attention_mask: Any, pooling: str) -> Any:
     """Pool token states [B, T, H] into one vector per example [B, H]."""
+    from lmshrink.models.pooling import masked_mean
+
     if pooling == "cls":
         return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return masked_mean(hidden, attention_mask)
 
 
 class ShardCollector(Protocol):

@@ -37,6 +37,7 @@ from transformers import initialization as init
 
 from lmshrink.models.bilstm import StudentOutput
 from lmshrink.models.head_loss import sequence_classification_loss
+from lmshrink.models.pooling import masked_mean
 from lmshrink.models.teacher_ids import (
     TeacherIdModel,
     check_rows_and_dropout,
@@ -215,14 +216,6 @@ class StaticForSequenceClassification(TeacherIdModel):
         if return_dict is False or (return_dict is None and self.config.return_dict is False):
             return output.to_tuple()
         return output
-
-
-def masked_mean(vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """vectors [B, T, E], mask [B, T] (1 = counts) -> their masked mean [B, E] (zeros for a
-    row with nothing to count)."""
-    weights = mask[:, :, None]  # [B, T, 1]
-    summed = (vectors * weights).sum(dim=1)  # [B, E]
-    return summed / weights.sum(dim=1).clamp(min=1.0)
 
 
 def register_auto() -> None:
