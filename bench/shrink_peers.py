@@ -1,12 +1,17 @@
 """The peers of the `lmshrink shrink` benchmark: what practitioners use instead of lmshrink,
 trained, scored and timed in one process of the peers venv (bench/peers_env.py).
 
-    PEERS_PY bench/shrink_peers.py --glue-dir DIR --task sst2 --minilm MINILM_FOLDER \
+    PEERS_PY bench/shrink_peers.py --glue-dir DIR --task sst2|mrpc --minilm MINILM_FOLDER \
         --work WORKDIR --out RESULT.json [--time NAME=ONNX_FOLDER ...] \
         [--speed-examples 200] [--rounds 5] [--train-samples 0]
 
 PEERS_PY is the peers venv's python, never lmshrink's: Model2Vec's distill extra needs
 transformers<5.4. bench/shrink.py runs it; it can be run by hand the same way.
+
+A pair task's two texts are joined into one input for both peers (neither takes pairs): for
+fastText with " __sep__ " between its preprocessed texts, for Model2Vec with a space.
+Scores are the task's GLUE score (SST-2: accuracy; MRPC: the mean of F1 and accuracy, as
+`lmshrink shrink` scores its candidates), in %.
 
 - **fastText** ("what a practitioner trains"): supervised fastText on the gold train labels
   only. Lowercasing and splitting punctuation off are the only preprocessing. Settings are
@@ -71,8 +76,14 @@ from peers_env import DISTRIBUTIONS  # noqa: E402
 from lmshrink.measure.end_to_end import OnnxTextServer, time_end_to_end  # noqa: E402
 from lmshrink.runs import write_text_atomic  # noqa: E402
 
-# GLUE task -> (folder, text column, label column); labels are the ids 0..C-1.
-TASKS = {"sst2": ("SST-2", "sentence", "label")}
+# GLUE task -> (folder, text columns, label column); labels are the ids 0..C-1.
+TASKS = {
+    "sst2": ("SST-2", ("sentence",), "label"),
+    "mrpc": ("MRPC", ("#1 String", "#2 String"), "Quality"),
+}
+# The GLUE score's metrics of each task (their mean is the score), as lmshrink scores it.
+METRICS = {"sst2": ("accuracy",), "mrpc": ("f1", "accuracy")}
+PAIR_SEPARATOR = "__sep__"  # between a pair's texts in a fastText line
 SEED = 42
 # fastText: the grid searched on the 90/10 split of train; dim and the rest fixed.
 FT_GRID = {"epoch": (5, 10, 25), "lr": (0.1, 0.5), "wordNgrams": (1, 2)}
@@ -97,26 +108,35 @@ def preprocess(text: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub(r" \1 ", text.lower())).strip()
 
 
+def fasttext_line(fields: tuple[str, ...]) -> str:
+    """One example as the fastText peer reads it: each text preprocessed, a pair's joined by
+    the separator token ("_" is a word character, so preprocessing never splits it)."""
+    return f" {PAIR_SEPARATOR} ".join(preprocess(text) for text in fields)
+
+
 # --- data ---------------------------------------------------------------------------------
 
 
-def read_split(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[int]]:
-    """Texts and integer labels of a GLUE TSV with a header row (csv module, quoting off)."""
+def read_split(
+    path: Path, text_columns: tuple[str, ...], label_column: str
+) -> tuple[list[tuple[str, ...]], list[int]]:
+    """Inputs (one tuple of texts per row) and integer labels of a GLUE TSV with a header row
+    (csv module, quoting off; MRPC's header starts with a byte-order mark)."""
     if not path.is_file():
         raise SystemExit(f"error: {path} not found; pass --glue-dir, the GLUE glue_data folder.")
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     header, body = rows[0], [r for r in rows[1:] if r]
     try:
-        t, y = header.index(text_column), header.index(label_column)
+        columns, y = [header.index(c) for c in text_columns], header.index(label_column)
     except ValueError:
         raise SystemExit(
-            f"error: {path}: header {header} lacks the columns {text_column!r}, {label_column!r}."
+            f"error: {path}: header {header} lacks the columns {text_columns!r}, {label_column!r}."
         ) from None
     texts, labels = [], []
     for number, row in enumerate(body, start=2):
         try:
-            texts.append(row[t])
+            texts.append(tuple(row[c] for c in columns))
             labels.append(int(row[y]))
         except (IndexError, ValueError):
             raise SystemExit(f"error: {path}, line {number}: cannot read {row!r}.") from None
@@ -124,8 +144,8 @@ def read_split(path: Path, text_column: str, label_column: str) -> tuple[list[st
 
 
 def subsample(
-    texts: list[str], labels: list[int], n: int
-) -> tuple[list[str], list[int], list[int] | None]:
+    texts: list[tuple[str, ...]], labels: list[int], n: int
+) -> tuple[list[tuple[str, ...]], list[int], list[int] | None]:
     """A fixed-seed random subset of n rows (in file order); n = 0 or >= len: all rows."""
     if n <= 0 or n >= len(texts):
         return texts, labels, None
@@ -136,6 +156,20 @@ def subsample(
 def accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:
     """Accuracy in %."""
     return 100.0 * float(np.mean(np.asarray(predicted) == np.asarray(gold)))
+
+
+def f1(predicted: Sequence[int], gold: Sequence[int]) -> float:
+    """F1 of label 1 (GLUE's MRPC F1) in %."""
+    p, g = np.asarray(predicted) == 1, np.asarray(gold) == 1
+    true_positives = float(np.sum(p & g))
+    return 100.0 * 2 * true_positives / max(float(p.sum() + g.sum()), 1.0)
+
+
+def task_metrics(task: str, predicted: Sequence[int], gold: Sequence[int]) -> dict[str, float]:
+    """The task's GLUE metrics in % and `score`, their mean."""
+    rules = {"accuracy": accuracy, "f1": f1}
+    metrics = {name: rules[name](predicted, gold) for name in METRICS[task]}
+    return {**metrics, "score": float(np.mean(list(metrics.values())))}
 
 
 def folder_bytes(path: Path) -> int:
@@ -176,8 +210,8 @@ def publish(tmp: Path, folder: Path, settings: dict[str, Any]) -> None:
 # --- fastText -----------------------------------------------------------------------------
 
 
-def _ft_write(path: Path, texts: Sequence[str], labels: Sequence[int]) -> None:
-    lines = [f"{FT_LABEL}{y} {preprocess(t)}\n" for t, y in zip(texts, labels, strict=True)]
+def _ft_write(path: Path, texts: Sequence[tuple[str, ...]], labels: Sequence[int]) -> None:
+    lines = [f"{FT_LABEL}{y} {fasttext_line(t)}\n" for t, y in zip(texts, labels, strict=True)]
     path.write_text("".join(lines), encoding="utf-8")
 
 
@@ -189,13 +223,13 @@ def _ft_train(path: Path, params: dict[str, Any]) -> Any:
     )
 
 
-def _ft_labels(model: Any, texts: Sequence[str]) -> np.ndarray:
-    labels, _ = model.predict([preprocess(t) for t in texts])
+def _ft_labels(model: Any, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
+    labels, _ = model.predict([fasttext_line(t) for t in texts])
     return np.array([int(ls[0][len(FT_LABEL) :]) for ls in labels], dtype=np.int64)
 
 
 def train_fasttext(
-    work: Path, texts: list[str], labels: list[int], data: dict[str, Any]
+    work: Path, task: str, texts: list[tuple[str, ...]], labels: list[int], data: dict[str, Any]
 ) -> dict[str, Any]:
     """The fastText peer's folder (trained unless kept) and its settings."""
     folder = work / FT_DIR
@@ -218,18 +252,18 @@ def train_fasttext(
                 try:
                     model = _ft_train(tmp / "grid-train.txt", params)
                 except RuntimeError as exc:  # fastText's "Encountered NaN" at a high lr
-                    grid.append({**params, "heldout_accuracy": None, "error": str(exc)})
+                    grid.append({**params, "heldout_score": None, "error": str(exc)})
                     print(f"[fasttext] {params}: failed ({exc}); left out", flush=True)
                     continue
-                score = accuracy(_ft_labels(model, held_texts), held_labels)
+                held_score = task_metrics(task, _ft_labels(model, held_texts), held_labels)["score"]
                 del model
-                grid.append({**params, "heldout_accuracy": score})
-                print(f"[fasttext] {params}: {score:.2f}% on the held-out 10% of train", flush=True)
+                grid.append({**params, "heldout_score": held_score})
+                print(f"[fasttext] {params}: {held_score:.2f} on 10% of train", flush=True)
     grid_seconds = time.perf_counter() - start
-    finished = [g for g in grid if g["heldout_accuracy"] is not None]
+    finished = [g for g in grid if g["heldout_score"] is not None]
     if not finished:
         raise SystemExit(f"error: fastText failed at every grid setting: {grid}")
-    best = max(finished, key=lambda g: g["heldout_accuracy"])  # first of equals: grid order
+    best = max(finished, key=lambda g: g["heldout_score"])  # first of equals: grid order
     chosen = {k: best[k] for k in FT_GRID}
     _ft_write(tmp / "train.txt", texts, labels)
     start = time.perf_counter()
@@ -243,8 +277,10 @@ def train_fasttext(
         "other_settings": "fastText train_supervised defaults (minCount 1, loss softmax, "
         "bucket 2000000 when wordNgrams > 1), thread 1, seed 0",
         "preprocessing": "lowercase; each non-word, non-space character split off as a token "
-        f"(re.sub({_PUNCT.pattern!r}, r' \\1 ', text.lower()), whitespace collapsed)",
-        "selection": f"accuracy on a fixed-seed {FT_HELDOUT:.0%} split of train (seed {SEED})",
+        f"(re.sub({_PUNCT.pattern!r}, r' \\1 ', text.lower()), whitespace collapsed); a "
+        f"pair's texts joined by ' {PAIR_SEPARATOR} '",
+        "selection": f"the task's score on a fixed-seed {FT_HELDOUT:.0%} split of train "
+        f"(seed {SEED})",
         "grid": grid,
         "grid_seconds": grid_seconds,
         "train_seconds": train_seconds,
@@ -269,7 +305,7 @@ class FastTextServer:
         self.model = fasttext.load_model(str(folder / "model.bin"))
 
     def predict(self, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
-        return _ft_labels(self.model, [t[0] for t in texts])
+        return _ft_labels(self.model, texts)
 
 
 # --- Model2Vec ----------------------------------------------------------------------------
@@ -283,8 +319,17 @@ def _torch_one_thread() -> None:
         torch.set_num_interop_threads(1)
 
 
+def model2vec_text(fields: tuple[str, ...]) -> str:
+    """One example as the Model2Vec peer reads it: a pair's texts joined by a space."""
+    return " ".join(fields)
+
+
 def train_model2vec(
-    work: Path, minilm: Path, texts: list[str], labels: list[int], data: dict[str, Any]
+    work: Path,
+    minilm: Path,
+    texts: list[tuple[str, ...]],
+    labels: list[int],
+    data: dict[str, Any],
 ) -> dict[str, Any]:
     """The Model2Vec peer's folder (distilled and fitted unless kept) and its settings."""
     folder = work / M2V_DIR
@@ -303,7 +348,7 @@ def train_model2vec(
     print(f"[model2vec] distilled in {distill_seconds:.1f} s; fitting the classifier", flush=True)
     start = time.perf_counter()
     classifier = StaticModelForClassification.from_static_model(model=static)
-    classifier.fit(texts, labels, device="cpu")
+    classifier.fit([model2vec_text(t) for t in texts], labels, device="cpu")
     fit_seconds = time.perf_counter() - start
     classifier.to_pipeline().save_pretrained(str(tmp))
     settings = {
@@ -340,20 +385,21 @@ class Model2VecServer:
         self.pipeline = StaticModelPipeline.from_pretrained(str(folder))
 
     def predict(self, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
-        out = self.pipeline.predict([t[0] for t in texts], use_multiprocessing=False)
+        out = self.pipeline.predict([model2vec_text(t) for t in texts], use_multiprocessing=False)
         return np.asarray(out).astype(np.int64)
 
 
 # --- scoring and timing -------------------------------------------------------------------
 
 
-def score(server: Any, texts: list[str], labels: list[int]) -> float:
-    """Dev accuracy (%) of a server, served EVAL_BATCH texts at a time, in dev order."""
-    rows = [(t,) for t in texts]
+def score(
+    task: str, server: Any, texts: list[tuple[str, ...]], labels: list[int]
+) -> dict[str, float]:
+    """Dev metrics (%, `task_metrics`) of a server, served EVAL_BATCH inputs at a time."""
     predicted: list[int] = []
-    for i in range(0, len(rows), EVAL_BATCH):
-        predicted.extend(int(p) for p in server.predict(rows[i : i + EVAL_BATCH]))
-    return accuracy(predicted, labels)
+    for i in range(0, len(texts), EVAL_BATCH):
+        predicted.extend(int(p) for p in server.predict(texts[i : i + EVAL_BATCH]))
+    return task_metrics(task, predicted, labels)
 
 
 def _version(distribution: str) -> str | None:
@@ -408,12 +454,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.speed_examples < 1 or args.rounds < 1:
         raise SystemExit("error: --speed-examples and --rounds must be at least 1.")
 
-    sub, text_col, label_col = TASKS[args.task]
+    sub, text_cols, label_col = TASKS[args.task]
     train_file = args.glue_dir / sub / "train.tsv"
-    train_texts, train_labels = read_split(train_file, text_col, label_col)
+    train_texts, train_labels = read_split(train_file, text_cols, label_col)
     all_rows = len(train_texts)
     train_texts, train_labels, _ = subsample(train_texts, train_labels, args.train_samples)
-    dev_texts, dev_labels = read_split(args.glue_dir / sub / "dev.tsv", text_col, label_col)
+    dev_texts, dev_labels = read_split(args.glue_dir / sub / "dev.tsv", text_cols, label_col)
     data = {
         "file": str(train_file.resolve()),
         "file_rows": all_rows,
@@ -425,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
 
     trained = {
-        "fasttext": train_fasttext(args.work, train_texts, train_labels, data),
+        "fasttext": train_fasttext(args.work, args.task, train_texts, train_labels, data),
         "model2vec": train_model2vec(args.work, args.minilm, train_texts, train_labels, data),
     }
     servers: dict[str, Any] = {
@@ -436,34 +482,34 @@ def main(argv: list[str] | None = None) -> None:
 
     peers: dict[str, Any] = {}
     for name in PEERS:
-        acc = score(servers[name], dev_texts, dev_labels)
+        metrics = score(args.task, servers[name], dev_texts, dev_labels)
         folder = args.work / (FT_DIR if name == "fasttext" else M2V_DIR)
         peers[name] = {
-            "dev_accuracy": acc,
+            "dev_score": metrics["score"],
+            "dev_metrics": metrics,
             "settings": trained[name],
             "train_seconds": trained[name]["train_seconds"],
             "size_bytes": folder_bytes(folder) - (folder / SETTINGS_FILE).stat().st_size,
         }
-        print(f"[{name}] dev accuracy {acc:.2f}%", flush=True)
+        print(f"[{name}] dev {metrics}", flush=True)
     scored: dict[str, Any] = {}
     for name, folder in folders.items():
-        acc = score(servers[name], dev_texts, dev_labels)
+        metrics = score(args.task, servers[name], dev_texts, dev_labels)
         scored[name] = {
             "folder": str(folder),
-            "dev_accuracy": acc,
+            "dev_score": metrics["score"],
+            "dev_metrics": metrics,
             "size_bytes": sum(
                 (folder / f).stat().st_size
                 for f in ("model.onnx", "model.bin")
                 if (folder / f).is_file()
             ),
         }
-        print(f"[{name}] dev accuracy {acc:.2f}%", flush=True)
+        print(f"[{name}] dev {metrics}", flush=True)
 
     n = args.speed_examples
     print(f"[peers] timing {', '.join(servers)}: batch 1 x {n}, batch 32 x {4 * n}", flush=True)
-    timing = time_end_to_end(
-        servers, [(t,) for t in dev_texts], (1, 32), {1: n, 32: 4 * n}, args.rounds
-    )
+    timing = time_end_to_end(servers, dev_texts, (1, 32), {1: n, 32: 4 * n}, args.rounds)
     for name in servers:
         lat = timing["latency_ms"][name]
         print(
@@ -473,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     result = {
         "task": args.task,
+        "metrics": list(METRICS[args.task]),
         "dev_examples": len(dev_texts),
         "train_rows": len(train_texts),
         "peers": peers,

@@ -29,10 +29,11 @@ from typing import Any
 
 import yaml
 from common import glue_dir, parse_names, run_logged, runs_dir, today, write_results
-from shrink import MAX_LENGTH, search_dir
+from shrink import PLANS, search_dir
 
 from lmshrink.measure.machine import machine_info
 
+MAX_LENGTH = PLANS["sst2"].max_length  # as the shrink search ran
 BASE = "static-embedding_dim256"  # the shrink search's static candidate (its default grid)
 # name -> the student settings changed from the search's static student
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -50,7 +51,7 @@ def work_dir() -> Path:
 
 
 def base_run() -> Path:
-    run = search_dir() / "candidates" / BASE / "run"
+    run = search_dir("sst2") / "candidates" / BASE / "run"
     if not (run / "report.json").is_file():
         raise SystemExit(f"error: no finished static run in {run}; run bench/shrink.py first.")
     return run
