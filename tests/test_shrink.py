@@ -292,6 +292,8 @@ def test_the_teacher_is_scored_when_nothing_fits(tiny_teacher, tmp_path):
     state = json.loads((out / "shrink.json").read_text())
     assert state["trained"] == ["teacher"]
     assert {f"teacher/{b}" for b in ONNX_BACKENDS} == set(state["scores"])
+    for timing in state["latency"].values():  # one p50 per round (_shrink_config: 1 round)
+        assert len(timing["round_p50_ms"]) == 1 and timing["round_p50_ms"][0] > 0
     assert (out / "report.md").is_file() and not (out / "best").exists()
 
 
@@ -727,3 +729,13 @@ def test_candidates_are_scored_one_text_at_a_time(finished_search, monkeypatch, 
     got = train.score(candidate, folder, teacher.task, teacher.splits, data.max_length)
     assert batch_sizes == [1]
     assert got["score"] == pytest.approx(state["scores"][name]["score"])
+
+
+def test_the_report_warns_when_timing_rounds_put_the_winner_over_the_budget():
+    from lmshrink.search.report import near_the_edge
+
+    row = {"p50_ms": 0.09, "round_p50_ms": [0.08, 0.09, 0.12]}
+    (line,) = near_the_edge(row, 0.1)
+    assert "in 1 of 3 timing rounds" in line and "0.080-0.120 ms" in line
+    assert near_the_edge(row, 0.2) == []
+    assert near_the_edge({"p50_ms": 0.09}, 0.1) == []  # a search timed before rounds were kept

@@ -341,6 +341,7 @@ def test_timing_comes_from_the_recorded_calls(monkeypatch):
         "p50": pytest.approx(np.percentile(laps, 50)),
         "p95": pytest.approx(np.percentile(laps, 95)),
         "calls": 12,
+        "round_p50": [pytest.approx(np.percentile([3, 1, 2, 4], 50))] * 3,
     }
     assert result["latency_ms"]["b"]["1"]["p50"] == pytest.approx(3 * np.percentile(laps, 50))
     assert result["per_second"]["a"]["1"] == pytest.approx(400.0)  # 4 texts in 10 ms

@@ -27,7 +27,9 @@ def interleave(
     appended to `laps`); `warm(name, bs)` is the untimed warm-up pass; `examples(name, bs)`
     is how many examples one pass serves. Returns batch_sizes, rounds, examples (of the first
     model), per_second, ratio (to the first model) and latency_ms[name][bs] = {p50, p95,
-    calls}, keyed by str(bs). Progress counts the passes (never inside a timed one)."""
+    calls, round_p50}, keyed by str(bs); round_p50 is the p50 of each round's calls alone,
+    in round order (how much the machine's speed moved while it timed). Progress counts the
+    passes (never inside a timed one)."""
     from lmshrink.reporting.progress import Progress
 
     result: dict[str, Any] = {
@@ -46,9 +48,13 @@ def interleave(
             shown.update()
         times: dict[str, list[float]] = {name: [] for name in names}
         laps: dict[str, list[float]] = {name: [] for name in names}
+        round_p50: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(rounds):
             for name in names:
+                before = len(laps[name])
                 times[name].append(run(name, bs, laps[name]))
+                this_round = 1000 * np.asarray(laps[name][before:])
+                round_p50[name].append(float(np.percentile(this_round, 50)))
                 shown.update()
         key = str(bs)
         result["examples"][key] = examples(first, bs)
@@ -61,6 +67,7 @@ def interleave(
                 "p50": float(np.percentile(ms, 50)),
                 "p95": float(np.percentile(ms, 95)),
                 "calls": int(ms.size),
+                "round_p50": round_p50[name],
             }
     shown.close()
     return result

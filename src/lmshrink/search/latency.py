@@ -206,10 +206,11 @@ def time_all(
     threads: int,
     examples: int,
     rounds: int,
-) -> dict[str, dict[str, float]]:
-    """End-to-end latency (batch 1: p50 and p95 ms) and throughput (batch 32: examples/s)
-    of every candidate, and the model-only batch-1 p50 of the ONNX ones, measured
-    interleaved on the first `examples` dev texts. Returns {candidate: numbers}."""
+) -> dict[str, dict[str, Any]]:
+    """End-to-end latency (batch 1: p50 and p95 ms, and each round's p50) and throughput
+    (batch 32: examples/s) of every candidate, and the model-only batch-1 p50 of the ONNX
+    ones, measured interleaved on the first `examples` dev texts. Returns {candidate:
+    numbers}."""
     from lmshrink.measure.end_to_end import time_end_to_end
 
     texts = _texts(dev)[:examples]
@@ -222,6 +223,7 @@ def time_all(
         result[name] = {
             "p50_ms": batch1["p50"],
             "p95_ms": batch1["p95"],
+            "round_p50_ms": batch1["round_p50"],
             "per_second_b32": e2e["per_second"][name]["32"],
         }
         if name in model_only:

@@ -128,6 +128,7 @@ def why(winner: dict[str, Any] | None, rows: list[dict[str, Any]], cfg: Any) -> 
         f"Winner: **{winner['name']}**, dev {100 * winner['score']:.2f} "
         f"({_pct(winner['retention'])} of the teacher) at {_ms(winner['p50_ms'])} ms."
     )
+    lines += near_the_edge(winner, cfg.budget_ms)
     if others:
         runner = others[0]
         lines.append(
@@ -143,6 +144,21 @@ def why(winner: dict[str, Any] | None, rows: list[dict[str, Any]], cfg: Any) -> 
             + "."
         )
     return lines
+
+
+def near_the_edge(row: dict[str, Any], budget_ms: float) -> list[str]:
+    """A warning when some timing rounds put `row` over the budget: its p50 over every call
+    fits, but on a machine whose speed moves (a shared or throttled CPU), serving it may not."""
+    rounds = row.get("round_p50_ms") or []  # absent in searches timed before it was kept
+    over = [ms for ms in rounds if ms > budget_ms]
+    if not over:
+        return []
+    return [
+        f"Near the edge: in {len(over)} of {len(rounds)} timing rounds its p50 was over "
+        f"{budget_ms:g} ms (rounds: {min(rounds):.3f}-{max(rounds):.3f} ms); this machine's "
+        "speed moved while it was timed. Time it again where it will serve (`lmshrink bench "
+        "--end-to-end`), or give the budget some room."
+    ]
 
 
 def write_report(
