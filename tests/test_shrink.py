@@ -739,3 +739,14 @@ def test_the_report_warns_when_timing_rounds_put_the_winner_over_the_budget():
     assert "in 1 of 3 timing rounds" in line and "0.080-0.120 ms" in line
     assert near_the_edge(row, 0.2) == []
     assert near_the_edge({"p50_ms": 0.09}, 0.1) == []  # a search timed before rounds were kept
+
+
+def test_the_terminal_summary_names_the_winner_and_warns_near_the_edge():
+    from lmshrink.shrink import format_summary
+
+    win = {"name": "static/onnx-fp32", "score": 0.8, "retention": 0.9, "p50_ms": 0.09}
+    state = {"config": {"out": "runs/s", "budget_ms": 0.1}, "winner": win["name"], "rows": [win]}
+    assert "Near the edge" not in format_summary(state)
+    assert "best within 0.1 ms: static/onnx-fp32, dev 80.00 (90.0%" in format_summary(state)
+    win["round_p50_ms"] = [0.09, 0.11]
+    assert "Near the edge: in 1 of 2 timing rounds" in format_summary(state)

@@ -281,12 +281,16 @@ def _prune(raw: dict[str, Any]) -> Any:
 
 def format_summary(state: dict[str, Any]) -> str:
     """Terminal lines: the winner and where it is."""
+    from lmshrink.search.report import near_the_edge
+
     rows = {r["name"]: r for r in state["rows"]}
     win = rows[state["winner"]]
     out = Path(state["config"]["out"])
+    budget = state["config"]["budget_ms"]
+    edge = "".join(f"\n{line}" for line in near_the_edge(win, budget))
     return (
-        f"best within {state['config']['budget_ms']:g} ms: {win['name']}, dev "
+        f"best within {budget:g} ms: {win['name']}, dev "
         f"{100 * win['score']:.2f} ({100 * win['retention']:.1f}% of the teacher), "
         f"{win['p50_ms']:.3f} ms end to end at batch 1 -> {out / 'best'}\n"
-        f"every candidate: {out / 'report.md'}"
+        f"every candidate: {out / 'report.md'}{edge}"
     )
