@@ -381,6 +381,7 @@ def plot(task: str, peers: dict[str, Any], path: Path) -> None:
             "backend": "",
             "label": name,
             "reference": name == "teacher/onnx-int8",
+            "peer": name in peers["peers"],
         }
         for name in peers["timing"]["latency_ms"]
     ]

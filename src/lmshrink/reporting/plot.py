@@ -28,8 +28,9 @@ def plot_pareto(
 ) -> list[str]:
     """Dev score (%) against batch-1 latency (or speed ratio where a task's rows lack one),
     one panel per task, the Pareto front drawn, the teacher a star (a row may name itself the
-    reference with `"reference": True`), `budget_ms` a vertical line; returns notes on rows
-    left out. Raises MissingDependencyError without matplotlib."""
+    reference with `"reference": True`), a model of another tool an orange square (`"peer":
+    True`), `budget_ms` a vertical line; returns notes on rows left out. Raises
+    MissingDependencyError without matplotlib."""
     try:
         from matplotlib.figure import Figure
         from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -71,18 +72,21 @@ def plot_pareto(
             zorder=1,
             label="Pareto front",
         )
-        labels = []
+        labels, legend = [], set()
         for (x, y), r in zip(points, shown, strict=True):
             teacher = r.get("reference", r["role"] == "teacher" and r["backend"] == "torch-fp32")
+            kind = "teacher" if teacher else "peer" if r.get("peer") else "model"
             ax.scatter(
                 x,
                 y,
-                marker="*" if teacher else "o",
+                marker={"teacher": "*", "peer": "s"}.get(kind, "o"),
                 s=220 if teacher else 60,
-                color="tab:red" if teacher else "tab:blue",
+                color={"teacher": "tab:red", "peer": "tab:orange"}.get(kind, "tab:blue"),
                 zorder=2,
-                label="teacher" if teacher else None,
+                # one legend entry per kind; plain models need none
+                label=kind if kind != "model" and kind not in legend else None,
             )
+            legend.add(kind)
             teacher_label = teacher and "teacher" not in r["label"]
             labels.append(f"{r['label']} (teacher)" if teacher_label else r["label"])
         if budget_ms is not None and by_latency:
