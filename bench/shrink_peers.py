@@ -73,16 +73,14 @@ warnings.filterwarnings("ignore", message="lmshrink could not register model cla
 import numpy as np  # noqa: E402
 from peers_env import DISTRIBUTIONS  # noqa: E402
 
+from lmshrink.data.tasks import get_task  # noqa: E402
 from lmshrink.measure.end_to_end import OnnxTextServer, time_end_to_end  # noqa: E402
+from lmshrink.measure.metrics import compute, task_score  # noqa: E402
 from lmshrink.runs import write_text_atomic  # noqa: E402
 
-# GLUE task -> (folder, text columns, label column); labels are the ids 0..C-1.
-TASKS = {
-    "sst2": ("SST-2", ("sentence",), "label"),
-    "mrpc": ("MRPC", ("#1 String", "#2 String"), "Quality"),
-}
-# The GLUE score's metrics of each task (their mean is the score), as lmshrink scores it.
-METRICS = {"sst2": ("accuracy",), "mrpc": ("f1", "accuracy")}
+# The GLUE tasks whose files this script reads (lmshrink's Task gives their folder, columns
+# and metrics): a header row, and labels that are the ids 0..C-1.
+TASKS = ("sst2", "mrpc")
 PAIR_SEPARATOR = "__sep__"  # between a pair's texts in a fastText line
 SEED = 42
 # fastText: the grid searched on the 90/10 split of train; dim and the rest fixed.
@@ -153,23 +151,11 @@ def subsample(
     return [texts[i] for i in keep], [labels[i] for i in keep], keep
 
 
-def accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:
-    """Accuracy in %."""
-    return 100.0 * float(np.mean(np.asarray(predicted) == np.asarray(gold)))
-
-
-def f1(predicted: Sequence[int], gold: Sequence[int]) -> float:
-    """F1 of label 1 (GLUE's MRPC F1) in %."""
-    p, g = np.asarray(predicted) == 1, np.asarray(gold) == 1
-    true_positives = float(np.sum(p & g))
-    return 100.0 * 2 * true_positives / max(float(p.sum() + g.sum()), 1.0)
-
-
 def task_metrics(task: str, predicted: Sequence[int], gold: Sequence[int]) -> dict[str, float]:
-    """The task's GLUE metrics in % and `score`, their mean."""
-    rules = {"accuracy": accuracy, "f1": f1}
-    metrics = {name: rules[name](predicted, gold) for name in METRICS[task]}
-    return {**metrics, "score": float(np.mean(list(metrics.values())))}
+    """The task's GLUE metrics in % and `score`, their mean, as lmshrink scores its
+    candidates (`lmshrink.measure.metrics`)."""
+    metrics = compute(get_task(task).metrics, predicted, gold)
+    return {**{k: 100 * v for k, v in metrics.items()}, "score": 100 * task_score(metrics)}
 
 
 def folder_bytes(path: Path) -> int:
@@ -437,7 +423,7 @@ def lmshrink_server(name: str, folder: Path) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue-dir", type=Path, required=True, help="GLUE glue_data folder.")
-    parser.add_argument("--task", default="sst2", choices=sorted(TASKS))
+    parser.add_argument("--task", default="sst2", choices=TASKS)
     parser.add_argument("--minilm", type=Path, required=True, help="packaged MiniLM folder")
     parser.add_argument("--work", type=Path, required=True, help="where the peers are kept")
     parser.add_argument("--out", type=Path, required=True, help="the result JSON file")
@@ -454,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.speed_examples < 1 or args.rounds < 1:
         raise SystemExit("error: --speed-examples and --rounds must be at least 1.")
 
-    sub, text_cols, label_col = TASKS[args.task]
+    task = get_task(args.task)
+    sub, text_cols, label_col = task.glue_folder, task.text_columns, task.label_column
     train_file = args.glue_dir / sub / "train.tsv"
     train_texts, train_labels = read_split(train_file, text_cols, label_col)
     all_rows = len(train_texts)
@@ -519,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     result = {
         "task": args.task,
-        "metrics": list(METRICS[args.task]),
+        "metrics": list(task.metrics),
         "dev_examples": len(dev_texts),
         "train_rows": len(train_texts),
         "peers": peers,
