@@ -174,7 +174,7 @@ def latency(peers: dict[str, Any], name: str) -> float | None:
     return numbers["1"]["p50"] if numbers else None
 
 
-def accuracy(peers: dict[str, Any], name: str) -> float | None:
+def dev_score(peers: dict[str, Any], name: str) -> float | None:
     """The dev score (%) of a peer or a timed lmshrink folder (the task's GLUE score; files
     written before MRPC held SST-2's accuracy as dev_accuracy)."""
     source = peers["peers"].get(name) or peers["folders"].get(name)
@@ -191,7 +191,7 @@ def budget_rows(searches: dict[str, dict], peers: dict[str, Any]) -> list[dict[s
         winner = search["state"].get("winner")
         row: dict[str, Any] = {"budget_ms": float(budget), "pick": winner, "error": None}
         if winner:
-            row["pick_dev"] = accuracy(peers, winner)
+            row["pick_dev"] = dev_score(peers, winner)
             row["pick_ms"] = latency(peers, winner)
             # The search chose by its own timing; this final one may disagree near the edge.
             row["pick_search_ms"] = search["state"]["latency"][winner]["p50_ms"]
@@ -199,7 +199,7 @@ def budget_rows(searches: dict[str, dict], peers: dict[str, Any]) -> list[dict[s
         else:
             row["error"] = search["error"]
         row["peers"] = {
-            name: {"dev": accuracy(peers, name), "ms": latency(peers, name)}
+            name: {"dev": dev_score(peers, name), "ms": latency(peers, name)}
             for name in list(peers["peers"]) + ["teacher/onnx-int8"]
             if latency(peers, name) is not None and latency(peers, name) <= float(budget)
         }
@@ -234,14 +234,14 @@ def targets(rows: list[dict], peers: dict[str, Any], state: dict[str, Any]) -> l
     m2v = next((n for n in peers["peers"] if "model2vec" in n.lower()), None)
     if statics and m2v:
         s = statics[0]
-        gap = accuracy(peers, s) - accuracy(peers, m2v)
+        gap = dev_score(peers, s) - dev_score(peers, m2v)
         faster = latency(peers, s) <= latency(peers, m2v)
         ok = gap >= 2 and faster
         lines.append(
             f"- **{'met' if ok else 'missed'}**: the static student beats Model2Vec's "
             f"classifier by >= 2 points at equal or better end-to-end speed: {s} "
-            f"{accuracy(peers, s):.2f} at {latency(peers, s):.3f} ms vs {m2v} "
-            f"{accuracy(peers, m2v):.2f} at {latency(peers, m2v):.3f} ms ({gap:+.2f} points)."
+            f"{dev_score(peers, s):.2f} at {latency(peers, s):.3f} ms vs {m2v} "
+            f"{dev_score(peers, m2v):.2f} at {latency(peers, m2v):.3f} ms ({gap:+.2f} points)."
         )
     teacher_score = next(
         (r["score"] for r in state["rows"] if r["name"] == "teacher/onnx-fp32"), None
@@ -251,12 +251,12 @@ def targets(rows: list[dict], peers: dict[str, Any], state: dict[str, Any]) -> l
         keeping = [
             n
             for n in peers["folders"]
-            if accuracy(peers, n) >= 98 * teacher_score and n != "teacher/onnx-int8"
+            if dev_score(peers, n) >= 98 * teacher_score and n != "teacher/onnx-int8"
         ]
         fastest = min(keeping, key=lambda n: latency(peers, n), default=None)
         speedup = teacher_int8 / latency(peers, fastest) if fastest else 0.0
         if fastest:
-            found = f"{fastest}, {accuracy(peers, fastest):.2f} at {speedup:.1f}x"
+            found = f"{fastest}, {dev_score(peers, fastest):.2f} at {speedup:.1f}x"
         else:  # no pick keeps 98%: every trained candidate, with the search's own timing
             found, speedup = search_keeping_98(state)
         lines.append(
@@ -288,8 +288,31 @@ def search_keeping_98(state: dict[str, Any]) -> tuple[str, float]:
     ), speedup
 
 
+def majority_score(task: str) -> float:
+    """Dev score (%) of always answering train's most frequent label: the floor any model
+    must clear (on an unbalanced task such as MRPC, F1 of the positive label alone is high)."""
+    from collections import Counter
+
+    from lmshrink.config import DataConfig
+    from lmshrink.data.splits import read_split
+    from lmshrink.data.tasks import get_task
+    from lmshrink.measure.metrics import compute, task_score
+
+    spec = get_task(task)
+    data = DataConfig(task=task, data_dir=str(glue_dir()))
+    train, dev = (read_split(spec, split, data) for split in ("train", "dev"))
+    majority = Counter(train.labels).most_common(1)[0][0]
+    return 100 * task_score(compute(spec.metrics, [majority] * len(dev.labels), dev.labels))
+
+
 def markdown(
-    task: str, searches: dict, peers: dict, rows: list[dict], machine: dict, seconds: float
+    task: str,
+    searches: dict,
+    peers: dict,
+    rows: list[dict],
+    machine: dict,
+    seconds: float,
+    majority: float,
 ) -> str:
     plan = PLANS[task]
     copies = plan.augmented_copies
@@ -335,6 +358,10 @@ def markdown(
             )
         else:
             lines.append(f"| {r['budget_ms']:g} | none fits | | | | {fits} | {verdict} |")
+    lines += [
+        "",
+        f"Always answering train's most frequent label scores {majority:.2f} dev {plan.metric}.",
+    ]
     lines += ["", "## Targets (issue 14)", "", *targets(rows, peers, state), ""]
     lines += ["## Every model timed in the final run", ""]
     lines += [
@@ -345,7 +372,7 @@ def markdown(
     for name in sorted(timing["latency_ms"], key=lambda n: latency(peers, n)):
         b1 = timing["latency_ms"][name]["1"]
         lines.append(
-            f"| {name} | {accuracy(peers, name):.2f} | {b1['p50']:.3f} | {b1['p95']:.3f} | "
+            f"| {name} | {dev_score(peers, name):.2f} | {b1['p50']:.3f} | {b1['p95']:.3f} | "
             f"{timing['per_second'][name]['32']:,.0f} |"
         )
     lines += ["", "## The search's own table (its timing, in the training process)", ""]
@@ -374,7 +401,7 @@ def plot(task: str, peers: dict[str, Any], path: Path) -> None:
     rows = [
         {
             "task": task,
-            "score": accuracy(peers, name) / 100,
+            "score": dev_score(peers, name) / 100,
             "latency_ms": {"p50": latency(peers, name)},
             "speed": None,
             "role": "peer" if name in peers["peers"] else "lmshrink",
@@ -410,6 +437,7 @@ def run_task(task: str, budgets: list[float] | None, retime: bool) -> None:
     peers = run_peers(task, timed_folders(searches))
     rows = budget_rows(searches, peers)
     machine = machine_info()
+    majority = majority_score(task)
     payload = {
         "date": today(),
         "machine": machine,
@@ -421,10 +449,12 @@ def run_task(task: str, budgets: list[float] | None, retime: bool) -> None:
         "rows": rows,
         "search": searches[f"{budgets[0]:g}"]["state"],
         "peers": peers,
+        "majority_dev_score": majority,
     }
     seconds = time.perf_counter() - start
     name = results_name(task)
-    write_results(name, payload, markdown(task, searches, peers, rows, machine, seconds))
+    markdown_text = markdown(task, searches, peers, rows, machine, seconds, majority)
+    write_results(name, payload, markdown_text)
     plot(task, peers, RESULTS / f"{name}.png")
 
 
